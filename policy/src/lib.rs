@@ -1,0 +1,1 @@
+//! grail-policy: the candle model engine (model, loaders, generation, proof forward, GRPO, checkpoints).

@@ -1,0 +1,1 @@
+//! grail-protocol
