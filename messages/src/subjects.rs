@@ -1,0 +1,231 @@
+//! The one place that spells NATS subjects, JetStream streams, KV and object-store buckets,
+//! and header names. Nothing else in the project writes a subject string.
+//!
+//! | subject | carries | stream |
+//! |---|---|---|
+//! | `grail.clock.<window>.open` / `.close` | [`WindowOpen`](crate::WindowOpen) / [`WindowClose`](crate::WindowClose) | `GRAIL_CLOCK` |
+//! | `grail.rollout.<window>.<miner>` | [`RolloutGroup`](crate::RolloutGroup) | `GRAIL_ROLLOUTS` |
+//! | `grail.verdict.group.<window>.<miner>` | [`GroupVerdict`](crate::GroupVerdict) | `GRAIL_VERDICTS` |
+//! | `grail.verdict.miner.<window>.<miner>` | [`MinerWindowVerdict`](crate::MinerWindowVerdict) | `GRAIL_VERDICTS` |
+//! | `grail.checkpoint.<seq>` | [`CheckpointAnnounce`](crate::CheckpointAnnounce) | `GRAIL_CHECKPOINTS` |
+//! | `grail.weights.<window>` | [`Weights`](crate::Weights) | `GRAIL_WEIGHTS` |
+//! | `grail.heartbeat.<role>.<instance>` | [`Heartbeat`](crate::Heartbeat) | core NATS |
+
+use crate::identity::Ss58Address;
+
+pub const ROOT: &str = "grail";
+/// Everything grail publishes: `grail tail 'grail.>'`.
+pub const ALL: &str = "grail.>";
+
+/// JetStream streams: (name, subject filter, what for).
+pub const STREAM_CLOCK: &str = "GRAIL_CLOCK";
+pub const STREAM_ROLLOUTS: &str = "GRAIL_ROLLOUTS";
+pub const STREAM_VERDICTS: &str = "GRAIL_VERDICTS";
+pub const STREAM_CHECKPOINTS: &str = "GRAIL_CHECKPOINTS";
+pub const STREAM_WEIGHTS: &str = "GRAIL_WEIGHTS";
+
+pub const CLOCK_ALL: &str = "grail.clock.>";
+pub const ROLLOUT_ALL: &str = "grail.rollout.>";
+pub const VERDICT_ALL: &str = "grail.verdict.>";
+pub const VERDICT_GROUP_ALL: &str = "grail.verdict.group.>";
+pub const VERDICT_MINER_ALL: &str = "grail.verdict.miner.>";
+pub const CHECKPOINT_ALL: &str = "grail.checkpoint.>";
+pub const WEIGHTS_ALL: &str = "grail.weights.>";
+pub const HEARTBEAT_ALL: &str = "grail.heartbeat.>";
+
+/// KV bucket holding the clock leader lease and chain state.
+pub const KV_CLOCK: &str = "grail_clock";
+/// KV bucket holding the latest weights per window and trainer state.
+pub const KV_STATE: &str = "grail_state";
+/// Object store bucket with checkpoint bytes.
+pub const OBJECTS_CHECKPOINTS: &str = "grail_checkpoints";
+
+/// Durable consumer shared by all verifiers: each group is verified once.
+pub const CONSUMER_VERIFIERS: &str = "verifiers";
+/// Durable consumer of the trainer.
+pub const CONSUMER_TRAINER: &str = "trainer";
+/// Durable consumer of the scorer.
+pub const CONSUMER_SCORER: &str = "scorer";
+
+/// Header names (readable metadata for people using the NATS CLI).
+pub const HDR_KIND: &str = "Grail-Kind";
+pub const HDR_WINDOW: &str = "Grail-Window";
+pub const HDR_MINER: &str = "Grail-Miner";
+pub const HDR_DIGEST: &str = "Grail-Digest";
+/// JetStream de-duplication id.
+pub const HDR_MSG_ID: &str = "Nats-Msg-Id";
+
+pub fn window_open(window: u64) -> String {
+    format!("grail.clock.{window}.open")
+}
+pub fn window_close(window: u64) -> String {
+    format!("grail.clock.{window}.close")
+}
+pub fn rollout(window: u64, miner: &str) -> String {
+    format!("grail.rollout.{window}.{miner}")
+}
+/// All rollouts of one window.
+pub fn rollout_window(window: u64) -> String {
+    format!("grail.rollout.{window}.*")
+}
+pub fn group_verdict(window: u64, miner: &str) -> String {
+    format!("grail.verdict.group.{window}.{miner}")
+}
+pub fn miner_verdict(window: u64, miner: &str) -> String {
+    format!("grail.verdict.miner.{window}.{miner}")
+}
+pub fn checkpoint(seq: u64) -> String {
+    format!("grail.checkpoint.{seq}")
+}
+pub fn weights(window: u64) -> String {
+    format!("grail.weights.{window}")
+}
+pub fn heartbeat(role: &str, instance: &str) -> String {
+    format!("grail.heartbeat.{}.{}", token(role), token(instance))
+}
+
+/// Object name for a checkpoint's stored bytes.
+pub fn checkpoint_object(seq: u64, digest_hex: &str) -> String {
+    format!("ckpt-{seq:08}-{}", &digest_hex[..digest_hex.len().min(16)])
+}
+
+/// De-duplication ids: retries of the same logical message collapse in JetStream.
+pub fn rollout_msg_id(window: u64, miner: &str, group_index: u32) -> String {
+    format!("rollout:{window}:{miner}:{group_index}")
+}
+pub fn verdict_msg_id(window: u64, miner: &str, group_index: u32) -> String {
+    format!("verdict:{window}:{miner}:{group_index}")
+}
+pub fn clock_msg_id(window: u64, phase: &str) -> String {
+    format!("clock:{window}:{phase}")
+}
+
+/// Replace characters NATS treats specially so free-form names stay one token.
+fn token(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '.' | '*' | '>' | ' ' | '\t' => '_',
+            c => c,
+        })
+        .collect()
+}
+
+/// A parsed grail subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    WindowOpen { window: u64 },
+    WindowClose { window: u64 },
+    Rollout { window: u64, miner: String },
+    GroupVerdict { window: u64, miner: String },
+    MinerVerdict { window: u64, miner: String },
+    Checkpoint { seq: u64 },
+    Weights { window: u64 },
+    Heartbeat { role: String, instance: String },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("subject {subject:?} is not a grail subject: {detail}")]
+pub struct SubjectError {
+    pub subject: String,
+    pub detail: String,
+}
+
+pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
+    let err = |detail: &str| SubjectError {
+        subject: subject.chars().take(200).collect(),
+        detail: detail.to_string(),
+    };
+    let parts: Vec<&str> = subject.split('.').collect();
+    let num = |s: &str| {
+        s.parse::<u64>()
+            .map_err(|_| err("window/seq is not a number"))
+    };
+    let miner = |s: &str| {
+        Ss58Address::parse(s)
+            .map(|_| s.to_string())
+            .map_err(|e| err(&e.to_string()))
+    };
+    match parts.as_slice() {
+        ["grail", "clock", w, "open"] => Ok(Subject::WindowOpen { window: num(w)? }),
+        ["grail", "clock", w, "close"] => Ok(Subject::WindowClose { window: num(w)? }),
+        ["grail", "rollout", w, m] => Ok(Subject::Rollout {
+            window: num(w)?,
+            miner: miner(m)?,
+        }),
+        ["grail", "verdict", "group", w, m] => Ok(Subject::GroupVerdict {
+            window: num(w)?,
+            miner: miner(m)?,
+        }),
+        ["grail", "verdict", "miner", w, m] => Ok(Subject::MinerVerdict {
+            window: num(w)?,
+            miner: miner(m)?,
+        }),
+        ["grail", "checkpoint", s] => Ok(Subject::Checkpoint { seq: num(s)? }),
+        ["grail", "weights", w] => Ok(Subject::Weights { window: num(w)? }),
+        ["grail", "heartbeat", r, i] => Ok(Subject::Heartbeat {
+            role: r.to_string(),
+            instance: i.to_string(),
+        }),
+        _ => Err(err("unknown layout")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+
+    #[test]
+    fn every_builder_parses_back() {
+        let id = Identity::generate();
+        let m = id.address();
+        assert_eq!(
+            parse(&window_open(3)).unwrap(),
+            Subject::WindowOpen { window: 3 }
+        );
+        assert_eq!(
+            parse(&window_close(3)).unwrap(),
+            Subject::WindowClose { window: 3 }
+        );
+        assert_eq!(
+            parse(&rollout(9, m)).unwrap(),
+            Subject::Rollout {
+                window: 9,
+                miner: m.into()
+            }
+        );
+        assert_eq!(
+            parse(&group_verdict(9, m)).unwrap(),
+            Subject::GroupVerdict {
+                window: 9,
+                miner: m.into()
+            }
+        );
+        assert_eq!(
+            parse(&miner_verdict(9, m)).unwrap(),
+            Subject::MinerVerdict {
+                window: 9,
+                miner: m.into()
+            }
+        );
+        assert_eq!(
+            parse(&checkpoint(4)).unwrap(),
+            Subject::Checkpoint { seq: 4 }
+        );
+        assert_eq!(parse(&weights(4)).unwrap(), Subject::Weights { window: 4 });
+        assert_eq!(
+            parse(&heartbeat("miner", "gpu.0")).unwrap(),
+            Subject::Heartbeat {
+                role: "miner".into(),
+                instance: "gpu_0".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_subjects_are_typed_errors() {
+        assert!(parse("grail.rollout.x.5Grw").is_err());
+        assert!(parse("grail.rollout.3.not-an-address").is_err());
+        assert!(parse("other.thing").is_err());
+    }
+}
