@@ -1,1 +1,19 @@
-//! grail-policy: the candle model engine (model, loaders, generation, proof forward, GRPO, checkpoints).
+//! grail-policy: the candle model engine (model, loaders, generation, proof forward, GRPO,
+//! checkpoints).
+
+pub mod checkpoint;
+pub mod config;
+pub mod delta;
+pub mod error;
+pub mod loader;
+pub mod model;
+pub mod proof;
+pub mod tiny;
+pub mod tokenizer;
+
+pub use config::{Arch, ModelConfig};
+pub use error::{ConfigError, LoadError, PolicyError, PolicyResult};
+pub use loader::{load_model, LoadOptions, LoadedModel};
+pub use model::{KvCache, Model};
+pub use tiny::write_tiny_model;
+pub use tokenizer::{ChatMessage, PolicyTokenizer};

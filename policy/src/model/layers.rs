@@ -1,0 +1,257 @@
+//! The building blocks of a Qwen2/Llama decoder layer, written only with candle ops that have a
+//! backward pass (candle-nn 0.11's fused `rms_norm`, `softmax_last_dim` and `rope` have none).
+
+use candle_core::{DType, Device, Result, Tensor, D};
+use candle_nn::{Linear, Module, VarBuilder};
+
+use crate::config::ModelConfig;
+
+/// Norms, RoPE, attention scores and the LM head run in f32 when weights are half precision.
+pub fn compute_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 => DType::F32,
+        other => other,
+    }
+}
+
+/// RMSNorm computed in the compute dtype; the result stays in the compute dtype.
+#[derive(Clone, Debug)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(size, "weight")?,
+            eps,
+        })
+    }
+
+    /// Returns the normalised input in `compute_dtype(x.dtype())`.
+    pub fn forward_compute(&self, x: &Tensor) -> Result<Tensor> {
+        let cd = compute_dtype(x.dtype());
+        let x = x.to_dtype(cd)?;
+        let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let inv_rms = (mean_sq + self.eps)?.sqrt()?.recip()?;
+        x.broadcast_mul(&inv_rms)?
+            .broadcast_mul(&self.weight.to_dtype(cd)?)
+    }
+
+    /// Normalises and casts back to the input dtype.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_compute(x)?.to_dtype(x.dtype())
+    }
+}
+
+/// RoPE cos/sin tables, `[len, head_dim]` each, for positions `start..start + len`.
+///
+/// Computed on the host in f32 exactly as HF does (`inv_freq = 1 / theta^(2i/d)`, angle =
+/// position × inv_freq, both halves repeated), so they do not depend on the device or dtype.
+#[derive(Clone, Debug)]
+pub struct RopeTables {
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
+impl RopeTables {
+    pub fn new(cfg: &ModelConfig, start: usize, len: usize, dtype: DType, dev: &Device) -> Result<Self> {
+        let d = cfg.head_dim;
+        let half = d / 2;
+        let theta = cfg.rope_theta as f32;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0f32 / theta.powf((2 * i) as f32 / d as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(len * d);
+        let mut sin = Vec::with_capacity(len * d);
+        for pos in start..start + len {
+            let p = pos as f32;
+            for _ in 0..2 {
+                for f in &inv_freq {
+                    let angle = p * f;
+                    cos.push(angle.cos());
+                    sin.push(angle.sin());
+                }
+            }
+        }
+        let cd = compute_dtype(dtype);
+        Ok(Self {
+            cos: Tensor::from_vec(cos, (len, d), dev)?.to_dtype(cd)?,
+            sin: Tensor::from_vec(sin, (len, d), dev)?.to_dtype(cd)?,
+        })
+    }
+
+    /// Applies the rotation to `x: [b, heads, len, head_dim]` (HF `rotate_half` convention).
+    /// The result is in the compute dtype.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let cd = compute_dtype(x.dtype());
+        let x = x.to_dtype(cd)?;
+        let half = x.dim(D::Minus1)? / 2;
+        let x1 = x.narrow(D::Minus1, 0, half)?;
+        let x2 = x.narrow(D::Minus1, half, half)?;
+        let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+        x.broadcast_mul(&self.cos)?
+            .broadcast_add(&rotated.broadcast_mul(&self.sin)?)
+    }
+}
+
+/// Additive causal mask `[len, offset + len]`: query `i` (absolute `offset + i`) sees keys
+/// `0..=offset + i`. Right-padded rows need nothing more: real tokens never see the padding.
+pub fn causal_mask(len: usize, offset: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
+    let keys = offset + len;
+    let mask: Vec<f32> = (0..len)
+        .flat_map(|i| (0..keys).map(move |j| if j <= offset + i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Tensor::from_vec(mask, (len, keys), dev)?.to_dtype(dtype)
+}
+
+/// Grouped-query self-attention with HF projection names.
+#[derive(Clone, Debug)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+/// Where the keys/values of this forward come from: only the current input, or a preallocated
+/// cache into which the new ones are written at `offset`.
+pub enum KvSource<'a> {
+    Fresh,
+    Cache {
+        k: &'a Tensor,
+        v: &'a Tensor,
+        offset: usize,
+    },
+}
+
+impl Attention {
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let q_out = cfg.num_attention_heads * hd;
+        let kv_out = cfg.num_key_value_heads * hd;
+        let b = cfg.qkv_bias;
+        Ok(Self {
+            q_proj: candle_nn::linear_b(h, q_out, b, vb.pp("q_proj"))?,
+            k_proj: candle_nn::linear_b(h, kv_out, b, vb.pp("k_proj"))?,
+            v_proj: candle_nn::linear_b(h, kv_out, b, vb.pp("v_proj"))?,
+            o_proj: candle_nn::linear_b(q_out, h, false, vb.pp("o_proj"))?,
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_key_value_heads,
+            head_dim: hd,
+        })
+    }
+
+    /// `x: [b, len, hidden]`; `mask: [len, keys]` (None for a single decode step).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        mask: Option<&Tensor>,
+        kv: KvSource,
+    ) -> Result<Tensor> {
+        let (b, len, _) = x.dims3()?;
+        let dtype = x.dtype();
+        let cd = compute_dtype(dtype);
+        let (hd, kvh) = (self.head_dim, self.kv_heads);
+        let split = |t: Tensor, heads: usize| -> Result<Tensor> {
+            t.reshape((b, len, heads, hd))?.transpose(1, 2)
+        };
+        let q = rope.apply(&split(self.q_proj.forward(x)?, self.heads)?)?;
+        let k = rope.apply(&split(self.k_proj.forward(x)?, kvh)?)?.to_dtype(dtype)?;
+        let v = split(self.v_proj.forward(x)?, kvh)?;
+        let (k, v) = match kv {
+            KvSource::Fresh => (k.contiguous()?, v.contiguous()?),
+            KvSource::Cache { k: kc, v: vc, offset } => {
+                kc.slice_set(&k.contiguous()?, 2, offset)?;
+                vc.slice_set(&v.contiguous()?, 2, offset)?;
+                (kc.narrow(2, 0, offset + len)?, vc.narrow(2, 0, offset + len)?)
+            }
+        };
+        let keys = k.dim(2)?;
+        let rep = self.heads / kvh;
+        // Heads sharing a kv head are adjacent, so [b, heads, len, hd] regroups for free as
+        // [b, kv_heads, rep * len, hd]: no repeat_kv copies of k and v.
+        let q = (q.to_dtype(dtype)?.contiguous()? * (1.0 / (hd as f64).sqrt()))?
+            .reshape((b, kvh, rep * len, hd))?;
+        let scores = q.matmul(&k.t()?)?.to_dtype(cd)?;
+        let scores = match mask {
+            Some(m) => scores
+                .reshape((b, kvh, rep, len, keys))?
+                .broadcast_add(m)?
+                .reshape((b, kvh, rep * len, keys))?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(dtype)?;
+        let out = probs
+            .matmul(&v)?
+            .reshape((b, self.heads, len, hd))?
+            .transpose(1, 2)?
+            .reshape((b, len, self.heads * hd))?;
+        self.o_proj.forward(&out)
+    }
+}
+
+/// SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate_proj: candle_nn::linear_no_bias(h, i, vb.pp("gate_proj"))?,
+            up_proj: candle_nn::linear_no_bias(h, i, vb.pp("up_proj"))?,
+            down_proj: candle_nn::linear_no_bias(i, h, vb.pp("down_proj"))?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = self.gate_proj.forward(x)?.silu()?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    }
+}
+
+/// One pre-norm decoder layer.
+#[derive(Clone, Debug)]
+pub struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl DecoderLayer {
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+        Ok(Self {
+            input_layernorm: RmsNorm::new(h, eps, vb.pp("input_layernorm"))?,
+            self_attn: Attention::new(cfg, vb.pp("self_attn"))?,
+            post_attention_layernorm: RmsNorm::new(h, eps, vb.pp("post_attention_layernorm"))?,
+            mlp: Mlp::new(cfg, vb.pp("mlp"))?,
+        })
+    }
+
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &RopeTables,
+        mask: Option<&Tensor>,
+        kv: KvSource,
+    ) -> Result<Tensor> {
+        let attn = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, rope, mask, kv)?;
+        let x = (x + attn)?;
+        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?;
+        x + mlp
+    }
+}

@@ -1,0 +1,135 @@
+//! Decoder-only Qwen2/Qwen2.5 and Llama (SmolLM2) model with HF weight names.
+//!
+//! * [`Model::forward_hidden`] is stateless (`&self`) and differentiable end to end: training
+//!   and the proof forward use it.
+//! * [`Model::forward_cached`] writes keys/values into a preallocated [`KvCache`] for
+//!   generation (no per-step concatenation of the whole cache).
+//! * Weights may be f32 (CPU), f64 (gradient checks) or bf16/f16 (CUDA); norms, RoPE tables,
+//!   attention softmax, the LM head and everything after it run in f32 (f64 for f64 weights).
+
+mod init;
+mod kv_cache;
+mod layers;
+
+pub use init::{init_seeded, seeded_weights, SplitMix64};
+pub use kv_cache::KvCache;
+pub use layers::{causal_mask, compute_dtype, RmsNorm, RopeTables};
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+use layers::{DecoderLayer, KvSource};
+
+use crate::config::ModelConfig;
+
+/// The causal language model.
+#[derive(Clone, Debug)]
+pub struct Model {
+    cfg: ModelConfig,
+    embed_tokens: candle_nn::Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Tensor,
+    dtype: DType,
+    device: Device,
+}
+
+impl Model {
+    /// Builds the model from a `VarBuilder` (a `VarMap` for training, mmaped safetensors or a
+    /// `HashMap<String, Tensor>` for inference). Tied embeddings share `model.embed_tokens`.
+    pub fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let m = vb.pp("model");
+        let embed_tokens =
+            candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, m.pp("embed_tokens"))?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::new(cfg, m.pp(format!("layers.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, m.pp("norm"))?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed_tokens.embeddings().clone()
+        } else {
+            vb.pp("lm_head").get((cfg.vocab_size, cfg.hidden_size), "weight")?
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The dtype of hidden states, logits and log-probs (f32 unless the weights are f64).
+    pub fn compute_dtype(&self) -> DType {
+        compute_dtype(self.dtype)
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Final-norm hidden states `[b, len, hidden]` in the compute dtype for right-padded token
+    /// ids `[b, len]` (u32). Stateless and differentiable.
+    pub fn forward_hidden(&self, ids: &Tensor) -> Result<Tensor> {
+        let (_, len) = ids.dims2()?;
+        let rope = RopeTables::new(&self.cfg, 0, len, self.dtype, &self.device)?;
+        let mask = causal_mask(len, 0, self.compute_dtype(), &self.device)?;
+        let mut x = self.embed_tokens.forward(ids)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &rope, Some(&mask), KvSource::Fresh)?;
+        }
+        self.norm.forward_compute(&x)
+    }
+
+    /// Runs `ids: [b, len]` at positions `cache.len()..` for every row, writing keys and
+    /// values into `cache`, and returns the final-norm hidden states of the new positions.
+    pub fn forward_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, len) = ids.dims2()?;
+        let offset = cache.len();
+        if b != cache.batch() || offset + len > cache.capacity() {
+            candle_core::bail!(
+                "kv cache holds {} rows × {} positions; asked for {b} rows at {offset}..{}",
+                cache.batch(),
+                cache.capacity(),
+                offset + len
+            );
+        }
+        let rope = RopeTables::new(&self.cfg, offset, len, self.dtype, &self.device)?;
+        let mask = if len > 1 {
+            Some(causal_mask(len, offset, self.compute_dtype(), &self.device)?)
+        } else {
+            None
+        };
+        let mut x = self.embed_tokens.forward(ids)?;
+        for (layer, (k, v)) in self.layers.iter().zip(cache.layers()) {
+            x = layer.forward(&x, &rope, mask.as_ref(), KvSource::Cache { k, v, offset })?;
+        }
+        cache.advance(len);
+        self.norm.forward_compute(&x)
+    }
+
+    /// Logits `[.., vocab]` in the compute dtype from final-norm hidden states `[.., hidden]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        let w = self.lm_head.to_dtype(self.compute_dtype())?;
+        hidden.broadcast_matmul(&w.t()?)
+    }
+
+    /// Log-probability of each next token: for `ids: [b, len]` returns `[b, len - 1]` where
+    /// entry `t` is `log p(ids[t + 1] | ids[..=t])`. Differentiable; compute dtype.
+    pub fn next_token_logprobs(&self, hidden: &Tensor, ids: &Tensor) -> Result<Tensor> {
+        let (_, len) = ids.dims2()?;
+        let logits = self.logits(&hidden.narrow(1, 0, len - 1)?)?;
+        let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?;
+        let next = ids.narrow(1, 1, len - 1)?.unsqueeze(2)?.contiguous()?;
+        logp.gather(&next, 2)?.squeeze(2)
+    }
+}

@@ -1,0 +1,184 @@
+//! The proof forward (miner and verifier): one prefill over full sequences returning, for every
+//! position, the last-layer hidden state after the final norm and the log-probability of the
+//! next token, plus full raw logit rows at chosen positions.
+//!
+//! # Reproducibility
+//! On CPU the result is a pure function of (weights, batch composition, padded length, dtype,
+//! `logprob_chunk`, CPU kernel selection):
+//! * **bit-identical** across processes, repeated calls and `RAYON_NUM_THREADS` values
+//!   (candle's gemm splits work over M and N, never over the K reduction), tested in
+//!   `tests/proof.rs`;
+//! * **not bit-identical when the padded length changes** (a longer batch-mate, or `pad_to`):
+//!   the attention `probs · V` product reduces over the padded key length, so gemm blocks the
+//!   sum differently. The difference is at f32 rounding level (measured max |Δ| is reported
+//!   by the `padded_length_changes_results_only_at_rounding_level` test, ~1e-6 on the tiny
+//!   model). A verifier should recompute with the miner's padded length or use a tolerance;
+//! * different dtypes (bf16 vs f32) differ at the bf16 level (~1e-2 relative), different
+//!   devices (CUDA vs CPU) and different CPU ISAs (AVX2 vs AVX-512 gemm kernels) at rounding
+//!   level; all of these need a tolerance.
+
+use candle_core::{DType, Tensor, D};
+
+use crate::error::{PolicyError, PolicyResult};
+use crate::model::Model;
+
+/// One sequence to run: prompt + completion ids and the positions whose full logit rows are
+/// wanted (e.g. the challenged positions).
+#[derive(Clone, Debug)]
+pub struct ProofInput<'a> {
+    pub tokens: &'a [u32],
+    pub logit_positions: &'a [usize],
+}
+
+/// Per-sequence results, unpadded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProofOutput {
+    /// Number of tokens (= rows of `hidden`).
+    pub len: usize,
+    pub hidden_size: usize,
+    /// Final-norm hidden states, f32, row-major `[len × hidden_size]`.
+    pub hidden: Vec<f32>,
+    /// `len - 1` entries: entry `t` is `log p(tokens[t + 1] | tokens[..=t])`, f32 log-softmax
+    /// of the f32 LM head (untempered).
+    pub next_token_logprobs: Vec<f32>,
+    /// `(position, raw f32 logits over the full vocabulary)` for each requested position.
+    pub logits: Vec<(usize, Vec<f32>)>,
+}
+
+impl ProofOutput {
+    /// The hidden state at `position`.
+    pub fn hidden_at(&self, position: usize) -> &[f32] {
+        &self.hidden[position * self.hidden_size..(position + 1) * self.hidden_size]
+    }
+}
+
+/// Batch layout knobs. Changing any of them may change results at rounding level.
+#[derive(Clone, Debug)]
+pub struct ProofOptions {
+    /// Right-pad every row to this length (default: the longest row).
+    pub pad_to: Option<usize>,
+    /// The padding token (its value never affects real positions under the causal mask).
+    pub pad_id: u32,
+    /// Positions per LM-head chunk (bounds the `[batch, chunk, vocab]` logits buffer).
+    pub logprob_chunk: usize,
+}
+
+impl Default for ProofOptions {
+    fn default() -> Self {
+        Self {
+            pad_to: None,
+            pad_id: 0,
+            logprob_chunk: 256,
+        }
+    }
+}
+
+fn validate(model: &Model, inputs: &[ProofInput], padded: usize) -> PolicyResult<()> {
+    let vocab = model.config().vocab_size;
+    for (row, input) in inputs.iter().enumerate() {
+        if input.tokens.is_empty() {
+            return Err(PolicyError::InvalidInput(format!("sequence {row} is empty")));
+        }
+        if input.tokens.len() > padded {
+            return Err(PolicyError::InvalidInput(format!(
+                "sequence {row} has {} tokens, more than pad_to = {padded}",
+                input.tokens.len()
+            )));
+        }
+        if let Some((index, &token)) =
+            input.tokens.iter().enumerate().find(|(_, &t)| t as usize >= vocab)
+        {
+            return Err(PolicyError::TokenOutOfRange {
+                token,
+                index,
+                vocab,
+            });
+        }
+        if let Some(&p) = input.logit_positions.iter().find(|&&p| p >= input.tokens.len()) {
+            return Err(PolicyError::InvalidInput(format!(
+                "sequence {row}: logit position {p} is past its {} tokens",
+                input.tokens.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the proof forward over `inputs` as one right-padded batch.
+pub fn proof_forward(
+    model: &Model,
+    inputs: &[ProofInput],
+    opts: &ProofOptions,
+) -> PolicyResult<Vec<ProofOutput>> {
+    if inputs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let longest = inputs.iter().map(|i| i.tokens.len()).max().unwrap_or(0);
+    let padded = opts.pad_to.unwrap_or(longest);
+    validate(model, inputs, padded)?;
+    let chunk = opts.logprob_chunk.max(1);
+    let batch = inputs.len();
+    let device = model.device();
+
+    let mut ids = Vec::with_capacity(batch * padded);
+    for input in inputs {
+        ids.extend_from_slice(input.tokens);
+        ids.extend(std::iter::repeat_n(opts.pad_id, padded - input.tokens.len()));
+    }
+    // Next-token target per padded position (the last position's target is a dummy 0).
+    let next: Vec<u32> = ids
+        .chunks(padded)
+        .flat_map(|row| row[1..].iter().copied().chain(std::iter::once(0)))
+        .collect();
+    let next = Tensor::from_vec(next, (batch, padded), device)?;
+    let ids = Tensor::from_vec(ids, (batch, padded), device)?;
+    let hidden = model.forward_hidden(&ids)?; // [b, padded, h]
+    let hidden_size = model.config().hidden_size;
+    let hidden_f32 = hidden.to_dtype(DType::F32)?.to_vec3::<f32>()?;
+
+    let mut outputs: Vec<ProofOutput> = inputs
+        .iter()
+        .zip(hidden_f32)
+        .map(|(input, rows)| ProofOutput {
+            len: input.tokens.len(),
+            hidden_size,
+            hidden: rows.into_iter().take(input.tokens.len()).flatten().collect(),
+            next_token_logprobs: Vec::with_capacity(input.tokens.len() - 1),
+            logits: Vec::new(),
+        })
+        .collect();
+
+    let mut start = 0;
+    while start < padded {
+        let n = chunk.min(padded - start);
+        let logits = model
+            .logits(&hidden.narrow(1, start, n)?)?
+            .to_dtype(DType::F32)?;
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let targets = next.narrow(1, start, n)?.unsqueeze(2)?.contiguous()?;
+        let picked = logp.gather(&targets, 2)?.squeeze(2)?.to_vec2::<f32>()?;
+        for (row, (input, out)) in inputs.iter().zip(outputs.iter_mut()).enumerate() {
+            let scored_end = (start + n).min(input.tokens.len().saturating_sub(1));
+            if scored_end > start {
+                out.next_token_logprobs
+                    .extend_from_slice(&picked[row][..scored_end - start]);
+            }
+            for &p in input.logit_positions.iter().filter(|&&p| p >= start && p < start + n) {
+                let full = logits.get(row)?.get(p - start)?.to_vec1::<f32>()?;
+                out.logits.push((p, full));
+            }
+        }
+        start += n;
+    }
+    // Report logit rows in the caller's order.
+    for (input, out) in inputs.iter().zip(outputs.iter_mut()) {
+        let mut ordered = Vec::with_capacity(input.logit_positions.len());
+        for &p in input.logit_positions {
+            if let Some(i) = out.logits.iter().position(|(q, _)| *q == p) {
+                ordered.push(out.logits[i].clone());
+            }
+        }
+        out.logits = ordered;
+    }
+    Ok(outputs)
+}
