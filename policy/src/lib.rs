@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod delta;
 pub mod error;
+pub mod generate;
 pub mod loader;
 pub mod model;
 pub mod proof;
