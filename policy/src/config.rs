@@ -53,7 +53,9 @@ impl std::str::FromStr for Arch {
         match s.to_ascii_lowercase().as_str() {
             "qwen2" | "qwen2.5" => Ok(Arch::Qwen2),
             "llama" | "smollm2" => Ok(Arch::Llama),
-            other => Err(format!("unknown architecture {other:?} (expected qwen2 or llama)")),
+            other => Err(format!(
+                "unknown architecture {other:?} (expected qwen2 or llama)"
+            )),
         }
     }
 }
@@ -169,7 +171,10 @@ impl ModelConfig {
         })?;
         if let Some(act) = raw.hidden_act.as_deref() {
             if act != "silu" {
-                return Err(bad("hidden_act", format!("{act:?} is not supported (only silu)")));
+                return Err(bad(
+                    "hidden_act",
+                    format!("{act:?} is not supported (only silu)"),
+                ));
             }
         }
         if raw.mlp_bias {
@@ -189,7 +194,7 @@ impl ModelConfig {
         }
         let heads = raw.num_attention_heads;
         let kv_heads = raw.num_key_value_heads.unwrap_or(heads);
-        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(bad(
                 "num_key_value_heads",
                 format!("{kv_heads} must be non-zero and divide num_attention_heads {heads}"),
@@ -197,7 +202,7 @@ impl ModelConfig {
         }
         let head_dim = match raw.head_dim {
             Some(d) => d,
-            None if raw.hidden_size % heads == 0 => raw.hidden_size / heads,
+            None if raw.hidden_size.is_multiple_of(heads) => raw.hidden_size / heads,
             None => {
                 return Err(bad(
                     "hidden_size",
@@ -206,7 +211,10 @@ impl ModelConfig {
             }
         };
         if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(bad("head_dim", format!("{head_dim} must be even and non-zero")));
+            return Err(bad(
+                "head_dim",
+                format!("{head_dim} must be even and non-zero"),
+            ));
         }
         for (field, v) in [
             ("hidden_size", raw.hidden_size),
@@ -219,7 +227,10 @@ impl ModelConfig {
             }
         }
         if !(raw.rms_norm_eps.is_finite() && raw.rms_norm_eps > 0.0) {
-            return Err(bad("rms_norm_eps", format!("{} must be > 0", raw.rms_norm_eps)));
+            return Err(bad(
+                "rms_norm_eps",
+                format!("{} must be > 0", raw.rms_norm_eps),
+            ));
         }
         if !(raw.rope_theta.is_finite() && raw.rope_theta > 0.0) {
             return Err(bad("rope_theta", format!("{} must be > 0", raw.rope_theta)));
@@ -362,11 +373,18 @@ mod tests {
     fn rejects_bad_head_counts_and_unknown_arch_naming_the_field() {
         let mut v = base();
         v["num_key_value_heads"] = serde_json::json!(3);
-        let err = ModelConfig::from_hf_json(&v, "cfg.json").unwrap_err().to_string();
-        assert!(err.contains("num_key_value_heads") && err.contains("cfg.json"), "{err}");
+        let err = ModelConfig::from_hf_json(&v, "cfg.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("num_key_value_heads") && err.contains("cfg.json"),
+            "{err}"
+        );
         let mut v = base();
         v["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);
-        let err = ModelConfig::from_hf_json(&v, "cfg.json").unwrap_err().to_string();
+        let err = ModelConfig::from_hf_json(&v, "cfg.json")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("architectures"), "{err}");
     }
 }

@@ -196,8 +196,17 @@ pub fn generate_group(
     if prompt_len == 0 {
         return Err(PolicyError::InvalidInput("empty prompt".into()));
     }
-    if let Some((index, &token)) = req.prompt.iter().enumerate().find(|(_, &t)| t as usize >= vocab) {
-        return Err(PolicyError::TokenOutOfRange { token, index, vocab });
+    if let Some((index, &token)) = req
+        .prompt
+        .iter()
+        .enumerate()
+        .find(|(_, &t)| t as usize >= vocab)
+    {
+        return Err(PolicyError::TokenOutOfRange {
+            token,
+            index,
+            vocab,
+        });
     }
     let mut rows: Vec<GeneratedSequence> = (0..req.group_size)
         .map(|_| GeneratedSequence {
@@ -232,7 +241,11 @@ pub fn generate_group(
             let seq = &mut rows[row];
             let token = sampler.choose(row, position, &seq.tokens, &logits[slot]);
             if token as usize >= vocab {
-                return Err(PolicyError::TokenOutOfRange { token, index: position, vocab });
+                return Err(PolicyError::TokenOutOfRange {
+                    token,
+                    index: position,
+                    vocab,
+                });
             }
             seq.logprobs.push(raw_logprob(&logits[slot], token));
             seq.tokens.push(token);

@@ -141,8 +141,7 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     if files.is_empty() {
         return Err(LoadError::MissingFile {
             path: dir.join("model.safetensors"),
-            what: "weights (model.safetensors, or shards with model.safetensors.index.json)"
-                .into(),
+            what: "weights (model.safetensors, or shards with model.safetensors.index.json)".into(),
         });
     }
     Ok(files)
@@ -157,12 +156,13 @@ fn read_safetensors(
     let mut routing: HashMap<String, usize> = HashMap::new();
     for (i, file) in files.iter().enumerate() {
         // SAFETY: the file is mapped read-only; we copy each tensor out before returning.
-        let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }.map_err(
-            |e| LoadError::Invalid {
-                path: file.clone(),
-                message: format!("not a readable safetensors file: {e}"),
-            },
-        )?;
+        let st =
+            unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }.map_err(|e| {
+                LoadError::Invalid {
+                    path: file.clone(),
+                    message: format!("not a readable safetensors file: {e}"),
+                }
+            })?;
         for (name, _) in st.tensors() {
             routing.insert(name, i);
         }
@@ -200,7 +200,10 @@ fn read_safetensors(
 }
 
 fn check_tensor(origin: &str, name: &str, expected: &[usize], t: &Tensor) -> Result<(), LoadError> {
-    if !matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
+    if !matches!(
+        t.dtype(),
+        DType::F32 | DType::F16 | DType::BF16 | DType::F64
+    ) {
         return Err(LoadError::BadDtype {
             origin: origin.to_string(),
             name: name.to_string(),
@@ -220,7 +223,9 @@ fn check_tensor(origin: &str, name: &str, expected: &[usize], t: &Tensor) -> Res
 
 fn token_ids(value: Option<&serde_json::Value>) -> Vec<u32> {
     match value {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|v| vec![v as u32]).unwrap_or_default()
+        }
         Some(serde_json::Value::Array(a)) => a
             .iter()
             .filter_map(|v| v.as_u64().map(|v| v as u32))

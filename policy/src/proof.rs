@@ -77,7 +77,9 @@ fn validate(model: &Model, inputs: &[ProofInput], padded: usize) -> PolicyResult
     let vocab = model.config().vocab_size;
     for (row, input) in inputs.iter().enumerate() {
         if input.tokens.is_empty() {
-            return Err(PolicyError::InvalidInput(format!("sequence {row} is empty")));
+            return Err(PolicyError::InvalidInput(format!(
+                "sequence {row} is empty"
+            )));
         }
         if input.tokens.len() > padded {
             return Err(PolicyError::InvalidInput(format!(
@@ -85,8 +87,11 @@ fn validate(model: &Model, inputs: &[ProofInput], padded: usize) -> PolicyResult
                 input.tokens.len()
             )));
         }
-        if let Some((index, &token)) =
-            input.tokens.iter().enumerate().find(|(_, &t)| t as usize >= vocab)
+        if let Some((index, &token)) = input
+            .tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &t)| t as usize >= vocab)
         {
             return Err(PolicyError::TokenOutOfRange {
                 token,
@@ -94,7 +99,11 @@ fn validate(model: &Model, inputs: &[ProofInput], padded: usize) -> PolicyResult
                 vocab,
             });
         }
-        if let Some(&p) = input.logit_positions.iter().find(|&&p| p >= input.tokens.len()) {
+        if let Some(&p) = input
+            .logit_positions
+            .iter()
+            .find(|&&p| p >= input.tokens.len())
+        {
             return Err(PolicyError::InvalidInput(format!(
                 "sequence {row}: logit position {p} is past its {} tokens",
                 input.tokens.len()
@@ -123,7 +132,10 @@ pub fn proof_forward(
     let mut ids = Vec::with_capacity(batch * padded);
     for input in inputs {
         ids.extend_from_slice(input.tokens);
-        ids.extend(std::iter::repeat_n(opts.pad_id, padded - input.tokens.len()));
+        ids.extend(std::iter::repeat_n(
+            opts.pad_id,
+            padded - input.tokens.len(),
+        ));
     }
     // Next-token target per padded position (the last position's target is a dummy 0).
     let next: Vec<u32> = ids
@@ -142,7 +154,11 @@ pub fn proof_forward(
         .map(|(input, rows)| ProofOutput {
             len: input.tokens.len(),
             hidden_size,
-            hidden: rows.into_iter().take(input.tokens.len()).flatten().collect(),
+            hidden: rows
+                .into_iter()
+                .take(input.tokens.len())
+                .flatten()
+                .collect(),
             next_token_logprobs: Vec::with_capacity(input.tokens.len() - 1),
             logits: Vec::new(),
         })
@@ -163,7 +179,11 @@ pub fn proof_forward(
                 out.next_token_logprobs
                     .extend_from_slice(&picked[row][..scored_end - start]);
             }
-            for &p in input.logit_positions.iter().filter(|&&p| p >= start && p < start + n) {
+            for &p in input
+                .logit_positions
+                .iter()
+                .filter(|&&p| p >= start && p < start + n)
+            {
                 let full = logits.get(row)?.get(p - start)?.to_vec1::<f32>()?;
                 out.logits.push((p, full));
             }

@@ -127,7 +127,9 @@ pub fn load_chat_template(path: &Path) -> Result<Option<String>, LoadError> {
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
         Some(serde_json::Value::Array(entries)) => {
             let template_of = |e: &serde_json::Value| {
-                e.get("template").and_then(|t| t.as_str()).map(str::to_string)
+                e.get("template")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_string)
             };
             let default = entries
                 .iter()

@@ -1,7 +1,9 @@
 //! Group generation: KV-cache decoding agrees with the stateless forward, stops per row,
 //! and reports raw log-probs.
 
-use grail_policy::generate::{generate_group, Greedy, GroupRequest, RandomSampler, SamplingParams, TokenSampler};
+use grail_policy::generate::{
+    generate_group, Greedy, GroupRequest, RandomSampler, SamplingParams, TokenSampler,
+};
 use grail_policy::proof::{proof_forward, ProofInput, ProofOptions};
 use grail_policy::tiny::TINY_EOS_ID;
 use grail_policy::{load_model, write_tiny_model, Arch, LoadOptions, LoadedModel};
@@ -17,10 +19,37 @@ fn tiny(arch: Arch) -> (tempfile::TempDir, LoadedModel) {
 fn cached_decoding_matches_the_stateless_forward() {
     for arch in [Arch::Qwen2, Arch::Llama] {
         let (_d, m) = tiny(arch);
-        let prompt = m.tokenizer.encode("<|im_start|>user\nadd 2 and 3<|im_end|>\n").unwrap();
-        let req = GroupRequest { prompt: &prompt, group_size: 4, max_new_tokens: 24, eos_ids: &[] };
-        let rows = generate_group(&m.model, &req, &mut RandomSampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0 }, 5)).unwrap();
-        let inputs: Vec<ProofInput> = rows.iter().map(|r| ProofInput { tokens: &r.tokens, logit_positions: &[] }).collect();
+        let prompt = m
+            .tokenizer
+            .encode("<|im_start|>user\nadd 2 and 3<|im_end|>\n")
+            .unwrap();
+        let req = GroupRequest {
+            prompt: &prompt,
+            group_size: 4,
+            max_new_tokens: 24,
+            eos_ids: &[],
+        };
+        let rows = generate_group(
+            &m.model,
+            &req,
+            &mut RandomSampler::new(
+                SamplingParams {
+                    temperature: 1.0,
+                    top_k: 0,
+                    top_p: 1.0,
+                    repetition_penalty: 1.0,
+                },
+                5,
+            ),
+        )
+        .unwrap();
+        let inputs: Vec<ProofInput> = rows
+            .iter()
+            .map(|r| ProofInput {
+                tokens: &r.tokens,
+                logit_positions: &[],
+            })
+            .collect();
         let proofs = proof_forward(&m.model, &inputs, &ProofOptions::default()).unwrap();
         let mut max_diff = 0f32;
         for (row, proof) in rows.iter().zip(&proofs) {
@@ -32,7 +61,10 @@ fn cached_decoding_matches_the_stateless_forward() {
                 max_diff = max_diff.max((lp - reference).abs());
             }
         }
-        assert!(max_diff < 1e-4, "{arch:?}: cached vs stateless log-prob max |Δ| = {max_diff}");
+        assert!(
+            max_diff < 1e-4,
+            "{arch:?}: cached vs stateless log-prob max |Δ| = {max_diff}"
+        );
         // Sampling at temperature 1 with 4 rows should not give 4 identical completions.
         assert!(rows.iter().any(|r| r.tokens != rows[0].tokens));
     }
@@ -42,12 +74,30 @@ fn cached_decoding_matches_the_stateless_forward() {
 fn greedy_rows_are_identical_and_follow_the_argmax() {
     let (_d, m) = tiny(Arch::Qwen2);
     let prompt = m.tokenizer.encode("abc").unwrap();
-    let req = GroupRequest { prompt: &prompt, group_size: 3, max_new_tokens: 10, eos_ids: &[] };
+    let req = GroupRequest {
+        prompt: &prompt,
+        group_size: 3,
+        max_new_tokens: 10,
+        eos_ids: &[],
+    };
     let rows = generate_group(&m.model, &req, &mut Greedy).unwrap();
     assert!(rows.iter().all(|r| r.tokens == rows[0].tokens));
-    let proof = &proof_forward(&m.model, &[ProofInput { tokens: &rows[0].tokens, logit_positions: &[2, 5] }], &ProofOptions::default()).unwrap()[0];
+    let proof = &proof_forward(
+        &m.model,
+        &[ProofInput {
+            tokens: &rows[0].tokens,
+            logit_positions: &[2, 5],
+        }],
+        &ProofOptions::default(),
+    )
+    .unwrap()[0];
     for (p, logits) in &proof.logits {
-        let best = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+        let best = logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0;
         assert_eq!(rows[0].tokens[p + 1] as usize, best, "position {p}");
     }
 }
@@ -57,7 +107,11 @@ struct StopAtRow;
 impl TokenSampler for StopAtRow {
     fn choose(&mut self, row: usize, position: usize, context: &[u32], _logits: &[f32]) -> u32 {
         assert_eq!(context.len(), position);
-        if position - 2 == row { TINY_EOS_ID } else { b'x' as u32 }
+        if position - 2 == row {
+            TINY_EOS_ID
+        } else {
+            b'x' as u32
+        }
     }
 }
 
@@ -65,7 +119,12 @@ impl TokenSampler for StopAtRow {
 fn rows_stop_independently_at_eos_or_the_budget() {
     let (_d, m) = tiny(Arch::Llama);
     let prompt = [b'h' as u32, b'i' as u32];
-    let req = GroupRequest { prompt: &prompt, group_size: 5, max_new_tokens: 3, eos_ids: &m.eos_ids };
+    let req = GroupRequest {
+        prompt: &prompt,
+        group_size: 5,
+        max_new_tokens: 3,
+        eos_ids: &m.eos_ids,
+    };
     let rows = generate_group(&m.model, &req, &mut StopAtRow).unwrap();
     for (r, row) in rows.iter().enumerate() {
         if r < 3 {
@@ -84,11 +143,31 @@ fn rows_stop_independently_at_eos_or_the_budget() {
 fn seeded_sampling_is_reproducible_and_rejects_bad_prompts() {
     let (_d, m) = tiny(Arch::Qwen2);
     let prompt = m.tokenizer.encode("hello").unwrap();
-    let req = GroupRequest { prompt: &prompt, group_size: 4, max_new_tokens: 12, eos_ids: &m.eos_ids };
-    let run = |seed| generate_group(&m.model, &req, &mut RandomSampler::new(SamplingParams::default(), seed)).unwrap();
+    let req = GroupRequest {
+        prompt: &prompt,
+        group_size: 4,
+        max_new_tokens: 12,
+        eos_ids: &m.eos_ids,
+    };
+    let run = |seed| {
+        generate_group(
+            &m.model,
+            &req,
+            &mut RandomSampler::new(SamplingParams::default(), seed),
+        )
+        .unwrap()
+    };
     assert_eq!(run(9), run(9));
     let bad = [1u32, 100_000];
-    let err = generate_group(&m.model, &GroupRequest { prompt: &bad, ..req.clone() }, &mut Greedy).unwrap_err();
+    let err = generate_group(
+        &m.model,
+        &GroupRequest {
+            prompt: &bad,
+            ..req.clone()
+        },
+        &mut Greedy,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("100000"), "{err}");
     assert!(generate_group(&m.model, &GroupRequest { prompt: &[], ..req }, &mut Greedy).is_err());
 }

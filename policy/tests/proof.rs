@@ -22,7 +22,13 @@ fn sequences() -> Vec<Vec<u32>> {
 
 fn run(m: &LoadedModel, seqs: &[Vec<u32>], opts: &ProofOptions) -> Vec<ProofOutput> {
     let positions = [0usize, 5, 39];
-    let inputs: Vec<ProofInput> = seqs.iter().map(|s| ProofInput { tokens: s, logit_positions: &positions }).collect();
+    let inputs: Vec<ProofInput> = seqs
+        .iter()
+        .map(|s| ProofInput {
+            tokens: s,
+            logit_positions: &positions,
+        })
+        .collect();
     proof_forward(&m.model, &inputs, opts).unwrap()
 }
 
@@ -37,24 +43,41 @@ fn digest(outputs: &[ProofOutput]) -> String {
             row.iter().for_each(|v| h.update(v.to_bits().to_le_bytes()));
         }
     }
-    h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
 fn outputs_have_the_documented_shapes_and_agree_with_the_logits() {
     let (_d, m) = tiny(Arch::Qwen2);
     let seqs = sequences();
-    let out = run(&m, &seqs, &ProofOptions { logprob_chunk: 16, ..Default::default() });
+    let out = run(
+        &m,
+        &seqs,
+        &ProofOptions {
+            logprob_chunk: 16,
+            ..Default::default()
+        },
+    );
     for (o, s) in out.iter().zip(&seqs) {
         assert_eq!(o.len, s.len());
         assert_eq!(o.hidden.len(), s.len() * 64);
         assert_eq!(o.next_token_logprobs.len(), s.len() - 1);
-        assert_eq!(o.logits.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![0, 5, 39]);
+        assert_eq!(
+            o.logits.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            vec![0, 5, 39]
+        );
         for (p, row) in o.logits.iter().filter(|(p, _)| p + 1 < s.len()) {
             assert_eq!(row.len(), 259);
             let lse = row.iter().map(|&l| (l as f64).exp()).sum::<f64>().ln() as f32;
@@ -63,14 +86,37 @@ fn outputs_have_the_documented_shapes_and_agree_with_the_logits() {
         }
     }
     // The LM-head chunk size does not change the per-position results.
-    let whole = run(&m, &seqs, &ProofOptions { logprob_chunk: 4096, ..Default::default() });
+    let whole = run(
+        &m,
+        &seqs,
+        &ProofOptions {
+            logprob_chunk: 4096,
+            ..Default::default()
+        },
+    );
     for (a, b) in out.iter().zip(&whole) {
         assert!(max_abs_diff(&a.next_token_logprobs, &b.next_token_logprobs) < 1e-6);
     }
     let bad = vec![5u32, 400];
-    assert!(proof_forward(&m.model, &[ProofInput { tokens: &bad, logit_positions: &[] }], &ProofOptions::default()).is_err());
+    assert!(proof_forward(
+        &m.model,
+        &[ProofInput {
+            tokens: &bad,
+            logit_positions: &[]
+        }],
+        &ProofOptions::default()
+    )
+    .is_err());
     let ok = vec![5u32, 6];
-    assert!(proof_forward(&m.model, &[ProofInput { tokens: &ok, logit_positions: &[2] }], &ProofOptions::default()).is_err());
+    assert!(proof_forward(
+        &m.model,
+        &[ProofInput {
+            tokens: &ok,
+            logit_positions: &[2]
+        }],
+        &ProofOptions::default()
+    )
+    .is_err());
 }
 
 #[test]
@@ -81,7 +127,10 @@ fn same_batch_is_bit_identical_across_calls_and_batch_mates_of_equal_padding() {
     let a = run(&m, &seqs, &opts);
     assert_eq!(digest(&a), digest(&run(&m, &seqs, &opts)));
     // Row 0 alone, padded to the same length, equals row 0 inside the batch.
-    let padded = ProofOptions { pad_to: Some(seqs[3].len()), ..Default::default() };
+    let padded = ProofOptions {
+        pad_to: Some(seqs[3].len()),
+        ..Default::default()
+    };
     let alone = run(&m, &seqs[..1], &padded);
     assert_eq!(alone[0], a[0]);
 }
@@ -94,11 +143,26 @@ fn padded_length_changes_results_only_at_rounding_level() {
         let exact = run(&m, &seqs[..1], &ProofOptions::default());
         let mut worst = (0f32, 0f32);
         for pad in [seqs[0].len() + 1, seqs[0].len() + 17, 256] {
-            let padded = run(&m, &seqs[..1], &ProofOptions { pad_to: Some(pad), ..Default::default() });
-            worst.0 = worst.0.max(max_abs_diff(&exact[0].hidden, &padded[0].hidden));
-            worst.1 = worst.1.max(max_abs_diff(&exact[0].next_token_logprobs, &padded[0].next_token_logprobs));
+            let padded = run(
+                &m,
+                &seqs[..1],
+                &ProofOptions {
+                    pad_to: Some(pad),
+                    ..Default::default()
+                },
+            );
+            worst.0 = worst
+                .0
+                .max(max_abs_diff(&exact[0].hidden, &padded[0].hidden));
+            worst.1 = worst.1.max(max_abs_diff(
+                &exact[0].next_token_logprobs,
+                &padded[0].next_token_logprobs,
+            ));
         }
-        println!("{arch:?}: padded-length max |Δ| hidden {:.3e}, log-prob {:.3e}", worst.0, worst.1);
+        println!(
+            "{arch:?}: padded-length max |Δ| hidden {:.3e}, log-prob {:.3e}",
+            worst.0, worst.1
+        );
         assert!(worst.0 < 1e-4 && worst.1 < 1e-4, "{worst:?}");
     }
 }
@@ -108,9 +172,14 @@ const CHILD_ENV: &str = "GRAIL_POLICY_PROOF_CHILD_DIR";
 #[test]
 #[ignore = "child process of bit_identical_across_processes_and_thread_counts"]
 fn proof_digest_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let m = load_model(std::path::Path::new(&dir), &LoadOptions::default()).unwrap();
-    println!("DIGEST={}", digest(&run(&m, &sequences(), &ProofOptions::default())));
+    println!(
+        "DIGEST={}",
+        digest(&run(&m, &sequences(), &ProofOptions::default()))
+    );
 }
 
 #[test]
@@ -119,13 +188,23 @@ fn bit_identical_across_processes_and_thread_counts() {
     let here = digest(&run(&m, &sequences(), &ProofOptions::default()));
     for threads in ["1", "2", "3"] {
         let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "proof_digest_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "proof_digest_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("RAYON_NUM_THREADS", threads)
             .env(CHILD_ENV, dir.path())
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let child = stdout.split("DIGEST=").nth(1).map(|rest| &rest[..32]).unwrap_or_else(|| panic!("no digest from child: {stdout}"));
+        let child = stdout
+            .split("DIGEST=")
+            .nth(1)
+            .map(|rest| &rest[..32])
+            .unwrap_or_else(|| panic!("no digest from child: {stdout}"));
         assert_eq!(child, here, "RAYON_NUM_THREADS={threads}");
     }
 }

@@ -11,7 +11,10 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .map(|e| {
             let p = e.unwrap().path();
-            (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap())
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
         })
         .collect();
     out.sort();
@@ -21,14 +24,24 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn same_seed_gives_byte_identical_files_and_other_seed_differs() {
     for arch in [Arch::Qwen2, Arch::Llama] {
-        let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b, c) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
         write_tiny_model(a.path(), arch, 7).unwrap();
         write_tiny_model(b.path(), arch, 7).unwrap();
         write_tiny_model(c.path(), arch, 8).unwrap();
         let (fa, fb, fc) = (files(a.path()), files(b.path()), files(c.path()));
         assert_eq!(fa.len(), 5);
         assert_eq!(fa, fb);
-        let weights = |f: &[(String, Vec<u8>)]| f.iter().find(|(n, _)| n == "model.safetensors").unwrap().1.clone();
+        let weights = |f: &[(String, Vec<u8>)]| {
+            f.iter()
+                .find(|(n, _)| n == "model.safetensors")
+                .unwrap()
+                .1
+                .clone()
+        };
         assert_ne!(weights(&fa), weights(&fc));
     }
 }
@@ -45,7 +58,10 @@ fn loads_with_tokenizer_template_and_eos() {
         assert_eq!(m.chat_template.as_deref(), Some(CHATML_TEMPLATE));
         assert_eq!(m.tokenizer.token_to_id("<|im_end|>"), Some(TINY_EOS_ID));
         // Tied (llama) models carry no lm_head tensor; untied (qwen2) ones do.
-        assert_eq!(m.weights.contains_key("lm_head.weight"), arch == Arch::Qwen2);
+        assert_eq!(
+            m.weights.contains_key("lm_head.weight"),
+            arch == Arch::Qwen2
+        );
     }
 }
 
@@ -54,7 +70,12 @@ fn tokenizer_round_trips_text_bytes_and_special_tokens() {
     let dir = tempfile::tempdir().unwrap();
     write_tiny_model(dir.path(), Arch::Qwen2, 1).unwrap();
     let m = load_model(dir.path(), &LoadOptions::default()).unwrap();
-    for text in [" leading space", "héllo wörld\n\ttabs  and  spaces ", "数学 ∑ 🚀", ""] {
+    for text in [
+        " leading space",
+        "héllo wörld\n\ttabs  and  spaces ",
+        "数学 ∑ 🚀",
+        "",
+    ] {
         let ids = m.tokenizer.encode(text).unwrap();
         assert_eq!(ids.len(), text.len(), "one token per byte for {text:?}");
         assert!(ids.iter().zip(text.bytes()).all(|(&id, b)| id == b as u32));
@@ -75,30 +96,53 @@ fn load_errors_name_the_file_and_the_problem() {
     let original = std::fs::read_to_string(&cfg_path).unwrap();
 
     // Shape mismatch: config says a bigger ffn than the weights have.
-    std::fs::write(&cfg_path, original.replace("\"intermediate_size\": 256", "\"intermediate_size\": 128")).unwrap();
+    std::fs::write(
+        &cfg_path,
+        original.replace("\"intermediate_size\": 256", "\"intermediate_size\": 128"),
+    )
+    .unwrap();
     let err = load_model(dir.path(), &LoadOptions::default()).unwrap_err();
     assert!(matches!(err, LoadError::ShapeMismatch { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("model.safetensors") && msg.contains("gate_proj"), "{msg}");
+    assert!(
+        msg.contains("model.safetensors") && msg.contains("gate_proj"),
+        "{msg}"
+    );
 
     // Missing tensor: untied config needs lm_head, which a tied checkpoint lacks.
     let llama = tempfile::tempdir().unwrap();
     write_tiny_model(llama.path(), Arch::Llama, 1).unwrap();
     let p = llama.path().join("config.json");
-    let text = std::fs::read_to_string(&p).unwrap().replace("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false");
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        "\"tie_word_embeddings\": true",
+        "\"tie_word_embeddings\": false",
+    );
     std::fs::write(&p, text).unwrap();
     let err = load_model(llama.path(), &LoadOptions::default()).unwrap_err();
-    assert!(matches!(err, LoadError::MissingTensor { ref name, .. } if name == "lm_head.weight"), "{err}");
+    assert!(
+        matches!(err, LoadError::MissingTensor { ref name, .. } if name == "lm_head.weight"),
+        "{err}"
+    );
 
     // Missing and corrupt files.
     std::fs::write(&cfg_path, &original).unwrap();
     std::fs::write(dir.path().join("model.safetensors"), b"not safetensors").unwrap();
-    let err = load_model(dir.path(), &LoadOptions::default()).unwrap_err().to_string();
+    let err = load_model(dir.path(), &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
     std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
     std::fs::remove_file(&cfg_path).unwrap();
-    let err = load_model(dir.path(), &LoadOptions::default()).unwrap_err().to_string();
+    let err = load_model(dir.path(), &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("config.json"), "{err}");
     let err = load_model(&dir.path().join("nope.gguf"), &LoadOptions::default()).unwrap_err();
-    assert!(matches!(err, LoadError::Unsupported { .. } | LoadError::MissingFile { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            LoadError::Unsupported { .. } | LoadError::MissingFile { .. }
+        ),
+        "{err}"
+    );
 }

@@ -61,7 +61,11 @@ fn seeded_values(name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
 }
 
 /// Every tensor of `cfg` (HF names, f32) filled deterministically from `seed`.
-pub fn seeded_weights(cfg: &ModelConfig, seed: u64, device: &Device) -> Result<HashMap<String, Tensor>> {
+pub fn seeded_weights(
+    cfg: &ModelConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
     cfg.expected_tensors()
         .into_iter()
         .map(|(name, shape)| {

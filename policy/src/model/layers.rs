@@ -56,7 +56,13 @@ pub struct RopeTables {
 }
 
 impl RopeTables {
-    pub fn new(cfg: &ModelConfig, start: usize, len: usize, dtype: DType, dev: &Device) -> Result<Self> {
+    pub fn new(
+        cfg: &ModelConfig,
+        start: usize,
+        len: usize,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Self> {
         let d = cfg.head_dim;
         let half = d / 2;
         let theta = cfg.rope_theta as f32;
@@ -101,7 +107,15 @@ impl RopeTables {
 pub fn causal_mask(len: usize, offset: usize, dtype: DType, dev: &Device) -> Result<Tensor> {
     let keys = offset + len;
     let mask: Vec<f32> = (0..len)
-        .flat_map(|i| (0..keys).map(move |j| if j <= offset + i { 0.0 } else { f32::NEG_INFINITY }))
+        .flat_map(|i| {
+            (0..keys).map(move |j| {
+                if j <= offset + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
         .collect();
     Tensor::from_vec(mask, (len, keys), dev)?.to_dtype(dtype)
 }
@@ -162,22 +176,35 @@ impl Attention {
             t.reshape((b, len, heads, hd))?.transpose(1, 2)
         };
         let q = rope.apply(&split(self.q_proj.forward(x)?, self.heads)?)?;
-        let k = rope.apply(&split(self.k_proj.forward(x)?, kvh)?)?.to_dtype(dtype)?;
+        let k = rope
+            .apply(&split(self.k_proj.forward(x)?, kvh)?)?
+            .to_dtype(dtype)?;
         let v = split(self.v_proj.forward(x)?, kvh)?;
         let (k, v) = match kv {
             KvSource::Fresh => (k.contiguous()?, v.contiguous()?),
-            KvSource::Cache { k: kc, v: vc, offset } => {
+            KvSource::Cache {
+                k: kc,
+                v: vc,
+                offset,
+            } => {
                 kc.slice_set(&k.contiguous()?, 2, offset)?;
                 vc.slice_set(&v.contiguous()?, 2, offset)?;
-                (kc.narrow(2, 0, offset + len)?, vc.narrow(2, 0, offset + len)?)
+                (
+                    kc.narrow(2, 0, offset + len)?,
+                    vc.narrow(2, 0, offset + len)?,
+                )
             }
         };
         let keys = k.dim(2)?;
         let rep = self.heads / kvh;
         // Heads sharing a kv head are adjacent, so [b, heads, len, hd] regroups for free as
         // [b, kv_heads, rep * len, hd]: no repeat_kv copies of k and v.
-        let q = (q.to_dtype(dtype)?.contiguous()? * (1.0 / (hd as f64).sqrt()))?
-            .reshape((b, kvh, rep * len, hd))?;
+        let q = (q.to_dtype(dtype)?.contiguous()? * (1.0 / (hd as f64).sqrt()))?.reshape((
+            b,
+            kvh,
+            rep * len,
+            hd,
+        ))?;
         let scores = q.matmul(&k.t()?)?.to_dtype(cd)?;
         let scores = match mask {
             Some(m) => scores
@@ -251,7 +278,9 @@ impl DecoderLayer {
             .self_attn
             .forward(&self.input_layernorm.forward(x)?, rope, mask, kv)?;
         let x = (x + attn)?;
-        let mlp = self.mlp.forward(&self.post_attention_layernorm.forward(&x)?)?;
+        let mlp = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&x)?)?;
         x + mlp
     }
 }

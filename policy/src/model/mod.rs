@@ -47,7 +47,8 @@ impl Model {
         let lm_head = if cfg.tie_word_embeddings {
             embed_tokens.embeddings().clone()
         } else {
-            vb.pp("lm_head").get((cfg.vocab_size, cfg.hidden_size), "weight")?
+            vb.pp("lm_head")
+                .get((cfg.vocab_size, cfg.hidden_size), "weight")?
         };
         Ok(Self {
             cfg: cfg.clone(),
@@ -105,7 +106,12 @@ impl Model {
         }
         let rope = RopeTables::new(&self.cfg, offset, len, self.dtype, &self.device)?;
         let mask = if len > 1 {
-            Some(causal_mask(len, offset, self.compute_dtype(), &self.device)?)
+            Some(causal_mask(
+                len,
+                offset,
+                self.compute_dtype(),
+                &self.device,
+            )?)
         } else {
             None
         };
