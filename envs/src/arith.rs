@@ -1,0 +1,208 @@
+//! `arith`: a toy task a tiny randomly initialised byte-level model learns from scratch with GRPO.
+//!
+//! Problems are `7+5=` (mode `add`, operands in `0..=max_operand`) or `copy 4821=` (mode
+//! `copy`, `digits` random digits); the answer is the digit string (`12`, `4821`). There is no
+//! system prompt and the user message is the bare problem, so the prompt stays a handful of
+//! bytes.
+//!
+//! # Why early policies see reward variance
+//! GRPO learns only from reward differences *within* a group of 16 completions of one prompt. A
+//! random byte-level policy (~260 tokens) almost never emits the exact answer, so an exact-match
+//! reward would be 0 for every completion and give no gradient. The reward is therefore a sum of
+//! dense components (weights in brackets) that a random policy already spreads out:
+//!
+//! * `digits` (0.2): share of the completion's characters that are ASCII digits. Each random byte
+//!   is a digit with p ≈ 10/260, so a 16-byte completion holds Binomial(16, 0.04) digits: almost
+//!   every group of 16 has completions with 0, 1 and 2 digits, i.e. variance from step one.
+//!   This teaches "emit digits".
+//! * `length` (0.2): `1 / (1 + |len - len(answer)|)`. Early completions run to the token limit;
+//!   the few that sample the end token early score higher, which teaches stopping.
+//! * `value` (0.2): `1 / (1 + |n - answer|)` for the number `n` the completion starts with (0
+//!   without a leading digit). Once digits appear this rewards being numerically close, a smooth
+//!   signal towards the right magnitude before any digit is exactly right.
+//! * `match` (0.4): share of answer positions whose character is right (`12` vs `15` → 0.5).
+//!
+//! The exact answer (and nothing else, surrounding whitespace ignored) scores 1.0 and is the only
+//! `success`. Each component is monotone in "closer to the answer", so the components never pull
+//! against each other.
+
+use crate::params::Params;
+use crate::rng::SplitMix64;
+use crate::{ChatMessage, EnvError, Environment, Problem, Reward};
+use serde_json::{json, Map, Value};
+
+const COMPONENTS: [&str; 4] = ["digits", "length", "value", "match"];
+const WEIGHT_DIGITS: f32 = 0.2;
+const WEIGHT_LENGTH: f32 = 0.2;
+const WEIGHT_VALUE: f32 = 0.2;
+const WEIGHT_MATCH: f32 = 0.4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithMode {
+    /// `a+b=` with `a, b` in `0..=max_operand`.
+    Add { max_operand: u64 },
+    /// `copy d…d=` with `digits` random digits.
+    Copy { digits: usize },
+}
+
+/// The toy arithmetic/copy environment.
+#[derive(Debug, Clone)]
+pub struct ArithEnv {
+    mode: ArithMode,
+}
+
+impl ArithEnv {
+    pub fn new(mode: ArithMode) -> ArithEnv {
+        ArithEnv { mode }
+    }
+
+    /// Parameters: `mode` (`"add"` default, or `"copy"`), `max_operand` (add; default 9, 1..=10^9),
+    /// `digits` (copy; default 3, 1..=12).
+    pub fn from_params(params: &Map<String, Value>) -> Result<ArithEnv, EnvError> {
+        let params = Params::new("arith", params, &["mode", "max_operand", "digits"])?;
+        let mode = match params.choice("mode", "add", &["add", "copy"])?.as_str() {
+            "copy" => ArithMode::Copy {
+                digits: params.u64_in("digits", 3, 1, 12)? as usize,
+            },
+            _ => ArithMode::Add {
+                max_operand: params.u64_in("max_operand", 9, 1, 1_000_000_000)?,
+            },
+        };
+        Ok(ArithEnv { mode })
+    }
+
+    pub fn mode(&self) -> ArithMode {
+        self.mode
+    }
+}
+
+impl Environment for ArithEnv {
+    fn id(&self) -> &str {
+        "arith"
+    }
+
+    fn problem(&self, seed: u64) -> Problem {
+        let mut rng = SplitMix64::keyed("arith", seed);
+        let (id, prompt, answer) = match self.mode {
+            ArithMode::Add { max_operand } => {
+                let a = rng.range_inclusive(0, max_operand);
+                let b = rng.range_inclusive(0, max_operand);
+                (format!("arith/add/{a}+{b}"), format!("{a}+{b}="), (a + b).to_string())
+            }
+            ArithMode::Copy { digits } => {
+                let text: String = (0..digits)
+                    .map(|_| char::from(b'0' + rng.below(10) as u8))
+                    .collect();
+                (format!("arith/copy/{text}"), format!("copy {text}="), text)
+            }
+        };
+        Problem {
+            env: "arith".to_string(),
+            id,
+            messages: vec![ChatMessage::user(prompt)],
+            target: json!({ "answer": answer }),
+        }
+    }
+
+    fn score(&self, problem: &Problem, completion: &str) -> Reward {
+        match problem.target.get("answer").and_then(Value::as_str) {
+            Some(answer) if !answer.is_empty() => score_digits(answer, completion),
+            _ => Reward::zero(&COMPONENTS, "problem target has no `answer` string"),
+        }
+    }
+
+    fn data_digest(&self) -> Option<[u8; 32]> {
+        None
+    }
+
+    fn reference_completion(&self, problem: &Problem) -> Option<String> {
+        problem.target.get("answer")?.as_str().map(str::to_string)
+    }
+}
+
+/// Scores `completion` against the digit string `answer`; see the module docs.
+pub fn score_digits(answer: &str, completion: &str) -> Reward {
+    let trimmed = strip_end_markers(completion).trim();
+    let chars: Vec<char> = trimmed.chars().collect();
+    let answer_chars: Vec<char> = answer.chars().collect();
+
+    let digit_count = chars.iter().filter(|c| c.is_ascii_digit()).count();
+    let digits = if chars.is_empty() {
+        0.0
+    } else {
+        digit_count as f32 / chars.len() as f32
+    };
+    let length = 1.0 / (1.0 + chars.len().abs_diff(answer_chars.len()) as f32);
+    let value = leading_number(&chars)
+        .zip(answer.parse::<u128>().ok())
+        .map_or(0.0, |(number, target)| 1.0 / (1.0 + number.abs_diff(target) as f32));
+    let matched = answer_chars
+        .iter()
+        .zip(chars.iter())
+        .filter(|(expected, got)| expected == got)
+        .count();
+    let matching = matched as f32 / answer_chars.len() as f32;
+
+    let success = trimmed == answer;
+    let reason = (!success).then(|| {
+        let shown: String = trimmed.chars().take(40).collect();
+        format!("expected {answer:?}, got {shown:?}")
+    });
+    Reward::from_components(
+        vec![
+            ("digits", WEIGHT_DIGITS * digits),
+            ("length", WEIGHT_LENGTH * length),
+            ("value", WEIGHT_VALUE * value),
+            ("match", WEIGHT_MATCH * matching),
+        ],
+        success,
+        reason,
+    )
+}
+
+/// Drops end-of-turn markers a decoder may leave in the text.
+fn strip_end_markers(text: &str) -> &str {
+    let mut text = text;
+    for marker in ["<|im_end|>", "<|endoftext|>", "</s>"] {
+        if let Some(position) = text.find(marker) {
+            text = &text[..position];
+        }
+    }
+    text
+}
+
+/// The number formed by the leading digits (at most 30 of them, so it fits a `u128`).
+fn leading_number(chars: &[char]) -> Option<u128> {
+    let digits: String = chars.iter().take_while(|c| c.is_ascii_digit()).take(30).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_answer_gets_full_reward_and_partial_answers_are_ordered() {
+        let full = score_digits("12", "12");
+        assert!((full.total - 1.0).abs() < 1e-6 && full.success);
+        let padded = score_digits("12", " 12\n<|im_end|>");
+        assert!((padded.total - 1.0).abs() < 1e-6 && padded.success);
+        let close = score_digits("12", "13");
+        let far = score_digits("12", "97");
+        let letters = score_digits("12", "ab");
+        let empty = score_digits("12", "");
+        assert!(close.total > far.total && far.total > letters.total && letters.total > empty.total);
+        assert!(!close.success);
+        let long = score_digits("12", "12345678");
+        assert!(long.total < full.total && !long.success);
+    }
+
+    #[test]
+    fn random_policies_see_variance() {
+        // Completions a random byte policy might produce: no digits vs. one digit vs. early stop.
+        let a = score_digits("7", "x#Qz!kLm");
+        let b = score_digits("7", "x#Q3!kLm");
+        let c = score_digits("7", "x#");
+        assert!(b.total > a.total && c.total > a.total);
+    }
+}

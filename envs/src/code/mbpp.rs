@@ -1,0 +1,91 @@
+//! `mbpp`: Mostly Basic Python Problems (Austin et al. 2021), `mbpp/mbpp.jsonl`.
+//!
+//! Parameter `split` by `task_id` (the paper's convention): `train` (601–974, default), `test`
+//! (11–510), `validation` (511–600), `prompt` (1–10), `all`. Plus the sandbox parameters of
+//! [`super`]. Digest = BLAKE2b-256 of `mbpp.jsonl`; problem id `mbpp/<task_id>`.
+//!
+//! Prompt: the task text, the tested function's signature (the `def` line of the reference
+//! solution) and the first test as an example. Tests: `test_setup_code` as setup, then every
+//! `test_list` assert separately.
+
+use super::{code_env, CodeEnv, CodeTask, SandboxSettings, SANDBOX_PARAMS};
+use crate::data::{self, parse_jsonl, resolve};
+use crate::params::Params;
+use crate::EnvError;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+#[derive(Deserialize)]
+struct Row {
+    task_id: u64,
+    text: String,
+    code: String,
+    #[serde(default)]
+    test_setup_code: String,
+    test_list: Vec<String>,
+}
+
+/// Loads the MBPP environment.
+pub fn load(data_dir: Option<&Path>, raw: &Map<String, Value>) -> Result<CodeEnv, EnvError> {
+    let mut allowed = vec!["split"];
+    allowed.extend(SANDBOX_PARAMS);
+    let params = Params::new("mbpp", raw, &allowed)?;
+    let split = params.choice("split", "train", &["train", "test", "validation", "prompt", "all"])?;
+    let range = match split.as_str() {
+        "test" => 11..=510,
+        "validation" => 511..=600,
+        "prompt" => 1..=10,
+        "all" => 0..=u64::MAX,
+        _ => 601..=974,
+    };
+    let path = resolve("mbpp", data_dir, "mbpp/mbpp.jsonl")?;
+    let bytes = data::read_bytes(&path)?;
+    let rows: Vec<Row> = parse_jsonl(&path, &bytes)?;
+    let mut tasks = Vec::new();
+    for (index, row) in rows.into_iter().enumerate() {
+        if !range.contains(&row.task_id) {
+            continue;
+        }
+        let code = row.code.replace("\r\n", "\n");
+        let signature = tested_signature(&code, &row.test_list).ok_or_else(|| EnvError::DataRow {
+            path: path.clone(),
+            line: index + 1,
+            message: "no `def` of the function the tests call".to_string(),
+        })?;
+        let example = row.test_list.first().cloned().unwrap_or_default();
+        tasks.push(CodeTask {
+            id: format!("mbpp/{}", row.task_id),
+            user_prompt: format!(
+                "{}\n\nWrite it as a Python function with this signature:\n```python\n{signature}\n```\nIt must pass tests such as:\n```python\n{example}\n```",
+                row.text.trim()
+            ),
+            target: json!({
+                "task_id": row.task_id,
+                "asserts": row.test_list,
+                "setup": row.test_setup_code.replace("\r\n", "\n"),
+            }),
+            reference: format!("```python\n{code}\n```"),
+        });
+    }
+    if tasks.is_empty() {
+        return Err(EnvError::EmptyDataset {
+            path,
+            detail: format!(" for split `{split}`"),
+        });
+    }
+    let settings = SandboxSettings::from_params(&params, raw)?;
+    Ok(code_env("mbpp", tasks, data::blake2b256(&[&bytes]), settings))
+}
+
+/// The `def` line of the function the first test calls.
+fn tested_signature(code: &str, tests: &[String]) -> Option<String> {
+    let first_test = tests.first()?;
+    code.lines()
+        .filter_map(|line| {
+            let name = line.strip_prefix("def ")?.split('(').next()?.trim();
+            Some((name, line.trim_end()))
+        })
+        .find(|(name, _)| first_test.contains(&format!("{name}(")))
+        .map(|(_, line)| line.to_string())
+}

@@ -1,0 +1,571 @@
+//! Running untrusted Python in a subprocess.
+//!
+//! # What is enforced, and how
+//! Each [`Sandbox::run`] gets a fresh temporary work directory (removed afterwards, also on
+//! timeout) and one `python3 -s -S -B <script>` process, spawned with a cleared environment
+//! (only `PYTHONHASHSEED=0`, so `set`/`dict` ordering of strings is the same on every machine,
+//! `PYTHONDONTWRITEBYTECODE=1`, `PYTHONIOENCODING=utf-8`, `LANG=C.UTF-8`). `-s -S` keep user
+//! and site packages out; `-I` is not used because it would also ignore `PYTHONHASHSEED`,
+//! and with the environment cleared it adds nothing else. Between `fork` and `exec`:
+//!
+//! * `setsid`: the process leads its own process group; on timeout the whole group gets
+//!   `SIGKILL` (`killpg`), and again after every run.
+//! * rlimits: `RLIMIT_CPU` (CPU seconds), `RLIMIT_AS` (memory), `RLIMIT_FSIZE` (largest file it
+//!   may write), `RLIMIT_NOFILE` 64, `RLIMIT_CORE` 0, `RLIMIT_NPROC` (see below).
+//! * network namespace: `unshare(CLONE_NEWNET)` as root, or `CLONE_NEWUSER|CLONE_NEWNET` where
+//!   unprivileged user namespaces are allowed: the process sees only a down loopback device.
+//!   Where neither works (probed once, [`Capabilities::network_namespace`]) this layer is absent.
+//! * `no_new_privs`, then Landlock where the kernel has it ([`Capabilities::landlock_abi`]):
+//!   reads only of the Python installation and system library directories, writes only inside
+//!   the work directory (so writing `/tmp/x` or reading `/etc/passwd` fails with `EACCES`), no TCP
+//!   (ABI ≥ 4), no signals to outside processes (ABI ≥ 6).
+//! * seccomp-BPF ([`Capabilities::seccomp`]): no `fork`/`vfork`/non-thread `clone` (so fork
+//!   bombs and escaping the process group are impossible: the group is always a single
+//!   process), no `socket`/`socketpair`, no `ptrace`, no signals to other processes; see
+//!   [`seccomp`](self) module docs for the full list.
+//! * In Python (the harness, not a security boundary): `socket`/`ssl` modules replaced by stubs
+//!   that raise `PermissionError`, per-test `SIGALRM` timeouts.
+//!
+//! The wall-clock limit is enforced by the parent, which polls the output pipes and kills the
+//! group at the deadline. stdout/stderr (and the harness's result channel on fd 3) are drained
+//! continuously; only the first `max_output_bytes` of each are kept, so printing hundreds of MB
+//! neither blocks the child nor grows memory. `RLIMIT_NPROC` only binds non-root users (the kernel
+//! exempts root) and counts all of the user's processes, so it is set to the user's current
+//! process count plus 256; seccomp is the real guard against process creation.
+//!
+//! Not enforced: a completion can read the harness's state in its own interpreter and forge test
+//! results (the results channel is tagged with a per-run nonce that only stops accidental or
+//! naive forgery such as printing "pass" or calling `os._exit(0)`); there is no cgroup, so
+//! memory is bounded per process by `RLIMIT_AS` only.
+
+mod landlock;
+mod seccomp;
+
+use crate::EnvError;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const MAX_STDIN_BYTES: usize = 4096;
+
+/// Limits for one sandboxed run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxConfig {
+    /// Interpreter to run (`python3` is looked up on `PATH`, then resolved to the real binary).
+    pub python: PathBuf,
+    /// Wall-clock limit for the whole run.
+    pub wall_timeout: Duration,
+    /// `RLIMIT_AS` in bytes.
+    pub memory_bytes: u64,
+    /// `RLIMIT_FSIZE` in bytes.
+    pub max_file_bytes: u64,
+    /// Bytes kept of stdout, of stderr, and of the result channel each.
+    pub max_output_bytes: usize,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> SandboxConfig {
+        SandboxConfig {
+            python: PathBuf::from("python3"),
+            wall_timeout: Duration::from_secs(10),
+            memory_bytes: 1 << 30,
+            max_file_bytes: 16 << 20,
+            max_output_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Which isolation layers this machine supports (probed once per [`Sandbox`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    pub seccomp: bool,
+    pub landlock_abi: Option<u32>,
+    pub network_namespace: Option<NetNamespace>,
+}
+
+/// How the network namespace is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetNamespace {
+    /// `unshare(CLONE_NEWNET)` (needs `CAP_SYS_ADMIN`, e.g. root).
+    Direct,
+    /// `unshare(CLONE_NEWUSER | CLONE_NEWNET)` (unprivileged user namespaces).
+    ViaUserNamespace,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// Killed at the wall-clock deadline.
+    TimedOut,
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    pub exit: Exit,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Bytes the program wrote to file descriptor 3 (the harness's result channel).
+    pub results: Vec<u8>,
+    /// Total bytes written to stdout and stderr (including those beyond the cap).
+    pub output_bytes: u64,
+    pub wall: Duration,
+}
+
+/// A configured sandbox; cheap to share (`&self` methods, thread-safe).
+pub struct Sandbox {
+    config: SandboxConfig,
+    python: PathBuf,
+    read_only_roots: Vec<PathBuf>,
+    capabilities: Capabilities,
+    nproc_limit: u64,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("python", &self.python)
+            .field("capabilities", &self.capabilities)
+            .finish()
+    }
+}
+
+impl Sandbox {
+    /// Resolves the interpreter and probes the isolation layers.
+    pub fn new(config: SandboxConfig) -> Result<Sandbox, EnvError> {
+        let probe = Command::new(&config.python)
+            .args(["-s", "-S", "-c", "import sys; print(sys.executable); print(sys.base_prefix); print(sys.exec_prefix)"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|error| {
+                EnvError::Sandbox(format!(
+                    "cannot run `{}` ({error}); install python3 or set the code environment's `python` parameter",
+                    config.python.display()
+                ))
+            })?;
+        let text = String::from_utf8_lossy(&probe.stdout).to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        if !probe.status.success() || lines.len() < 3 || lines[0].is_empty() {
+            return Err(EnvError::Sandbox(format!(
+                "`{}` did not report its installation (exit {:?}); set `python` to a working python3",
+                config.python.display(),
+                probe.status.code()
+            )));
+        }
+        let python = PathBuf::from(lines[0]);
+        let mut read_only_roots: Vec<PathBuf> = [lines[1], lines[2]].iter().map(PathBuf::from).collect();
+        if let Some(parent) = python.parent() {
+            read_only_roots.push(parent.to_path_buf());
+        }
+        for system in ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc/ld.so.cache", "/dev/urandom"] {
+            read_only_roots.push(PathBuf::from(system));
+        }
+        let seccomp = seccomp::Filter::build().is_some();
+        let capabilities = Capabilities {
+            seccomp,
+            landlock_abi: landlock::abi_version(),
+            network_namespace: probe_network_namespace(&python),
+        };
+        Ok(Sandbox {
+            config,
+            python,
+            read_only_roots,
+            capabilities,
+            nproc_limit: count_own_processes() + 256,
+        })
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// The resolved interpreter.
+    pub fn python(&self) -> &Path {
+        &self.python
+    }
+
+    /// Runs `script` (written to `main.py`) with `files` next to it in a fresh work directory,
+    /// feeding `stdin` (at most 4096 bytes). Waits for a slot of the process-wide pool first (see
+    /// [`set_max_concurrency`]). `Err` only for infrastructure failures (cannot create the
+    /// directory, cannot spawn); anything the program does is reported in [`RunOutput`].
+    pub fn run(&self, script: &str, files: &[(&str, &[u8])], stdin: &[u8]) -> std::io::Result<RunOutput> {
+        self.run_with(&self.config, script, files, stdin)
+    }
+
+    /// [`Sandbox::run`] with other limits (`config.python` is ignored: the interpreter resolved
+    /// at construction is used).
+    pub fn run_with(
+        &self,
+        config: &SandboxConfig,
+        script: &str,
+        files: &[(&str, &[u8])],
+        stdin: &[u8],
+    ) -> std::io::Result<RunOutput> {
+        if stdin.len() > MAX_STDIN_BYTES {
+            // Larger input could fill the pipe before we start draining output.
+            return Err(std::io::Error::other("sandbox stdin is limited to 4096 bytes; pass data as a file"));
+        }
+        let _slot = pool().acquire();
+        let work_dir = tempfile::Builder::new().prefix("grail-sbx-").tempdir()?;
+        let script_path = work_dir.path().join("main.py");
+        std::fs::write(&script_path, script)?;
+        for (name, contents) in files {
+            let name = Path::new(name).file_name().ok_or_else(|| std::io::Error::other("bad sandbox file name"))?;
+            std::fs::write(work_dir.path().join(name), contents)?;
+        }
+        let output = self.spawn_and_collect(config, work_dir.path(), &script_path, stdin);
+        // Dropping `work_dir` removes it, whatever the program left inside.
+        drop(work_dir);
+        output
+    }
+
+    fn spawn_and_collect(&self, config: &SandboxConfig, work_dir: &Path, script: &Path, stdin: &[u8]) -> std::io::Result<RunOutput> {
+        let started = Instant::now();
+        let (results_read, results_write) = pipe()?;
+        let ruleset = match self.capabilities.landlock_abi {
+            Some(abi) => {
+                let roots: Vec<&Path> = self.read_only_roots.iter().map(PathBuf::as_path).collect();
+                Some(landlock::Ruleset::build(abi, work_dir, &roots)?)
+            }
+            None => None,
+        };
+        let mut child_setup = ChildSetup {
+            results_fd: results_write.as_raw_fd(),
+            ruleset_fd: ruleset.as_ref().map(landlock::Ruleset::raw_fd),
+            seccomp: seccomp::Filter::build(),
+            net: self.capabilities.network_namespace,
+            limits: [
+                (libc::RLIMIT_CPU, config.wall_timeout.as_secs().max(1), config.wall_timeout.as_secs().max(1) + 1),
+                (libc::RLIMIT_AS, config.memory_bytes, config.memory_bytes),
+                (libc::RLIMIT_FSIZE, config.max_file_bytes, config.max_file_bytes),
+                (libc::RLIMIT_NOFILE, 64, 64),
+                (libc::RLIMIT_CORE, 0, 0),
+                (libc::RLIMIT_NPROC, self.nproc_limit, self.nproc_limit),
+            ],
+        };
+        let mut command = Command::new(&self.python);
+        command
+            .args(["-s", "-S", "-B"])
+            .arg(script)
+            .current_dir(work_dir)
+            .env_clear()
+            .env("PYTHONHASHSEED", "0")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("PYTHONIOENCODING", "utf-8")
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: the closure only makes async-signal-safe syscalls on pre-allocated data.
+        unsafe {
+            command.pre_exec(move || child_setup.apply());
+        }
+        let mut child = command.spawn()?;
+        drop(results_write);
+        drop(ruleset);
+        let pid = child.id() as libc::pid_t;
+        let guard = GroupKiller(pid);
+
+        if let Some(mut input) = child.stdin.take() {
+            // A program that exits early closes stdin; that is not an error of ours.
+            let _ = input.write_all(stdin);
+        }
+        let stdout = child.stdout.take().map(OwnedFd::from);
+        let stderr = child.stderr.take().map(OwnedFd::from);
+        let deadline = started + config.wall_timeout;
+        let cap = config.max_output_bytes;
+        let mut streams = [
+            Stream::new(stdout, cap),
+            Stream::new(stderr, cap),
+            Stream::new(Some(results_read), cap),
+        ];
+        let mut timed_out = drain_until(&mut streams, deadline);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if timed_out || Instant::now() >= deadline {
+                timed_out = true;
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        drop(guard); // SIGKILL to the group, whatever happened
+        let status = match status {
+            Some(status) => status,
+            None => child.wait()?,
+        };
+        let exit = if timed_out {
+            Exit::TimedOut
+        } else if let Some(code) = status.code() {
+            Exit::Code(code)
+        } else {
+            Exit::Signal(status.signal().unwrap_or(0))
+        };
+        let [stdout, stderr, results] = streams;
+        Ok(RunOutput {
+            exit,
+            output_bytes: stdout.total + stderr.total,
+            stdout: stdout.kept,
+            stderr: stderr.kept,
+            results: results.kept,
+            wall: started.elapsed(),
+        })
+    }
+}
+
+/// Everything the child does between `fork` and `exec`, prepared in the parent.
+struct ChildSetup {
+    results_fd: RawFd,
+    ruleset_fd: Option<RawFd>,
+    seccomp: Option<seccomp::Filter>,
+    net: Option<NetNamespace>,
+    limits: [(libc::__rlimit_resource_t, u64, u64); 6],
+}
+
+impl ChildSetup {
+    /// Child side: only async-signal-safe calls, no allocation.
+    fn apply(&mut self) -> std::io::Result<()> {
+        // SAFETY: plain syscalls in the single-threaded forked child.
+        unsafe {
+            check(libc::setsid())?;
+            if self.results_fd == 3 {
+                // dup2 onto itself would keep FD_CLOEXEC; clear it instead.
+                check(libc::fcntl(3, libc::F_SETFD, 0))?;
+            } else {
+                check(libc::dup2(self.results_fd, 3))?;
+            }
+            match self.net {
+                Some(NetNamespace::Direct) => {
+                    check(libc::unshare(libc::CLONE_NEWNET))?;
+                }
+                Some(NetNamespace::ViaUserNamespace) => {
+                    check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET))?;
+                }
+                None => {}
+            }
+            for (resource, soft, hard) in self.limits {
+                let limit = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                check(libc::setrlimit(resource, &limit))?;
+            }
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        }
+        if let Some(fd) = self.ruleset_fd {
+            landlock::restrict_self(fd)?;
+        }
+        if let Some(filter) = self.seccomp.as_mut() {
+            filter.install()?;
+        }
+        Ok(())
+    }
+}
+
+fn check(rc: libc::c_int) -> std::io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Kills the child's process group when dropped.
+struct GroupKiller(libc::pid_t);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child's group; ESRCH (already gone) is fine.
+        unsafe {
+            libc::killpg(self.0, libc::SIGKILL);
+        }
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: fresh descriptors from pipe2.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// One output pipe being drained.
+struct Stream {
+    fd: Option<OwnedFd>,
+    kept: Vec<u8>,
+    total: u64,
+    cap: usize,
+}
+
+impl Stream {
+    fn new(fd: Option<OwnedFd>, cap: usize) -> Stream {
+        Stream {
+            fd,
+            kept: Vec::new(),
+            total: 0,
+            cap,
+        }
+    }
+}
+
+/// Reads all streams until they close or `deadline` passes; returns whether the deadline hit.
+fn drain_until(streams: &mut [Stream], deadline: Instant) -> bool {
+    let mut buffer = vec![0u8; 64 << 10];
+    loop {
+        let mut poll_fds: Vec<libc::pollfd> = streams
+            .iter()
+            .filter_map(|stream| stream.fd.as_ref())
+            .map(|fd| libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        if poll_fds.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        let wait_ms = (deadline - now).as_millis().min(100) as libc::c_int;
+        // SAFETY: valid pollfd array of the given length.
+        let ready = unsafe { libc::poll(poll_fds.as_mut_ptr(), poll_fds.len() as libc::nfds_t, wait_ms.max(1)) };
+        if ready <= 0 {
+            continue;
+        }
+        for poll_fd in poll_fds.iter().filter(|poll_fd| poll_fd.revents != 0) {
+            let Some(stream) = streams
+                .iter_mut()
+                .find(|stream| stream.fd.as_ref().is_some_and(|fd| fd.as_raw_fd() == poll_fd.fd))
+            else {
+                continue;
+            };
+            // SAFETY: reading into our own buffer from an open descriptor.
+            let count = unsafe { libc::read(poll_fd.fd, buffer.as_mut_ptr().cast(), buffer.len()) };
+            if count <= 0 {
+                if count == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                    stream.fd = None;
+                }
+                continue;
+            }
+            let count = count as usize;
+            stream.total += count as u64;
+            let room = stream.cap.saturating_sub(stream.kept.len());
+            stream.kept.extend_from_slice(&buffer[..count.min(room)]);
+        }
+    }
+}
+
+/// Tries each way of creating a network namespace once, in a throwaway child.
+fn probe_network_namespace(python: &Path) -> Option<NetNamespace> {
+    [NetNamespace::Direct, NetNamespace::ViaUserNamespace]
+        .into_iter()
+        .find(|mode| {
+            let flags = match mode {
+                NetNamespace::Direct => libc::CLONE_NEWNET,
+                NetNamespace::ViaUserNamespace => libc::CLONE_NEWUSER | libc::CLONE_NEWNET,
+            };
+            let mut command = Command::new(python);
+            command.args(["-S", "-c", "pass"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            // SAFETY: unshare is async-signal-safe.
+            unsafe {
+                command.pre_exec(move || check(libc::unshare(flags)).map(|_| ()));
+            }
+            command.status().is_ok_and(|status| status.success())
+        })
+}
+
+/// Tasks (processes and threads) owned by our real uid, for the `RLIMIT_NPROC` headroom.
+fn count_own_processes() -> u64 {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    if uid == 0 {
+        return 0; // not enforced for root anyway
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 4096;
+    };
+    let mut count = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue;
+        };
+        let owner = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|value| value.parse::<u32>().ok());
+        let threads = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Threads:"))
+            .and_then(|rest| rest.trim().parse::<u64>().ok())
+            .unwrap_or(1);
+        if owner == Some(uid) {
+            count += threads;
+        }
+    }
+    count
+}
+
+/// A counting semaphore bounding concurrent sandbox processes in this process.
+struct Pool {
+    free: Mutex<usize>,
+    available: Condvar,
+}
+
+struct Slot<'a>(&'a Pool);
+
+impl Pool {
+    fn acquire(&self) -> Slot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        while *free == 0 {
+            free = self.available.wait(free).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut free = self.0.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *free += 1;
+        self.0.available.notify_one();
+    }
+}
+
+static POOL_SIZE: OnceLock<usize> = OnceLock::new();
+static POOL: OnceLock<Pool> = OnceLock::new();
+
+fn pool() -> &'static Pool {
+    POOL.get_or_init(|| {
+        let size = *POOL_SIZE.get_or_init(|| std::thread::available_parallelism().map_or(2, usize::from));
+        Pool {
+            free: Mutex::new(size.max(1)),
+            available: Condvar::new(),
+        }
+    })
+}
+
+/// Sets how many sandboxed processes may run at once in this process (default: the number of
+/// cores). Returns `false` if the pool was already sized (first call or first run wins).
+pub fn set_max_concurrency(processes: usize) -> bool {
+    POOL_SIZE.set(processes.max(1)).is_ok()
+}
