@@ -15,8 +15,11 @@
 //!   is a digit with p ≈ 10/260, so a 16-byte completion holds Binomial(16, 0.04) digits: almost
 //!   every group of 16 has completions with 0, 1 and 2 digits, i.e. variance from step one.
 //!   This teaches "emit digits".
-//! * `length` (0.2): `1 / (1 + |len - len(answer)|)`. Early completions run to the token limit;
-//!   the few that sample the end token early score higher, which teaches stopping.
+//! * `length` (0.2): `digits / (1 + |len - len(answer)|)`. Early completions run to the token
+//!   limit; the few that sample the end token early score higher, which teaches stopping. It is
+//!   scaled by the digit share so that an empty or junk early stop earns nothing: otherwise
+//!   "end at once" (a single token away for a random policy) would beat random text and the
+//!   policy could collapse onto empty completions, which have zero variance and stall GRPO.
 //! * `value` (0.2): `1 / (1 + |n - answer|)` for the number `n` the completion starts with (0
 //!   without a leading digit). Once digits appear this rewards being numerically close, a smooth
 //!   signal towards the right magnitude before any digit is exactly right.
@@ -132,7 +135,9 @@ pub fn score_digits(answer: &str, completion: &str) -> Reward {
     } else {
         digit_count as f32 / chars.len() as f32
     };
-    let length = 1.0 / (1.0 + chars.len().abs_diff(answer_chars.len()) as f32);
+    // Weighted by the digit share: stopping early only pays when the output is digits, so
+    // "emit the end token at once" (easy for a random policy) is not a reward-earning shortcut.
+    let length = digits / (1.0 + chars.len().abs_diff(answer_chars.len()) as f32);
     let value = leading_number(&chars)
         .zip(answer.parse::<u128>().ok())
         .map_or(0.0, |(number, target)| 1.0 / (1.0 + number.abs_diff(target) as f32));
@@ -191,7 +196,9 @@ mod tests {
         let far = score_digits("12", "97");
         let letters = score_digits("12", "ab");
         let empty = score_digits("12", "");
-        assert!(close.total > far.total && far.total > letters.total && letters.total > empty.total);
+        assert!(close.total > far.total && far.total > letters.total);
+        assert_eq!((letters.total, empty.total), (0.0, 0.0));
+        assert_eq!(score_digits("12", "a").total, 0.0);
         assert!(!close.success);
         let long = score_digits("12", "12345678");
         assert!(long.total < full.total && !long.success);
@@ -202,7 +209,8 @@ mod tests {
         // Completions a random byte policy might produce: no digits vs. one digit vs. early stop.
         let a = score_digits("7", "x#Qz!kLm");
         let b = score_digits("7", "x#Q3!kLm");
-        let c = score_digits("7", "x#");
-        assert!(b.total > a.total && c.total > a.total);
+        let c = score_digits("7", "x3");
+        assert_eq!(a.total, 0.0);
+        assert!(b.total > a.total && c.total > b.total);
     }
 }

@@ -9,7 +9,7 @@
 //! The predicted answer is the explicitly marked final answer (`\boxed{}`, `####`,
 //! `<SOLUTION>`, "the answer is"), else the last number of the completion. Both sides are reduced
 //! to a number ([`parse_number`]: commas, `$`, `%`, units and LaTeX decorations dropped, `18.0` =
-//! `18`, fractions `a/b` evaluated) and compared with a 1e-6 relative tolerance.
+//! `18`, fractions `a/b` evaluated) and compared up to float noise ([`numbers_equal`]).
 //! * `correct` (0.9): the numbers agree (`success`).
 //! * `format` (0.1): the answer was marked with `\boxed{}`, `####` or `<SOLUTION>`.
 
@@ -154,9 +154,10 @@ pub fn score_numeric(gold: &str, completion: &str) -> Reward {
     )
 }
 
-/// Relative tolerance 1e-6 (absolute near zero).
+/// Equal up to float noise: absolute 1e-6, or relative 1e-9 for large values (so 1450001 is not
+/// "equal" to 1450000).
 pub fn numbers_equal(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0)
+    (a - b).abs() <= 1e-6_f64.max(1e-9 * a.abs().max(b.abs()))
 }
 
 /// Reads the number an answer states: drops LaTeX decorations (`\$`, `\%`, `\text{…}`,

@@ -51,7 +51,7 @@ pub fn load(data_dir: Option<&Path>, raw: &Map<String, Value>) -> Result<CodeEnv
         let signature = tested_signature(&code, &row.test_list).ok_or_else(|| EnvError::DataRow {
             path: path.clone(),
             line: index + 1,
-            message: "no `def` of the function the tests call".to_string(),
+            message: "the reference `code` has no `def` line".to_string(),
         })?;
         let example = row.test_list.first().cloned().unwrap_or_default();
         tasks.push(CodeTask {
@@ -78,14 +78,28 @@ pub fn load(data_dir: Option<&Path>, raw: &Map<String, Value>) -> Result<CodeEnv
     Ok(code_env("mbpp", tasks, data::blake2b256(&[&bytes]), settings))
 }
 
-/// The `def` line of the function the first test calls.
+/// The `def` line of the function the first test calls (`f(` or `f (`), else the first `def`.
 fn tested_signature(code: &str, tests: &[String]) -> Option<String> {
     let first_test = tests.first()?;
-    code.lines()
+    let defs: Vec<(&str, &str)> = code
+        .lines()
         .filter_map(|line| {
             let name = line.strip_prefix("def ")?.split('(').next()?.trim();
             Some((name, line.trim_end()))
         })
-        .find(|(name, _)| first_test.contains(&format!("{name}(")))
+        .collect();
+    let called = |name: &str| {
+        first_test.match_indices(name).any(|(position, _)| {
+            let before_ok = first_test[..position]
+                .chars()
+                .last()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            let after = first_test[position + name.len()..].trim_start();
+            before_ok && after.starts_with('(')
+        })
+    };
+    defs.iter()
+        .find(|(name, _)| called(name))
+        .or(defs.first())
         .map(|(_, line)| line.to_string())
 }

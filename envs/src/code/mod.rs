@@ -123,13 +123,9 @@ impl Environment for CodeEnv {
         let Some(program) = program else {
             return Reward::zero(&COMPONENTS, "problem target is missing the task's prompt or tests");
         };
-        let (passed, total, reason) = run_tests(&self.settings, &problem.target, &program);
-        let fraction = if total == 0 { 0.0 } else { passed as f32 / total as f32 };
-        let success = total > 0 && passed == total;
-        Reward::from_components(
-            vec![("tests", WEIGHT_TESTS * fraction), ("format", format)],
-            success,
-            reason,
+        reward(
+            run_tests(&self.settings.sandbox, self.settings.test_timeout_s, &problem.target, &program),
+            format,
         )
     }
 
@@ -147,8 +143,27 @@ impl Environment for CodeEnv {
     }
 }
 
+fn reward((passed, total, reason): (usize, usize, Option<String>), format: f32) -> Reward {
+    let fraction = if total == 0 { 0.0 } else { passed as f32 / total as f32 };
+    let success = total > 0 && passed == total;
+    Reward::from_components(
+        vec![("tests", WEIGHT_TESTS * fraction), ("format", format)],
+        success,
+        reason,
+    )
+}
+
+/// Scores a completion against plain `assert` lines (run after `setup`), exactly like `mbpp`
+/// does; for custom code tasks and tests.
+pub fn score_python(sandbox: &Sandbox, test_timeout_s: f64, setup: &str, asserts: &[&str], completion: &str) -> Reward {
+    let extracted = extract_code(completion);
+    let format = if extracted.marked { WEIGHT_FORMAT } else { 0.0 };
+    let target = json!({ "asserts": asserts, "setup": setup });
+    reward(run_tests(sandbox, test_timeout_s, &target, &extracted.code), format)
+}
+
 /// Runs `program` against the tests in `target`; returns (passed, total, reason).
-fn run_tests(settings: &SandboxSettings, target: &Value, program: &str) -> (usize, usize, Option<String>) {
+fn run_tests(sandbox: &Sandbox, test_timeout_s: f64, target: &Value, program: &str) -> (usize, usize, Option<String>) {
     let expected_total = target.get("asserts").and_then(Value::as_array).map(Vec::len);
     if program.len() > MAX_CODE_BYTES {
         return (0, expected_total.unwrap_or(0), Some(format!("code is {} bytes, limit {MAX_CODE_BYTES}", program.len())));
@@ -158,7 +173,7 @@ fn run_tests(settings: &SandboxSettings, target: &Value, program: &str) -> (usiz
         "setup": target.get("setup").cloned().unwrap_or(json!("")),
         "check_source": target.get("check_source").cloned().unwrap_or(Value::Null),
         "entry_point": target.get("entry_point").cloned().unwrap_or(Value::Null),
-        "test_timeout_s": settings.test_timeout_s,
+        "test_timeout_s": test_timeout_s,
     });
     let approx_tests = expected_total.unwrap_or_else(|| {
         target
@@ -167,12 +182,12 @@ fn run_tests(settings: &SandboxSettings, target: &Value, program: &str) -> (usiz
             .map_or(1, |source| source.matches("assert").count())
     });
     // Loading + every test may each use the per-test budget; then 2 s for interpreter start-up.
-    let wall = (settings.test_timeout_s * (approx_tests as f64 + 1.0) + 2.0).min(120.0);
-    let mut config_sandbox = settings.sandbox.config().clone();
+    let wall = (test_timeout_s * (approx_tests as f64 + 1.0) + 2.0).min(120.0);
+    let mut config_sandbox = sandbox.config().clone();
     config_sandbox.wall_timeout = Duration::from_secs_f64(wall);
     let nonce = format!("{:016x}", std::collections::hash_map::RandomState::new().build_hasher().finish());
     let spec_bytes = spec.to_string().into_bytes();
-    let output = settings.sandbox.run_with(
+    let output = sandbox.run_with(
         &config_sandbox,
         HARNESS,
         &[("solution.py", program.as_bytes()), ("spec.json", &spec_bytes)],

@@ -92,7 +92,7 @@ fn equivalent_normalized(a: &str, b: &str) -> bool {
         return true;
     }
     if let (Some(x), Some(y)) = (numeric_value(a), numeric_value(b)) {
-        return (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1.0);
+        return crate::gsm8k::numbers_equal(x, y);
     }
     let (Some(left), Some(right)) = (split_tuple(a), split_tuple(b)) else {
         return false;

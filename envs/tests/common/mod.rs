@@ -1,0 +1,39 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// `../shared/datasets` relative to the repository root, if present.
+pub fn data_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("skip: datasets not found at {} (expected ../shared/datasets next to the repo)", dir.display());
+        None
+    }
+}
+
+/// Whether `relative` exists under the datasets root (prints a skip message otherwise).
+pub fn data_file(relative: &str) -> Option<PathBuf> {
+    let dir = data_dir()?;
+    if dir.join(relative).is_file() {
+        Some(dir)
+    } else {
+        eprintln!("skip: {relative} not found under {}", dir.display());
+        None
+    }
+}
+
+/// Independent BLAKE2b-256 of a file.
+pub fn blake2b256_file(path: &std::path::Path) -> [u8; 32] {
+    use blake2::{digest::consts::U32, Blake2b, Digest};
+    let bytes = std::fs::read(path).expect("read data file");
+    Blake2b::<U32>::digest(&bytes).into()
+}
+
+/// Evenly spread sample of `count` seeds in `0..n`.
+pub fn spread(n: u64, count: u64) -> Vec<u64> {
+    let count = count.min(n).max(1);
+    (0..count).map(|i| i * n / count).collect()
+}
