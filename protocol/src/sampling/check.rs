@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::noise::{gumbel_best, gumbel_noise};
-use super::{better, scaled_scores, top_k_threshold, SamplingParams};
+use super::{better, scaled_scores, shifted_exp, top_k_threshold, SamplingParams};
 
 /// Why a claimed token is not the replayed choice.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
@@ -158,12 +158,14 @@ impl CandidateBounds {
             mass_minus: 0.0,
             in_core: vec![false; z.len()],
         };
-        for &v in z.iter().filter(|v| v.is_finite()) {
-            if bounds.in_k_plus(v) {
-                bounds.mass_plus += (v - max).exp();
-            }
-            if bounds.in_k_minus(v) {
-                bounds.mass_minus += (v - max).exp();
+        if bounds.top_p < 1.0 {
+            for &v in z.iter().filter(|v| v.is_finite()) {
+                if bounds.in_k_plus(v) {
+                    bounds.mass_plus += shifted_exp(v, max);
+                }
+                if bounds.in_k_minus(v) {
+                    bounds.mass_minus += shifted_exp(v, max);
+                }
             }
         }
         bounds.fill_core(z);
@@ -193,20 +195,36 @@ impl CandidateBounds {
         let above: f64 = z
             .iter()
             .filter(|&&v| self.in_k_minus(v) && v > zc + self.two_delta)
-            .map(|&v| (v - self.max).exp())
+            .map(|&v| shifted_exp(v, self.max))
             .sum();
         (-self.two_delta).exp() * above / self.mass_plus < self.top_p
     }
 
     /// Core: in `S_k^-` and the upper bound
     /// `e^(2δ) · Σ_{u ∈ S_k^+, u ≠ v, z_u ≥ z_v − 2δ} e^(z_u) / Σ_{S_k^-} e^z` of its mass-before is
-    /// `< top_p`. Only tokens within 40 nats of the max are considered (dropping others is safe).
+    /// `< top_p`. A token below `max − w` has every token above `max − w` in that sum, so once those
+    /// alone push the bound to `top_p`, nothing below `max − w` can be core and only the window is
+    /// sorted (dropping tokens from the core is always safe).
     fn fill_core(&mut self, z: &[f64]) {
         if self.top_p >= 1.0 {
             self.in_core = z.iter().map(|&v| self.in_k_minus(v)).collect();
             return;
         }
-        let floor = self.max - 40.0 - self.two_delta;
+        let lift = self.two_delta.exp() / self.mass_minus;
+        let mut width = 40.0;
+        for candidate in [2.0, 5.0, 10.0, 20.0] {
+            let floor = self.max - candidate;
+            let inside: f64 = z
+                .iter()
+                .filter(|&&v| self.in_k_plus(v) && v >= floor)
+                .map(|&v| shifted_exp(v, self.max))
+                .sum();
+            if lift * inside >= self.top_p {
+                width = candidate;
+                break;
+            }
+        }
+        let floor = self.max - width - self.two_delta;
         let mut ordered: Vec<(f64, u32)> = z
             .iter()
             .enumerate()
@@ -217,16 +235,15 @@ impl CandidateBounds {
         let mut prefix = Vec::with_capacity(ordered.len() + 1);
         prefix.push(0.0f64);
         for &(v, _) in &ordered {
-            prefix.push(prefix.last().copied().unwrap_or(0.0) + (v - self.max).exp());
+            prefix.push(prefix.last().copied().unwrap_or(0.0) + shifted_exp(v, self.max));
         }
         for &(v, id) in &ordered {
-            if !self.in_k_minus(v) || v < self.max - 40.0 {
+            if !self.in_k_minus(v) || v < self.max - width {
                 continue;
             }
             let within = ordered.partition_point(|&(u, _)| u >= v - self.two_delta);
-            let others = prefix[within] - (v - self.max).exp();
-            let upper = self.two_delta.exp() * others / self.mass_minus;
-            self.in_core[id as usize] = upper < self.top_p;
+            let others = prefix[within] - shifted_exp(v, self.max);
+            self.in_core[id as usize] = lift * others < self.top_p;
         }
     }
 }

@@ -165,6 +165,13 @@ pub(crate) fn top_k_threshold(z: &[f64], k: u32) -> Option<(f64, u32)> {
     Some(*kth)
 }
 
+/// `exp(v − max)` for `v ≤ max`: evaluated in f32 (relative error ~1e-7, far below any logit drift)
+/// and accumulated by callers in f64. `-inf` maps to 0.
+#[inline]
+pub(crate) fn shifted_exp(v: f64, max: f64) -> f64 {
+    f64::from(((v - max) as f32).exp())
+}
+
 /// Processed log-probabilities (steps 1–7); `-inf` marks excluded tokens. Invalid parameters or an
 /// all-excluded row yield an all-`-inf` vector, which [`choose`] answers with `None`.
 pub fn process_logits(raw_logits: &[f32], context: &[u32], params: &SamplingParams) -> Vec<f32> {
@@ -188,15 +195,12 @@ pub fn process_logits(raw_logits: &[f32], context: &[u32], params: &SamplingPara
         }
     }
     let max = z[argmax];
+    let weights: Vec<f64> = z.iter().map(|&v| shifted_exp(v, max)).collect();
+    let mut total: f64 = weights.iter().sum();
     if params.top_p < 1.0 {
-        apply_top_p(&mut z, max, f64::from(params.top_p));
+        total = apply_top_p(&mut z, &weights, max, total, f64::from(params.top_p));
     }
-    let sum: f64 = z
-        .iter()
-        .filter(|v| v.is_finite())
-        .map(|&v| (v - max).exp())
-        .sum();
-    let log_normaliser = max + sum.ln();
+    let log_normaliser = max + total.ln();
     for (slot, &value) in out.iter_mut().zip(&z) {
         if value.is_finite() {
             *slot = (value - log_normaliser) as f32;
@@ -205,48 +209,52 @@ pub fn process_logits(raw_logits: &[f32], context: &[u32], params: &SamplingPara
     out
 }
 
-/// Only tokens within this many nats of the maximum are sorted for top-p. Exact: `top_p` is an f32, so
-/// `top_p < 1` means `top_p ≤ 1 − 2^-24`, while all tokens below the window together carry less than
-/// `2^32 · e^-40 < 2^-25` of the mass, so the nucleus always closes inside the window.
-const NUCLEUS_SORT_WINDOW: f64 = 40.0;
+/// Nucleus candidates are searched in windows of this many nats below the maximum, widest last. The
+/// nucleus is the prefix of the global order, so once the tokens inside a window carry `≥ top_p` of
+/// the mass, the nucleus closes inside it and nothing below needs sorting. The last window is exact
+/// too: `top_p < 1` is an f32, so `top_p ≤ 1 − 2^-24`, while everything 40 nats below the maximum
+/// carries less than `2^32 · e^-40 < 2^-25` of the mass.
+const NUCLEUS_WINDOWS: [f64; 5] = [2.0, 5.0, 10.0, 20.0, 40.0];
 
-/// Step 6 on scores `z` whose maximum is `max` (the normaliser cancels in the cumulative ratio).
-fn apply_top_p(z: &mut [f64], max: f64, top_p: f64) {
-    let total: f64 = z
-        .iter()
-        .filter(|v| v.is_finite())
-        .map(|&v| (v - max).exp())
-        .sum();
-    let floor = max - NUCLEUS_SORT_WINDOW;
+/// Step 6: keeps the shortest prefix (by `better`) with cumulative probability `≥ top_p`, excludes the
+/// rest, and returns the kept mass (`Σ weights` of survivors).
+fn apply_top_p(z: &mut [f64], weights: &[f64], max: f64, total: f64, top_p: f64) -> f64 {
+    let mut window_floor = max - NUCLEUS_WINDOWS[NUCLEUS_WINDOWS.len() - 1];
+    for width in NUCLEUS_WINDOWS {
+        let floor = max - width;
+        let inside: f64 = z
+            .iter()
+            .zip(weights)
+            .filter(|(&v, _)| v >= floor)
+            .map(|(_, &w)| w)
+            .sum();
+        if inside >= top_p * total {
+            window_floor = floor;
+            break;
+        }
+    }
     let mut ordered: Vec<(f64, u32)> = z
         .iter()
         .enumerate()
-        .filter(|(_, v)| v.is_finite() && **v >= floor)
+        .filter(|(_, &v)| v.is_finite() && v >= window_floor)
         .map(|(i, &v)| (v, i as u32))
         .collect();
     ordered.sort_unstable_by(|&a, &b| better(a, b));
-    let keep = nucleus_len(&ordered, max, total, top_p).unwrap_or(ordered.len());
     let mut kept = vec![false; z.len()];
-    for &(_, id) in &ordered[..keep] {
+    let mut cumulative = 0.0;
+    for &(_, id) in &ordered {
         kept[id as usize] = true;
+        cumulative += weights[id as usize];
+        if cumulative >= top_p * total {
+            break;
+        }
     }
     for (value, keep) in z.iter_mut().zip(kept) {
         if !keep {
             *value = f64::NEG_INFINITY;
         }
     }
-}
-
-/// Length of the shortest prefix of `ordered` with cumulative probability `≥ top_p`.
-fn nucleus_len(ordered: &[(f64, u32)], max: f64, total: f64, top_p: f64) -> Option<usize> {
-    let mut cumulative = 0.0;
-    for (i, &(value, _)) in ordered.iter().enumerate() {
-        cumulative += (value - max).exp() / total;
-        if cumulative >= top_p {
-            return Some(i + 1);
-        }
-    }
-    None
+    cumulative
 }
 
 fn first_argmax(z: &[f64]) -> Option<usize> {
@@ -289,11 +297,7 @@ pub fn unmasked_logprob(
         return f64::NEG_INFINITY;
     }
     let max = z[argmax];
-    let sum: f64 = z
-        .iter()
-        .filter(|v| v.is_finite())
-        .map(|&v| (v - max).exp())
-        .sum();
+    let sum: f64 = z.iter().map(|&v| shifted_exp(v, max)).sum();
     value - max - sum.ln()
 }
 

@@ -49,11 +49,22 @@ pub fn gumbel_noise(key: &[u8; 32], token: u32) -> f64 {
     gumbel_from_bits(noise_bits(key, token))
 }
 
-/// A candidate more than `PRUNE_NATS` below the current best wins only if its noise exceeds
-/// `PRUNE_NATS`, i.e. `u > exp(-e^-PRUNE_NATS)`, which a cheap integer test rules out for all but
-/// ~4.5e-5 of candidates; the others get the exact two logarithms. The result is exactly the brute-force
-/// argmax (the guard keeps a 1e-9 slack for rounding).
-pub const PRUNE_NATS: f64 = 10.0;
+/// Pruning tiers (nats). A candidate at least `t` below the current best wins only if its noise
+/// exceeds `t`, i.e. `u > exp(-e^-t)`; an integer comparison of the noise bits rules that out for all
+/// but a fraction `1 − exp(-e^-t)` of candidates (≈ e^-t), and only the rest get the two exact
+/// logarithms. The result is exactly the brute-force argmax (a 1e-9 slack absorbs rounding).
+pub const PRUNE_TIERS: [f64; 8] = [12.0, 8.0, 5.0, 3.0, 2.0, 1.0, 0.5, 0.25];
+
+/// `(t, c)` pairs: noise bits `>> 11` below `c` imply `g < t`.
+fn prune_cuts() -> [(f64, u64); 8] {
+    PRUNE_TIERS.map(|t| {
+        let u = (-(-t).exp()).exp();
+        (
+            t,
+            ((u * (1u64 << 53) as f64).floor() as u64).saturating_sub(1),
+        )
+    })
+}
 
 /// Best `(token, score)` of `values[v] + g_v` over finite values, ties to the lower id.
 pub(crate) fn gumbel_best<T: Copy + Into<f64>>(values: &[T], key: &[u8; 32]) -> Option<(u32, f64)> {
@@ -68,15 +79,21 @@ pub(crate) fn gumbel_best<T: Copy + Into<f64>>(values: &[T], key: &[u8; 32]) -> 
     let (start_id, start_value) = start?;
     let mut best_id = start_id as u32;
     let mut best = start_value + gumbel_from_bits(key.bits(best_id));
-    let cut = ((-(-PRUNE_NATS).exp()).exp() * (1u64 << 53) as f64).floor() as u64 - 1;
-    for (i, &v) in values.iter().enumerate() {
+    let cuts = prune_cuts();
+    'tokens: for (i, &v) in values.iter().enumerate() {
         let v: f64 = v.into();
         if !v.is_finite() || i == start_id {
             continue;
         }
         let bits = key.bits(i as u32);
-        if v + PRUNE_NATS < best - 1e-9 && (bits >> 11) < cut {
-            continue;
+        let gap = best - 1e-9 - v;
+        for &(tier, cut) in &cuts {
+            if gap > tier {
+                if (bits >> 11) < cut {
+                    continue 'tokens;
+                }
+                break;
+            }
         }
         let score = v + gumbel_from_bits(bits);
         if score > best || (score == best && (i as u32) < best_id) {

@@ -143,6 +143,7 @@ fn cherry_picked_tokens_are_caught() {
     let best_of_4 = detection_rate(best_of_n(4), params, 6);
     // Per-position detection equals P(cheater's token != seeded token) on these distributions; over a
     // 32-position challenge a rollout escapes with probability (1 - rate)^32.
+    println!("per-position detection: own sampler {own_sampler:.3}, best-of-4 {best_of_4:.3}");
     assert!(own_sampler > 0.3, "own-sampler detection {own_sampler}");
     assert!(best_of_4 > 0.3, "best-of-4 detection {best_of_4}");
     assert!((1.0 - best_of_4).powi(32) < 1e-4);
@@ -151,7 +152,9 @@ fn cherry_picked_tokens_are_caught() {
         temperature: 0.8,
         ..Default::default()
     };
-    assert!(detection_rate(best_of_n(4), nucleus, 7) > 0.2);
+    let nucleus_rate = detection_rate(best_of_n(4), nucleus, 7);
+    println!("per-position detection: best-of-4 under T=0.8 top_p=0.9 {nucleus_rate:.3}");
+    assert!(nucleus_rate > 0.2);
 }
 
 #[test]
