@@ -1,1 +1,9 @@
-//! grail-actors
+//! grail-actors: one module per role, plus the machinery they share.
+//!
+//! Roles are actix actors; their compute runs on [`worker_pool`] threads, never inside an
+//! async actor. Each role actor is started under an actix `Supervisor` (restarted when it
+//! stops), and the [`supervisor`] module ties roles into one tree per process.
+
+pub mod bus;
+pub mod metrics;
+pub mod worker_pool;

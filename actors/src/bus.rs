@@ -1,0 +1,222 @@
+//! The NATS edge every role uses: connect with reconnect accounting, publish signed messages
+//! (JetStream with de-duplication ids, retried until acked), and open incoming envelopes with
+//! every refusal counted by reason.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use messages::subjects as subj;
+use messages::{Envelope, EnvelopeError, Hash32, Identity, SignedMessage};
+
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot connect to NATS at {url}: {detail} (is nats-server running? `grail up` starts one when cluster.toml has no [nats] url)")]
+    Connect { url: String, detail: String },
+    #[error("publishing to {subject} was not acknowledged within {waited:?}: {detail}")]
+    NotAcked {
+        subject: String,
+        waited: Duration,
+        detail: String,
+    },
+    #[error("publishing to {subject} failed: {detail}")]
+    Publish { subject: String, detail: String },
+}
+
+/// A connected client plus the JetStream context, shared by the roles of one process.
+#[derive(Clone)]
+pub struct Bus {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub metrics: Arc<Metrics>,
+    pub max_message_bytes: usize,
+}
+
+/// Metadata attached to a published message as NATS headers (readable with `nats sub`).
+#[derive(Default, Clone, Debug)]
+pub struct MsgMeta {
+    pub window: Option<u64>,
+    pub miner: Option<String>,
+    /// JetStream de-duplication id: retries of the same logical message collapse.
+    pub msg_id: Option<String>,
+}
+
+impl Bus {
+    pub async fn connect(
+        url: &str,
+        name: &str,
+        metrics: Arc<Metrics>,
+        max_message_bytes: usize,
+    ) -> Result<Self, BusError> {
+        let m = metrics.clone();
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5))
+            .subscription_capacity(65_536)
+            .event_callback(move |event| {
+                let m = m.clone();
+                async move {
+                    let label = match &event {
+                        async_nats::Event::Connected => "connected",
+                        async_nats::Event::Disconnected => "disconnected",
+                        async_nats::Event::LameDuckMode => "lame_duck",
+                        async_nats::Event::Draining => "draining",
+                        async_nats::Event::Closed => "closed",
+                        async_nats::Event::SlowConsumer(_) => "slow_consumer",
+                        async_nats::Event::ServerError(_) => "server_error",
+                        async_nats::Event::ClientError(_) => "client_error",
+                    };
+                    m.nats_events.with_label_values(&[label]).inc();
+                    tracing::info!(event = %event, "nats event");
+                }
+            })
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Connect {
+                url: url.to_string(),
+                detail: e.to_string(),
+            })?;
+        let js = jetstream::new(client.clone());
+        Ok(Self {
+            client,
+            js,
+            metrics,
+            max_message_bytes,
+        })
+    }
+
+    fn headers<T: SignedMessage>(meta: &MsgMeta, digest: &Hash32) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(subj::HDR_KIND, T::KIND);
+        h.insert(subj::HDR_DIGEST, digest.to_string().as_str());
+        if let Some(w) = meta.window {
+            h.insert(subj::HDR_WINDOW, w.to_string().as_str());
+        }
+        if let Some(m) = &meta.miner {
+            h.insert(subj::HDR_MINER, m.as_str());
+        }
+        if let Some(id) = &meta.msg_id {
+            h.insert(subj::HDR_MSG_ID, id.as_str());
+        }
+        h
+    }
+
+    /// Sign `payload`, publish it to a JetStream subject and wait for the stream's ack,
+    /// retrying (with the same de-duplication id) until acked or `deadline` passes.
+    /// Returns the payload digest.
+    pub async fn publish_durable<T: SignedMessage>(
+        &self,
+        role: &str,
+        subject: String,
+        payload: T,
+        identity: &Identity,
+        meta: MsgMeta,
+        deadline: Duration,
+    ) -> Result<Hash32, BusError> {
+        let env = Envelope::seal(payload, identity);
+        let digest = messages::envelope::payload_digest(&env.payload);
+        let bytes = Bytes::from(env.to_bytes());
+        let headers = Self::headers::<T>(&meta, &digest);
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt = async {
+                let ack = self
+                    .js
+                    .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                ack.await.map_err(|e| e.to_string())
+            };
+            let detail = match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+                Ok(Ok(_ack)) => {
+                    self.metrics
+                        .messages_out
+                        .with_label_values(&[role, T::KIND])
+                        .inc();
+                    return Ok(digest);
+                }
+                Ok(Err(detail)) => detail,
+                Err(_) => "ack timed out after 5s".to_string(),
+            };
+            if started.elapsed() >= deadline {
+                return Err(BusError::NotAcked {
+                    subject,
+                    waited: started.elapsed(),
+                    detail,
+                });
+            }
+            tracing::warn!(%subject, %detail, "publish not acked, retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Sign and publish on core NATS (at-most-once: heartbeats and other losable data).
+    pub async fn publish_core<T: SignedMessage>(
+        &self,
+        role: &str,
+        subject: String,
+        payload: T,
+        identity: &Identity,
+    ) -> Result<(), BusError> {
+        let env = Envelope::seal(payload, identity);
+        let digest = messages::envelope::payload_digest(&env.payload);
+        let headers = Self::headers::<T>(&MsgMeta::default(), &digest);
+        self.client
+            .publish_with_headers(subject.clone(), headers, Bytes::from(env.to_bytes()))
+            .await
+            .map_err(|e| BusError::Publish {
+                subject,
+                detail: e.to_string(),
+            })?;
+        self.metrics
+            .messages_out
+            .with_label_values(&[role, T::KIND])
+            .inc();
+        Ok(())
+    }
+
+    /// Open an incoming envelope, counting it in or its refusal by reason.
+    pub fn open<T: SignedMessage>(
+        &self,
+        role: &str,
+        payload: &[u8],
+    ) -> Result<(Envelope<T>, Hash32), EnvelopeError> {
+        match Envelope::<T>::open(payload, self.max_message_bytes) {
+            Ok(ok) => {
+                self.metrics
+                    .messages_in
+                    .with_label_values(&[role, T::KIND])
+                    .inc();
+                Ok(ok)
+            }
+            Err(e) => {
+                self.metrics.reject(role, e.reason());
+                tracing::warn!(role, error = %e, "refused incoming message");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The JetStream server timestamp of a message in unix milliseconds: submission time is
+/// the server's word, never the publisher's claim.
+pub fn server_timestamp_ms(msg: &jetstream::Message) -> Option<u64> {
+    let info = msg.info().ok()?;
+    let nanos = info.published.unix_timestamp_nanos();
+    u64::try_from(nanos / 1_000_000).ok()
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

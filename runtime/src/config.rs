@@ -1,0 +1,478 @@
+//! `cluster.toml`: one typed file describes a whole farm. Unknown keys are errors (a typo
+//! must not silently fall back to a default), and every validation error names the key at
+//! fault and how to fix it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source} (pass --config PATH, or run from the repository root where cluster.toml lives)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error("{path}: `{key}` {problem}; fix: {fix}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        problem: String,
+        fix: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    #[serde(default)]
+    pub cluster: ClusterSection,
+    #[serde(default)]
+    pub nats: NatsSection,
+    #[serde(default)]
+    pub window: WindowSection,
+    #[serde(default)]
+    pub model: ModelSection,
+    #[serde(default)]
+    pub env: EnvSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    #[serde(default)]
+    pub roles: RolesSection,
+    /// Directory of the config file; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub name: String,
+    /// Run directory: embedded nats-server data, generated keys, models, checkpoints.
+    pub run_dir: PathBuf,
+    /// Stop after this many windows (0 = run until Ctrl-C). `grail up --windows N` overrides.
+    pub windows: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            name: "local".into(),
+            run_dir: "run".into(),
+            windows: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSection {
+    /// NATS URL; when absent, `grail up` starts a private embedded nats-server.
+    pub url: Option<String>,
+    /// Largest message the embedded server and every role accept.
+    pub max_message_bytes: usize,
+    /// JetStream storage: "file" (survives restarts) or "memory".
+    pub storage: String,
+    /// How long streams keep messages, in hours.
+    pub retention_hours: u64,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_message_bytes: messages::DEFAULT_MAX_MESSAGE_BYTES,
+            storage: "file".into(),
+            retention_hours: 24,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSection {
+    /// Length of one window in seconds (mining until the deadline, then verification).
+    pub length_secs: f64,
+    /// Fraction of the window miners may submit in; the close randomness is revealed after.
+    pub submit_fraction: f64,
+    /// Length of the clock's hash chain (windows it can serve before a new commitment).
+    pub chain_length: u64,
+}
+
+impl Default for WindowSection {
+    fn default() -> Self {
+        Self {
+            length_secs: 6.0,
+            submit_fraction: 0.7,
+            chain_length: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// HF model directory or `.gguf` file. Relative to the config file.
+    pub path: PathBuf,
+    /// When set, a deterministic tiny model is generated at `path` if it does not exist.
+    pub tiny_arch: Option<String>,
+    pub tiny_seed: u64,
+    pub device: String,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            path: "run/tiny-model".into(),
+            tiny_arch: Some("qwen2".into()),
+            tiny_seed: 7,
+            device: "cpu".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvSection {
+    pub id: String,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub params: toml::Table,
+}
+
+impl Default for EnvSection {
+    fn default() -> Self {
+        Self {
+            id: "arith".into(),
+            data_dir: None,
+            params: toml::Table::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address of the Prometheus `/metrics` endpoint; absent disables it.
+    pub listen: Option<String>,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            listen: Some("127.0.0.1:9464".into()),
+        }
+    }
+}
+
+/// One role's deployment: how many instances, on which devices, with which keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSection {
+    pub instances: usize,
+    /// Compute worker threads per instance (one model replica each).
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// Devices for the workers: "cpu", "cuda:0", ... (one per worker, cycled).
+    #[serde(default = "cpu_devices")]
+    pub devices: Vec<String>,
+    /// Hotkey files, one per instance; missing files are generated (0600) under run_dir/keys.
+    #[serde(default)]
+    pub key_files: Vec<PathBuf>,
+    /// Miner: groups to mine per window per instance.
+    #[serde(default = "one")]
+    pub groups_per_window: usize,
+}
+
+fn one() -> usize {
+    1
+}
+fn cpu_devices() -> Vec<String> {
+    vec!["cpu".into()]
+}
+
+impl RoleSection {
+    pub fn with_instances(n: usize) -> Self {
+        Self {
+            instances: n,
+            workers: 1,
+            devices: cpu_devices(),
+            key_files: vec![],
+            groups_per_window: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolesSection {
+    pub clock: Option<RoleSection>,
+    pub miner: Option<RoleSection>,
+    pub verifier: Option<RoleSection>,
+    pub trainer: Option<RoleSection>,
+    pub publisher: Option<RoleSection>,
+    pub scorer: Option<RoleSection>,
+}
+
+impl Default for RolesSection {
+    fn default() -> Self {
+        Self {
+            clock: Some(RoleSection::with_instances(1)),
+            miner: Some(RoleSection::with_instances(2)),
+            verifier: Some(RoleSection::with_instances(2)),
+            trainer: Some(RoleSection::with_instances(1)),
+            publisher: Some(RoleSection::with_instances(1)),
+            scorer: Some(RoleSection::with_instances(1)),
+        }
+    }
+}
+
+pub const ROLE_NAMES: [&str; 6] = [
+    "clock",
+    "miner",
+    "verifier",
+    "trainer",
+    "publisher",
+    "scorer",
+];
+
+impl RolesSection {
+    pub fn get(&self, role: &str) -> Option<&RoleSection> {
+        match role {
+            "clock" => self.clock.as_ref(),
+            "miner" => self.miner.as_ref(),
+            "verifier" => self.verifier.as_ref(),
+            "trainer" => self.trainer.as_ref(),
+            "publisher" => self.publisher.as_ref(),
+            "scorer" => self.scorer.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: ClusterConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        cfg.source = path.to_path_buf();
+        cfg.base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn invalid(
+        &self,
+        key: &str,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.source.clone(),
+            key: key.to_string(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let w = &self.window;
+        if !(w.length_secs.is_finite() && w.length_secs >= 0.5) {
+            return Err(self.invalid(
+                "window.length_secs",
+                format!("is {}", w.length_secs),
+                "use a window of at least 0.5 seconds",
+            ));
+        }
+        if !(w.submit_fraction > 0.0 && w.submit_fraction < 1.0) {
+            return Err(self.invalid(
+                "window.submit_fraction",
+                format!("is {}", w.submit_fraction),
+                "use a fraction strictly between 0 and 1 (e.g. 0.7)",
+            ));
+        }
+        if w.chain_length < 2 {
+            return Err(self.invalid("window.chain_length", "is below 2", "use e.g. 100000"));
+        }
+        if self.nats.max_message_bytes < 64 * 1024 {
+            return Err(self.invalid(
+                "nats.max_message_bytes",
+                format!("is {}", self.nats.max_message_bytes),
+                "allow at least 65536 bytes; a 16×8k-token group needs ~1.6 MB (default 8 MiB)",
+            ));
+        }
+        if !matches!(self.nats.storage.as_str(), "file" | "memory") {
+            return Err(self.invalid(
+                "nats.storage",
+                format!("is {:?}", self.nats.storage),
+                "use \"file\" (survives restarts) or \"memory\"",
+            ));
+        }
+        if let Some(url) = &self.nats.url {
+            if !(url.starts_with("nats://") || url.starts_with("tls://") || url.contains(':')) {
+                return Err(self.invalid(
+                    "nats.url",
+                    format!("{url:?} is not a NATS URL"),
+                    "use nats://HOST:PORT, or remove the key to run an embedded server",
+                ));
+            }
+        }
+        if let Some(listen) = &self.metrics.listen {
+            if listen.parse::<SocketAddr>().is_err() {
+                return Err(self.invalid(
+                    "metrics.listen",
+                    format!("{listen:?} is not HOST:PORT"),
+                    "use e.g. \"127.0.0.1:9464\", or remove the key to disable /metrics",
+                ));
+            }
+        }
+        if let Some(arch) = &self.model.tiny_arch {
+            if !matches!(arch.as_str(), "qwen2" | "llama") {
+                return Err(self.invalid(
+                    "model.tiny_arch",
+                    format!("is {arch:?}"),
+                    "use \"qwen2\" or \"llama\", or remove it to load an existing model",
+                ));
+            }
+        }
+        check_device(&self.model.device)
+            .map_err(|p| self.invalid("model.device", p, "use \"cpu\" or \"cuda:N\""))?;
+        for role in ROLE_NAMES {
+            let Some(r) = self.roles.get(role) else {
+                continue;
+            };
+            let key = |k: &str| format!("roles.{role}.{k}");
+            if r.instances == 0 {
+                return Err(self.invalid(
+                    &key("instances"),
+                    "is 0",
+                    format!("use at least 1, or delete [roles.{role}] to run no {role}"),
+                ));
+            }
+            if r.workers == 0 {
+                return Err(self.invalid(&key("workers"), "is 0", "use at least 1"));
+            }
+            if r.devices.is_empty() {
+                return Err(self.invalid(&key("devices"), "is empty", "list at least \"cpu\""));
+            }
+            for d in &r.devices {
+                check_device(d)
+                    .map_err(|p| self.invalid(&key("devices"), p, "use \"cpu\" or \"cuda:N\""))?;
+            }
+            if !r.key_files.is_empty() && r.key_files.len() != r.instances {
+                return Err(self.invalid(
+                    &key("key_files"),
+                    format!(
+                        "lists {} files for {} instances",
+                        r.key_files.len(),
+                        r.instances
+                    ),
+                    "give one key file per instance, or none to generate them",
+                ));
+            }
+            if r.groups_per_window == 0 {
+                return Err(self.invalid(&key("groups_per_window"), "is 0", "use at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolve a path from the config against the config file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.resolve(&self.cluster.run_dir)
+    }
+}
+
+fn check_device(d: &str) -> Result<(), String> {
+    if d == "cpu" {
+        return Ok(());
+    }
+    match d.strip_prefix("cuda:").map(str::parse::<usize>) {
+        Some(Ok(_)) => Ok(()),
+        _ => Err(format!("device {d:?} is not recognised")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ClusterConfig, ConfigError> {
+        ClusterConfig::parse(text, Path::new("test/cluster.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_the_local_defaults() {
+        let c = parse("").unwrap();
+        assert!(c.nats.url.is_none());
+        assert_eq!(c.roles.miner.as_ref().unwrap().instances, 2);
+        assert_eq!(c.run_dir(), PathBuf::from("test/run"));
+    }
+
+    #[test]
+    fn repository_cluster_toml_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster.toml");
+        ClusterConfig::load(&path).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_fix() {
+        let e = parse("[roles.miner]\ninstances = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("roles.miner.instances") && e.contains("fix:"),
+            "{e}"
+        );
+        let e = parse("[window]\nlength_secs = 5\nsubmit_fraction = 1.5\nchain_length = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("window.submit_fraction"), "{e}");
+        let e = parse("[metrics]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("metrics.listen"), "{e}");
+        let e = parse("[roles.verifier]\ninstances = 1\ndevices = [\"tpu\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("roles.verifier.devices"), "{e}");
+    }
+
+    #[test]
+    fn typos_are_rejected_with_the_key_name() {
+        let e = parse("[window]\nlenght_secs = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lenght_secs"), "{e}");
+        let e = parse("[roles.minr]\ninstances = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("minr"), "{e}");
+    }
+}

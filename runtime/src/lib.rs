@@ -1,0 +1,5 @@
+//! grail-runtime: the `grail` binary's library half — CLI plumbing, cluster.toml, NATS wiring,
+//! the embedded nats-server and the /metrics endpoint. Integration tests use it directly.
+
+pub mod config;
+pub mod nats_server;
