@@ -90,7 +90,11 @@ impl Environment for ArithEnv {
             ArithMode::Add { max_operand } => {
                 let a = rng.range_inclusive(0, max_operand);
                 let b = rng.range_inclusive(0, max_operand);
-                (format!("arith/add/{a}+{b}"), format!("{a}+{b}="), (a + b).to_string())
+                (
+                    format!("arith/add/{a}+{b}"),
+                    format!("{a}+{b}="),
+                    (a + b).to_string(),
+                )
             }
             ArithMode::Copy { digits } => {
                 let text: String = (0..digits)
@@ -140,7 +144,9 @@ pub fn score_digits(answer: &str, completion: &str) -> Reward {
     let length = digits / (1.0 + chars.len().abs_diff(answer_chars.len()) as f32);
     let value = leading_number(&chars)
         .zip(answer.parse::<u128>().ok())
-        .map_or(0.0, |(number, target)| 1.0 / (1.0 + number.abs_diff(target) as f32));
+        .map_or(0.0, |(number, target)| {
+            1.0 / (1.0 + number.abs_diff(target) as f32)
+        });
     let matched = answer_chars
         .iter()
         .zip(chars.iter())
@@ -178,7 +184,11 @@ fn strip_end_markers(text: &str) -> &str {
 
 /// The number formed by the leading digits (at most 30 of them, so it fits a `u128`).
 fn leading_number(chars: &[char]) -> Option<u128> {
-    let digits: String = chars.iter().take_while(|c| c.is_ascii_digit()).take(30).collect();
+    let digits: String = chars
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .take(30)
+        .collect();
     digits.parse().ok()
 }
 

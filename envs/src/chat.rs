@@ -41,9 +41,15 @@ const IM_START: &str = "<|im_start|>";
 const IM_END: &str = "<|im_end|>";
 
 /// Renders `messages` as the model would see them; see the module docs for the fallback.
-pub fn render_chat(template: Option<&str>, messages: &[ChatMessage], add_generation_prompt: bool) -> String {
+pub fn render_chat(
+    template: Option<&str>,
+    messages: &[ChatMessage],
+    add_generation_prompt: bool,
+) -> String {
     let mut out = String::new();
-    let has_system = messages.first().is_some_and(|message| message.role == "system");
+    let has_system = messages
+        .first()
+        .is_some_and(|message| message.role == "system");
     if !has_system {
         if let Some(default_system) = template.and_then(default_system_prompt) {
             push_turn(&mut out, "system", &default_system);
@@ -78,14 +84,18 @@ pub fn default_system_prompt(template: &str) -> Option<String> {
     let mut rest = template;
     while let Some(start) = rest.find(&opener) {
         let after = &rest[start + opener.len()..];
-        let Some(after) = after.strip_prefix("\\n").or_else(|| after.strip_prefix('\n')) else {
+        let Some(after) = after
+            .strip_prefix("\\n")
+            .or_else(|| after.strip_prefix('\n'))
+        else {
             rest = after;
             continue;
         };
         let end = after.find(IM_END)?;
         let candidate = &after[..end];
         // A literal prompt contains no Jinja or string concatenation.
-        let literal = !candidate.is_empty() && !candidate.contains(['\'', '"', '{', '}', '+', '\\']);
+        let literal =
+            !candidate.is_empty() && !candidate.contains(['\'', '"', '{', '}', '+', '\\']);
         if literal {
             return Some(candidate.to_string());
         }
@@ -120,7 +130,11 @@ mod tests {
             "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi"
         ));
         // An explicit system message wins.
-        let rendered = render_chat(Some(qwen), &[ChatMessage::system("S"), ChatMessage::user("hi")], false);
+        let rendered = render_chat(
+            Some(qwen),
+            &[ChatMessage::system("S"), ChatMessage::user("hi")],
+            false,
+        );
         assert!(rendered.starts_with("<|im_start|>system\nS<|im_end|>"));
     }
 

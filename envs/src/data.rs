@@ -7,12 +7,19 @@ use std::path::{Path, PathBuf};
 
 /// Finds `relative` (e.g. `gsm8k/train.jsonl`) under `data_dir`, accepting either the datasets
 /// root or the dataset's own folder (`data_dir/train.jsonl`).
-pub(crate) fn resolve(env: &str, data_dir: Option<&Path>, relative: &str) -> Result<PathBuf, EnvError> {
+pub(crate) fn resolve(
+    env: &str,
+    data_dir: Option<&Path>,
+    relative: &str,
+) -> Result<PathBuf, EnvError> {
     let data_dir = data_dir.ok_or_else(|| EnvError::MissingDataDir {
         env: env.to_string(),
         expected: relative.to_string(),
     })?;
-    let file_name = Path::new(relative).file_name().map(PathBuf::from).unwrap_or_default();
+    let file_name = Path::new(relative)
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let candidates = [data_dir.join(relative), data_dir.join(&file_name)];
     candidates
         .iter()
@@ -46,7 +53,10 @@ pub(crate) fn blake2b256(parts: &[&[u8]]) -> [u8; 32] {
 }
 
 /// Parses JSON Lines (blank lines skipped); errors name the file and line.
-pub(crate) fn parse_jsonl<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<Vec<T>, EnvError> {
+pub(crate) fn parse_jsonl<T: DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<T>, EnvError> {
     let text = std::str::from_utf8(bytes).map_err(|error| EnvError::DataRow {
         path: path.to_path_buf(),
         line: 0,

@@ -33,7 +33,9 @@ pub enum EnvError {
     #[error("data file {} holds no usable problems{detail}; check that it is the right file", path.display())]
     EmptyDataset { path: PathBuf, detail: String },
 
-    #[error("environment `{env}`: unknown parameter `params.{key}`; allowed parameters: {allowed}")]
+    #[error(
+        "environment `{env}`: unknown parameter `params.{key}`; allowed parameters: {allowed}"
+    )]
     UnknownParam {
         env: String,
         key: String,

@@ -24,7 +24,8 @@ use std::path::Path;
 const COMPONENTS: [&str; 2] = ["correct", "format"];
 const WEIGHT_CORRECT: f32 = 0.9;
 const WEIGHT_FORMAT: f32 = 0.1;
-const SYSTEM_PROMPT: &str = "Solve the math word problem step by step. Write the final numeric answer as \\boxed{answer}.";
+const SYSTEM_PROMPT: &str =
+    "Solve the math word problem step by step. Write the final numeric answer as \\boxed{answer}.";
 
 #[derive(Deserialize)]
 struct Row {
@@ -47,7 +48,10 @@ pub struct Gsm8kEnv {
 
 impl Gsm8kEnv {
     /// Loads `gsm8k/<split>.jsonl` from `data_dir`. Parameters: `split` (`train`|`test`).
-    pub fn load(data_dir: Option<&Path>, params: &Map<String, Value>) -> Result<Gsm8kEnv, EnvError> {
+    pub fn load(
+        data_dir: Option<&Path>,
+        params: &Map<String, Value>,
+    ) -> Result<Gsm8kEnv, EnvError> {
         let params = Params::new("gsm8k", params, &["split"])?;
         let split = params.choice("split", "train", &["train", "test"])?;
         let path = resolve("gsm8k", data_dir, &format!("gsm8k/{split}.jsonl"))?;
@@ -164,7 +168,11 @@ pub fn numbers_equal(a: f64, b: f64) -> bool {
 /// `\!`), currency and percent signs, thousands separators and units, then takes the first
 /// number; `a/b` and `\frac{a}{b}` are evaluated.
 pub fn parse_number(text: &str) -> Option<f64> {
-    let mut cleaned = text.replace("\\!", "").replace("\\,", "").replace("\\$", "").replace("\\%", "");
+    let mut cleaned = text
+        .replace("\\!", "")
+        .replace("\\,", "")
+        .replace("\\$", "")
+        .replace("\\%", "");
     for frac in ["\\dfrac", "\\tfrac", "\\frac"] {
         cleaned = cleaned.replace(frac, "\\frac");
     }
@@ -179,7 +187,11 @@ pub fn parse_number(text: &str) -> Option<f64> {
     if let Some(denominator) = rest.trim_start().strip_prefix('/') {
         if let Some(den) = numbers(denominator.trim_start()).first() {
             let den: f64 = den.replace(',', "").parse().ok()?;
-            if den != 0.0 && denominator.trim_start().starts_with(|c: char| c.is_ascii_digit()) {
+            if den != 0.0
+                && denominator
+                    .trim_start()
+                    .starts_with(|c: char| c.is_ascii_digit())
+            {
                 value /= den;
             }
         }

@@ -39,7 +39,13 @@ impl<'a> Params<'a> {
     }
 
     /// An integer parameter in `min..=max`, `default` when absent.
-    pub(crate) fn u64_in(&self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, EnvError> {
+    pub(crate) fn u64_in(
+        &self,
+        key: &str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, EnvError> {
         match self.map.get(key) {
             None => Ok(default),
             Some(value) => {
@@ -56,7 +62,13 @@ impl<'a> Params<'a> {
     }
 
     /// A float parameter in `min..=max`, `default` when absent.
-    pub(crate) fn f64_in(&self, key: &str, default: f64, min: f64, max: f64) -> Result<f64, EnvError> {
+    pub(crate) fn f64_in(
+        &self,
+        key: &str,
+        default: f64,
+        min: f64,
+        max: f64,
+    ) -> Result<f64, EnvError> {
         match self.map.get(key) {
             None => Ok(default),
             Some(value) => {
@@ -73,11 +85,19 @@ impl<'a> Params<'a> {
     }
 
     /// A string parameter that must be one of `choices`; `default` when absent.
-    pub(crate) fn choice(&self, key: &str, default: &str, choices: &[&str]) -> Result<String, EnvError> {
+    pub(crate) fn choice(
+        &self,
+        key: &str,
+        default: &str,
+        choices: &[&str],
+    ) -> Result<String, EnvError> {
         match self.map.get(key) {
             None => Ok(default.to_string()),
             Some(Value::String(text)) if choices.contains(&text.as_str()) => Ok(text.clone()),
-            Some(value) => Err(self.bad(key, format!("must be one of {}, got {value}", choices.join(", ")))),
+            Some(value) => Err(self.bad(
+                key,
+                format!("must be one of {}, got {value}", choices.join(", ")),
+            )),
         }
     }
 }

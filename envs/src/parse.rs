@@ -66,7 +66,9 @@ pub fn boxed_contents(text: &str) -> Vec<&str> {
                 None => break,
             }
         } else if let Some(short) = body.strip_prefix(' ') {
-            let token_end = short.find(|c: char| c.is_whitespace() || c == '$').unwrap_or(short.len());
+            let token_end = short
+                .find(|c: char| c.is_whitespace() || c == '$')
+                .unwrap_or(short.len());
             if token_end > 0 {
                 found.push(&short[..token_end]);
             }
@@ -80,8 +82,12 @@ pub fn boxed_contents(text: &str) -> Vec<&str> {
 }
 
 fn next_box_command(text: &str) -> Option<(usize, usize)> {
-    let boxed = text.find("\\boxed").map(|position| (position, "\\boxed".len()));
-    let fbox = text.find("\\fbox").map(|position| (position, "\\fbox".len()));
+    let boxed = text
+        .find("\\boxed")
+        .map(|position| (position, "\\boxed".len()));
+    let fbox = text
+        .find("\\fbox")
+        .map(|position| (position, "\\fbox".len()));
     match (boxed, fbox) {
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
         (a, b) => a.or(b),
@@ -222,12 +228,17 @@ fn fenced_blocks(text: &str) -> Vec<(String, &str)> {
     let mut offset = 0;
     while let Some(open) = rest.find("```") {
         let after_ticks = offset + open + 3;
-        let line_end = text[after_ticks..].find('\n').map(|index| after_ticks + index);
+        let line_end = text[after_ticks..]
+            .find('\n')
+            .map(|index| after_ticks + index);
         let Some(line_end) = line_end else { break };
         let lang = text[after_ticks..line_end].trim().to_ascii_lowercase();
         let body_start = line_end + 1;
         let (body, next) = match text[body_start..].find("```") {
-            Some(close) => (&text[body_start..body_start + close], body_start + close + 3),
+            Some(close) => (
+                &text[body_start..body_start + close],
+                body_start + close + 3,
+            ),
             None => (&text[body_start..], text.len()),
         };
         blocks.push((lang, body));
@@ -243,7 +254,10 @@ mod tests {
 
     #[test]
     fn boxed_handles_nesting_and_short_form() {
-        assert_eq!(boxed_contents(r"so \boxed{\frac{1}{2}} and \fbox{3}"), vec![r"\frac{1}{2}", "3"]);
+        assert_eq!(
+            boxed_contents(r"so \boxed{\frac{1}{2}} and \fbox{3}"),
+            vec![r"\frac{1}{2}", "3"]
+        );
         assert_eq!(last_boxed(r"\boxed 5$"), Some("5"));
         assert_eq!(last_boxed(r"\boxed{unclosed {"), None);
         assert_eq!(last_boxed(r"\boxed{a\{b}"), Some(r"a\{b"));
@@ -251,12 +265,23 @@ mod tests {
 
     #[test]
     fn final_answer_prefers_explicit_markers() {
-        let answer = final_answer("<think>\\boxed{1}</think> work \\boxed{2} <SOLUTION>3</SOLUTION>").unwrap();
-        assert_eq!((answer.text.as_str(), answer.marker), ("3", AnswerMarker::SolutionTag));
+        let answer =
+            final_answer("<think>\\boxed{1}</think> work \\boxed{2} <SOLUTION>3</SOLUTION>")
+                .unwrap();
+        assert_eq!(
+            (answer.text.as_str(), answer.marker),
+            ("3", AnswerMarker::SolutionTag)
+        );
         let answer = final_answer("steps\n#### 1,234\n").unwrap();
-        assert_eq!((answer.text.as_str(), answer.marker), ("1,234", AnswerMarker::Hashes));
+        assert_eq!(
+            (answer.text.as_str(), answer.marker),
+            ("1,234", AnswerMarker::Hashes)
+        );
         let answer = final_answer("So the answer is $42$.").unwrap();
-        assert_eq!((answer.text.as_str(), answer.marker), ("42", AnswerMarker::Phrase));
+        assert_eq!(
+            (answer.text.as_str(), answer.marker),
+            ("42", AnswerMarker::Phrase)
+        );
         assert_eq!(final_answer("no marker 17"), None);
     }
 
@@ -277,6 +302,9 @@ mod tests {
         let open = extract_code("```python\ndef h(): return 2\n");
         assert_eq!(open.code, "def h(): return 2\n");
         let tagged = extract_code("<SOLUTION>\ndef k(): return 3\n</SOLUTION>");
-        assert_eq!((tagged.code.as_str(), tagged.marked), ("def k(): return 3", true));
+        assert_eq!(
+            (tagged.code.as_str(), tagged.marked),
+            ("def k(): return 3", true)
+        );
     }
 }

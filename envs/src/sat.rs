@@ -122,7 +122,11 @@ impl SatEnv {
     /// Parameters: `min_vars`/`max_vars` (default 3/10, within 3..=16) and
     /// `min_clauses`/`max_clauses` (default 5/20, within 1..=100).
     pub fn from_params(params: &Map<String, Value>) -> Result<SatEnv, EnvError> {
-        let params = Params::new("sat", params, &["min_vars", "max_vars", "min_clauses", "max_clauses"])?;
+        let params = Params::new(
+            "sat",
+            params,
+            &["min_vars", "max_vars", "min_clauses", "max_clauses"],
+        )?;
         let min_vars = params.u64_in("min_vars", 3, 3, 16)?;
         let max_vars = params.u64_in("max_vars", 10, min_vars, 16)?;
         let min_clauses = params.u64_in("min_clauses", 5, 1, 100)?;
@@ -169,7 +173,10 @@ impl Environment for SatEnv {
     fn score(&self, problem: &Problem, completion: &str) -> Reward {
         match serde_json::from_value::<SatInstance>(problem.target.clone()) {
             Ok(instance) => score_assignment(&instance, completion),
-            Err(error) => Reward::zero(&COMPONENTS, format!("problem target is not a SAT instance: {error}")),
+            Err(error) => Reward::zero(
+                &COMPONENTS,
+                format!("problem target is not a SAT instance: {error}"),
+            ),
         }
     }
 
@@ -190,7 +197,8 @@ impl Environment for SatEnv {
 
 /// Scores a completion against an instance; see the module docs.
 pub fn score_assignment(instance: &SatInstance, completion: &str) -> Reward {
-    static STRICT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[01]( [01])*$").expect("valid regex"));
+    static STRICT: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^[01]( [01])*$").expect("valid regex"));
     static BIT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b[01]\b").expect("valid regex"));
 
     let marked = final_answer(completion).filter(|answer| answer.marker != AnswerMarker::Phrase);
@@ -204,19 +212,27 @@ pub fn score_assignment(instance: &SatInstance, completion: &str) -> Reward {
             .trim()
             .to_string(),
     };
-    let bits: Vec<bool> = if !answer_text.is_empty() && answer_text.bytes().all(|b| b == b'0' || b == b'1') {
-        answer_text.bytes().map(|b| b == b'1').collect()
-    } else {
-        BIT.find_iter(&answer_text).map(|bit| bit.as_str() == "1").collect()
-    };
-    let strict = marked.is_some() && STRICT.is_match(&answer_text) && bits.len() == instance.num_vars;
+    let bits: Vec<bool> =
+        if !answer_text.is_empty() && answer_text.bytes().all(|b| b == b'0' || b == b'1') {
+            answer_text.bytes().map(|b| b == b'1').collect()
+        } else {
+            BIT.find_iter(&answer_text)
+                .map(|bit| bit.as_str() == "1")
+                .collect()
+        };
+    let strict =
+        marked.is_some() && STRICT.is_match(&answer_text) && bits.len() == instance.num_vars;
     let format = if strict { WEIGHT_FORMAT } else { 0.0 };
 
     if bits.len() != instance.num_vars {
         return Reward::from_components(
             vec![("format", format), ("clauses", 0.0), ("solved", 0.0)],
             false,
-            Some(format!("expected {} values, found {}", instance.num_vars, bits.len())),
+            Some(format!(
+                "expected {} values, found {}",
+                instance.num_vars,
+                bits.len()
+            )),
         );
     }
     let satisfied = instance.satisfied_count(&bits);
@@ -229,6 +245,11 @@ pub fn score_assignment(instance: &SatInstance, completion: &str) -> Reward {
             ("solved", if solved { WEIGHT_SOLVED } else { 0.0 }),
         ],
         solved,
-        (!solved).then(|| format!("{satisfied} of {} clauses satisfied", instance.clauses.len())),
+        (!solved).then(|| {
+            format!(
+                "{satisfied} of {} clauses satisfied",
+                instance.clauses.len()
+            )
+        }),
     )
 }

@@ -18,17 +18,26 @@ fn load(id: &str, dir: &std::path::Path, params: &[(&str, &str)]) -> Arc<dyn Env
 fn assert_deterministic(env: &dyn Environment) {
     let n = env.num_problems().unwrap();
     assert_eq!(env.problem(5), env.problem(5));
-    assert_eq!(env.problem(5), env.problem(5 + n), "seed mod N picks the row");
+    assert_eq!(
+        env.problem(5),
+        env.problem(5 + n),
+        "seed mod N picks the row"
+    );
     assert_ne!(env.problem(5).id, env.problem(6).id);
     assert_ne!(env.problem(5).messages, env.problem(6).messages);
 }
 
 #[test]
 fn gsm8k_references_score_full_and_wrong_answers_zero() {
-    let Some(dir) = data_file("gsm8k/test.jsonl") else { return };
+    let Some(dir) = data_file("gsm8k/test.jsonl") else {
+        return;
+    };
     for split in ["test", "train"] {
         let env = load("gsm8k", &dir, &[("split", split)]);
-        assert_eq!(env.data_digest(), Some(blake2b256_file(&dir.join(format!("gsm8k/{split}.jsonl")))));
+        assert_eq!(
+            env.data_digest(),
+            Some(blake2b256_file(&dir.join(format!("gsm8k/{split}.jsonl"))))
+        );
         assert_deterministic(env.as_ref());
         let n = env.num_problems().unwrap();
         assert_eq!(n, if split == "test" { 1319 } else { 7473 });
@@ -36,7 +45,11 @@ fn gsm8k_references_score_full_and_wrong_answers_zero() {
             let problem = env.problem(seed);
             let reference = env.reference_completion(&problem).unwrap();
             let reward = env.score(&problem, &reference);
-            assert!(reward.success && (reward.total - 1.0).abs() < 1e-6, "{}: {reward:?}", problem.id);
+            assert!(
+                reward.success && (reward.total - 1.0).abs() < 1e-6,
+                "{}: {reward:?}",
+                problem.id
+            );
             let gold: f64 = problem.target["answer"].as_str().unwrap().parse().unwrap();
             for wrong in [format!("{}", gold + 1.0), "no idea".to_string()] {
                 let reward = env.score(&problem, &wrong);
@@ -50,7 +63,9 @@ fn gsm8k_references_score_full_and_wrong_answers_zero() {
 
 #[test]
 fn math_references_score_full_on_every_split() {
-    let Some(dir) = data_file("math/math500_test.jsonl") else { return };
+    let Some(dir) = data_file("math/math500_test.jsonl") else {
+        return;
+    };
     for (split, expected) in [("math500", 500), ("train", 4500), ("test", 5000)] {
         let env = load("math", &dir, &[("split", split)]);
         assert_eq!(env.num_problems(), Some(expected), "{split}");
@@ -64,7 +79,10 @@ fn math_references_score_full_on_every_split() {
                 failures.push(problem.id.clone());
             }
         }
-        println!("math/{split}: {}/{expected} references score 1.0", expected - failures.len() as u64);
+        println!(
+            "math/{split}: {}/{expected} references score 1.0",
+            expected - failures.len() as u64
+        );
         assert!(failures.is_empty(), "{split}: {failures:?}");
     }
     let subset = dir.join("math/math500_test.jsonl");
@@ -74,13 +92,19 @@ fn math_references_score_full_on_every_split() {
 
 #[test]
 fn math500_answers_match_reformatted_versions_of_themselves() {
-    let Some(dir) = data_file("math/math500_test.jsonl") else { return };
+    let Some(dir) = data_file("math/math500_test.jsonl") else {
+        return;
+    };
     let env = load("math", &dir, &[("split", "math500")]);
     for seed in 0..500 {
         let problem = env.problem(seed);
         let answer = problem.target["answer"].as_str().unwrap().to_string();
         // Spacing, delimiter sizing and fraction style must not matter.
-        let variant = answer.replace(',', ", ").replace("\\frac", "\\dfrac").replace('(', "\\left(").replace(')', "\\right)");
+        let variant = answer
+            .replace(',', ", ")
+            .replace("\\frac", "\\dfrac")
+            .replace('(', "\\left(")
+            .replace(')', "\\right)");
         for completion in [
             format!("Thus the answer is $\\boxed{{{answer}}}$."),
             format!("<SOLUTION>{variant}</SOLUTION>"),
@@ -95,7 +119,12 @@ fn math500_answers_match_reformatted_versions_of_themselves() {
     }
 }
 
-fn check_code_references(id: &str, dir: &std::path::Path, params: &[(&str, &str)], seeds: &[u64]) -> (usize, Vec<String>) {
+fn check_code_references(
+    id: &str,
+    dir: &std::path::Path,
+    params: &[(&str, &str)],
+    seeds: &[u64],
+) -> (usize, Vec<String>) {
     let env = load(id, dir, params);
     let mut failures = Vec::new();
     for seed in seeds {
@@ -111,15 +140,25 @@ fn check_code_references(id: &str, dir: &std::path::Path, params: &[(&str, &str)
 
 #[test]
 fn mbpp_sample_of_canonical_solutions_pass_in_the_sandbox() {
-    let Some(dir) = data_file("mbpp/mbpp.jsonl") else { return };
+    let Some(dir) = data_file("mbpp/mbpp.jsonl") else {
+        return;
+    };
     let env = load("mbpp", &dir, &[("split", "test")]);
     assert_eq!(env.num_problems(), Some(500));
-    assert_eq!(env.data_digest(), Some(blake2b256_file(&dir.join("mbpp/mbpp.jsonl"))));
+    assert_eq!(
+        env.data_digest(),
+        Some(blake2b256_file(&dir.join("mbpp/mbpp.jsonl")))
+    );
     assert_deterministic(env.as_ref());
-    let (passed, failures) = check_code_references("mbpp", &dir, &[("split", "test")], &spread(500, 20));
+    let (passed, failures) =
+        check_code_references("mbpp", &dir, &[("split", "test")], &spread(500, 20));
     assert!(failures.is_empty(), "{passed}/20 passed; {failures:?}");
     let problem = env.problem(0);
-    for bad in ["", "```python\ndef nothing():\n    return None\n```", "I don't know"] {
+    for bad in [
+        "",
+        "```python\ndef nothing():\n    return None\n```",
+        "I don't know",
+    ] {
         let reward = env.score(&problem, bad);
         assert_eq!(reward.component("tests"), Some(0.0), "{bad:?}");
         assert!(!reward.success && reward.reason.is_some());
@@ -129,10 +168,15 @@ fn mbpp_sample_of_canonical_solutions_pass_in_the_sandbox() {
 
 #[test]
 fn humaneval_sample_of_canonical_solutions_pass_in_the_sandbox() {
-    let Some(dir) = data_file("humaneval/HumanEval.jsonl.gz") else { return };
+    let Some(dir) = data_file("humaneval/HumanEval.jsonl.gz") else {
+        return;
+    };
     let env = load("humaneval", &dir, &[]);
     assert_eq!(env.num_problems(), Some(164));
-    assert_eq!(env.data_digest(), Some(blake2b256_file(&dir.join("humaneval/HumanEval.jsonl.gz"))));
+    assert_eq!(
+        env.data_digest(),
+        Some(blake2b256_file(&dir.join("humaneval/HumanEval.jsonl.gz")))
+    );
     assert_deterministic(env.as_ref());
     let (passed, failures) = check_code_references("humaneval", &dir, &[], &spread(164, 20));
     assert!(failures.is_empty(), "{passed}/20 passed; {failures:?}");
@@ -140,9 +184,15 @@ fn humaneval_sample_of_canonical_solutions_pass_in_the_sandbox() {
     let problem = env.problem(0);
     let body = "    for i, a in enumerate(numbers):\n        for j, b in enumerate(numbers):\n            if i != j and abs(a - b) < threshold:\n                return True\n    return False\n";
     let reward = env.score(&problem, body);
-    assert!(reward.success && reward.component("format") == Some(0.0), "{reward:?}");
+    assert!(
+        reward.success && reward.component("format") == Some(0.0),
+        "{reward:?}"
+    );
     // A wrong function passes only some tests.
-    let wrong = env.score(&problem, "```python\ndef has_close_elements(numbers, threshold):\n    return True\n```");
+    let wrong = env.score(
+        &problem,
+        "```python\ndef has_close_elements(numbers, threshold):\n    return True\n```",
+    );
     let tests = wrong.component("tests").unwrap();
     assert!(!wrong.success && tests > 0.0 && tests < 0.9, "{wrong:?}");
 }
@@ -150,7 +200,9 @@ fn humaneval_sample_of_canonical_solutions_pass_in_the_sandbox() {
 #[test]
 #[ignore = "runs every MBPP and HumanEval canonical solution (~1-2 min); reports the fraction"]
 fn all_canonical_solutions_pass() {
-    let Some(dir) = data_file("mbpp/mbpp.jsonl") else { return };
+    let Some(dir) = data_file("mbpp/mbpp.jsonl") else {
+        return;
+    };
     let seeds: Vec<u64> = (0..974).collect();
     let (passed, failures) = check_code_references("mbpp", &dir, &[("split", "all")], &seeds);
     println!("mbpp: {passed}/974 canonical solutions pass; failures: {failures:#?}");

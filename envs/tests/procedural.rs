@@ -18,7 +18,11 @@ fn problems_are_deterministic_and_vary_with_the_seed() {
         let distinct: HashSet<String> = (0..200u64)
             .map(|seed| serde_json::to_string(&env.problem(seed)).unwrap())
             .collect();
-        assert!(distinct.len() > 50, "{id}: only {} distinct problems in 200 seeds", distinct.len());
+        assert!(
+            distinct.len() > 50,
+            "{id}: only {} distinct problems in 200 seeds",
+            distinct.len()
+        );
         assert_eq!(env.data_digest(), None);
     }
 }
@@ -28,16 +32,24 @@ fn arith_reference_scores_one_and_junk_scores_zero() {
     for params in [
         EnvSpec::new("arith"),
         EnvSpec::new("arith").with_param("max_operand", 99),
-        EnvSpec::new("arith").with_param("mode", "copy").with_param("digits", 4),
+        EnvSpec::new("arith")
+            .with_param("mode", "copy")
+            .with_param("digits", 4),
     ] {
         let env = build(&params).unwrap();
         for seed in 0..100 {
             let problem = env.problem(seed);
             let prompt = &problem.messages.last().unwrap().content;
-            assert!(prompt.len() <= 16, "prompt too long for a tiny model: {prompt:?}");
+            assert!(
+                prompt.len() <= 16,
+                "prompt too long for a tiny model: {prompt:?}"
+            );
             let reference = env.reference_completion(&problem).unwrap();
             let reward = env.score(&problem, &reference);
-            assert!(reward.success && (reward.total - 1.0).abs() < 1e-6, "{reward:?}");
+            assert!(
+                reward.success && (reward.total - 1.0).abs() < 1e-6,
+                "{reward:?}"
+            );
             for junk in ["", "abc", "<|im_end|>", "\u{fffd}\u{fffd}"] {
                 let reward = env.score(&problem, junk);
                 assert_eq!(reward.total, 0.0, "{junk:?}: {reward:?}");
@@ -52,7 +64,10 @@ fn arith_add_answers_are_sums() {
     let env = env("arith");
     for seed in 0..50 {
         let problem = env.problem(seed);
-        let prompt = problem.messages[0].content.trim_end_matches('=').to_string();
+        let prompt = problem.messages[0]
+            .content
+            .trim_end_matches('=')
+            .to_string();
         let (a, b) = prompt.split_once('+').unwrap();
         let sum: u64 = a.parse::<u64>().unwrap() + b.parse::<u64>().unwrap();
         assert!(env.score(&problem, &sum.to_string()).success);
@@ -62,10 +77,19 @@ fn arith_add_answers_are_sums() {
 
 #[test]
 fn arith_rejects_bad_params() {
-    let error = build(&EnvSpec::new("arith").with_param("mode", "mul")).err().unwrap().to_string();
+    let error = build(&EnvSpec::new("arith").with_param("mode", "mul"))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(error.contains("params.mode"), "{error}");
-    let error = build(&EnvSpec::new("arith").with_param("max_operandd", 5)).err().unwrap().to_string();
-    assert!(error.contains("max_operandd") && error.contains("max_operand"), "{error}");
+    let error = build(&EnvSpec::new("arith").with_param("max_operandd", 5))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("max_operandd") && error.contains("max_operand"),
+        "{error}"
+    );
 }
 
 /// Independent evaluation: clause `c` holds under bit-vector `bits` (bit i = x(i+1)).
@@ -87,7 +111,10 @@ fn brute_force_solutions(instance: &SatInstance) -> Vec<u32> {
 }
 
 fn bits_text(bits: u32, n: usize) -> String {
-    (0..n).map(|i| if bits >> i & 1 == 1 { "1" } else { "0" }).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|i| if bits >> i & 1 == 1 { "1" } else { "0" })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[test]
@@ -102,7 +129,9 @@ fn sat_instances_are_in_range_satisfiable_and_scored_like_brute_force() {
         for clause in &instance.clauses {
             let vars: HashSet<u32> = clause.iter().map(|l| l.unsigned_abs()).collect();
             assert_eq!(vars.len(), 3, "clause variables must be distinct");
-            assert!(vars.iter().all(|v| (1..=instance.num_vars as u32).contains(v)));
+            assert!(vars
+                .iter()
+                .all(|v| (1..=instance.num_vars as u32).contains(v)));
         }
         let solutions = brute_force_solutions(&instance);
         assert!(!solutions.is_empty(), "seed {seed} unsatisfiable");
@@ -110,40 +139,74 @@ fn sat_instances_are_in_range_satisfiable_and_scored_like_brute_force() {
         let problem = env.problem(seed);
         let reference = env.reference_completion(&problem).unwrap();
         let reward = env.score(&problem, &reference);
-        assert!(reward.success && (reward.total - 1.0).abs() < 1e-6, "{reward:?}");
+        assert!(
+            reward.success && (reward.total - 1.0).abs() < 1e-6,
+            "{reward:?}"
+        );
         // Any brute-force solution is accepted, not just the planted one.
         let other = solutions[solutions.len() / 2];
-        assert!(env.score(&problem, &format!("<SOLUTION>{}</SOLUTION>", bits_text(other, instance.num_vars))).success);
+        assert!(
+            env.score(
+                &problem,
+                &format!(
+                    "<SOLUTION>{}</SOLUTION>",
+                    bits_text(other, instance.num_vars)
+                )
+            )
+            .success
+        );
 
         for _ in 0..8 {
-            rng_state = rng_state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            rng_state = rng_state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let bits = (rng_state >> 33) as u32 & ((1 << instance.num_vars) - 1);
-            let completion = format!("<SOLUTION>{}</SOLUTION>", bits_text(bits, instance.num_vars));
+            let completion = format!(
+                "<SOLUTION>{}</SOLUTION>",
+                bits_text(bits, instance.num_vars)
+            );
             let reward = env.score(&problem, &completion);
-            let satisfied = instance.clauses.iter().filter(|clause| holds(clause, bits)).count();
+            let satisfied = instance
+                .clauses
+                .iter()
+                .filter(|clause| holds(clause, bits))
+                .count();
             let expected_solved = satisfied == instance.clauses.len();
             assert_eq!(reward.success, expected_solved, "seed {seed} bits {bits:b}");
             assert_eq!(reward.success, solutions.contains(&bits));
             let clause_credit = reward.component("clauses").unwrap();
-            assert!((clause_credit - 0.5 * satisfied as f32 / instance.clauses.len() as f32).abs() < 1e-6);
+            assert!(
+                (clause_credit - 0.5 * satisfied as f32 / instance.clauses.len() as f32).abs()
+                    < 1e-6
+            );
             unsatisfying_seen += usize::from(!expected_solved);
         }
     }
-    assert!(unsatisfying_seen > 100, "random assignments should often fail");
+    assert!(
+        unsatisfying_seen > 100,
+        "random assignments should often fail"
+    );
 }
 
 #[test]
 fn sat_bad_answers_score_zero() {
     let env = SatEnv::default();
     let problem = env.problem(7);
-    for bad in ["", "I cannot solve this.", "<SOLUTION>1 0</SOLUTION>", "<SOLUTION>2 2 2 2 2 2 2 2 2 2 2</SOLUTION>"] {
+    for bad in [
+        "",
+        "I cannot solve this.",
+        "<SOLUTION>1 0</SOLUTION>",
+        "<SOLUTION>2 2 2 2 2 2 2 2 2 2 2</SOLUTION>",
+    ] {
         let reward = env.score(&problem, bad);
         assert_eq!(reward.total, 0.0, "{bad:?}: {reward:?}");
         assert!(reward.reason.is_some());
     }
     // Unmarked but parseable answers count, without format credit.
     let reference = env.reference_completion(&problem).unwrap();
-    let bare = reference.trim_start_matches("<SOLUTION>").trim_end_matches("</SOLUTION>");
+    let bare = reference
+        .trim_start_matches("<SOLUTION>")
+        .trim_end_matches("</SOLUTION>");
     let reward = env.score(&problem, &format!("Here it is:\n{bare}"));
     assert!(reward.success && reward.component("format") == Some(0.0));
 }
@@ -165,12 +228,23 @@ fn env_spec_deserialises_from_toml() {
         envs: Vec<EnvSpec>,
     }
     let config: Config = toml::from_str(text).unwrap();
-    assert_eq!(config.envs[0], EnvSpec::new("arith").with_param("mode", "copy").with_param("digits", 2));
-    assert_eq!(config.envs[1].data_dir.as_deref(), Some(std::path::Path::new("/data")));
+    assert_eq!(
+        config.envs[0],
+        EnvSpec::new("arith")
+            .with_param("mode", "copy")
+            .with_param("digits", 2)
+    );
+    assert_eq!(
+        config.envs[1].data_dir.as_deref(),
+        Some(std::path::Path::new("/data"))
+    );
     let env = build(&config.envs[0]).unwrap();
     assert!(env.problem(3).messages[0].content.starts_with("copy "));
     let error = build(&config.envs[1]).err().unwrap().to_string();
     assert!(error.contains("gsm8k/test.jsonl"), "{error}");
     let error = build(&EnvSpec::new("chess")).err().unwrap().to_string();
-    assert!(error.contains("chess") && error.contains("gsm8k"), "{error}");
+    assert!(
+        error.contains("chess") && error.contains("gsm8k"),
+        "{error}"
+    );
 }

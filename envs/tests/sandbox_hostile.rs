@@ -19,13 +19,17 @@ fn sandbox() -> Option<Sandbox> {
 
 /// Pids whose command line contains `marker`.
 fn processes_with(marker: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     entries
         .flatten()
         .filter_map(|entry| {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            String::from_utf8_lossy(&cmdline).contains(marker).then_some(pid)
+            String::from_utf8_lossy(&cmdline)
+                .contains(marker)
+                .then_some(pid)
         })
         .collect()
 }
@@ -36,7 +40,10 @@ fn sandbox_dirs() -> HashSet<std::path::PathBuf> {
             entries
                 .flatten()
                 .map(|entry| entry.path())
-                .filter(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("grail-sbx-")))
+                .filter(|path| {
+                    path.file_name()
+                        .is_some_and(|name| name.to_string_lossy().starts_with("grail-sbx-"))
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -44,7 +51,12 @@ fn sandbox_dirs() -> HashSet<std::path::PathBuf> {
 
 fn random_tag() -> String {
     use std::hash::{BuildHasher, Hasher};
-    format!("{:x}", std::collections::hash_map::RandomState::new().build_hasher().finish())
+    format!(
+        "{:x}",
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    )
 }
 
 const ASSERTS: [&str; 2] = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"];
@@ -59,7 +71,13 @@ fn hostile_completions_are_contained() {
     let pwned = std::env::temp_dir().join(format!("pwned-{}", random_tag()));
 
     // Sanity: a correct solution passes, so the zeros below are the hostile code's doing.
-    let good = score_python(&sandbox, 1.0, "", &ASSERTS, "```python\ndef add(a, b):\n    return a + b\n```");
+    let good = score_python(
+        &sandbox,
+        1.0,
+        "",
+        &ASSERTS,
+        "```python\ndef add(a, b):\n    return a + b\n```",
+    );
     assert!(good.success && (good.total - 1.0).abs() < 1e-6, "{good:?}");
 
     let cases: Vec<(&str, String)> = vec![
@@ -102,9 +120,19 @@ fn hostile_completions_are_contained() {
     ];
     for (name, code) in &cases {
         let started = Instant::now();
-        let reward = score_python(&sandbox, 1.0, "", &ASSERTS, &format!("```python\n{code}\n```"));
+        let reward = score_python(
+            &sandbox,
+            1.0,
+            "",
+            &ASSERTS,
+            &format!("```python\n{code}\n```"),
+        );
         let elapsed = started.elapsed();
-        println!("{name}: tests={:?} in {elapsed:.2?}: {:?}", reward.component("tests"), reward.reason);
+        println!(
+            "{name}: tests={:?} in {elapsed:.2?}: {:?}",
+            reward.component("tests"),
+            reward.reason
+        );
         assert_eq!(reward.component("tests"), Some(0.0), "{name}: {reward:?}");
         assert!(!reward.success && reward.reason.is_some(), "{name}");
         assert!(elapsed < Duration::from_secs(15), "{name} took {elapsed:?}");
@@ -119,10 +147,15 @@ fn hostile_completions_are_contained() {
         "```python\nx = 1\n```",
     );
     if caps.landlock_abi.is_some() {
-        assert!(!read.success, "reading /etc/passwd must fail under Landlock: {read:?}");
+        assert!(
+            !read.success,
+            "reading /etc/passwd must fail under Landlock: {read:?}"
+        );
         assert!(!pwned.exists(), "write outside the work dir succeeded");
     } else {
-        eprintln!("note: no Landlock on this kernel; reads/writes outside the work dir are not confined");
+        eprintln!(
+            "note: no Landlock on this kernel; reads/writes outside the work dir are not confined"
+        );
         let _ = std::fs::remove_file(&pwned);
     }
 
@@ -136,9 +169,16 @@ fn hostile_completions_are_contained() {
 
     // Nothing left running, nothing left on disk.
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(processes_with(&marker), Vec::<u32>::new(), "escaped processes still running");
+    assert_eq!(
+        processes_with(&marker),
+        Vec::<u32>::new(),
+        "escaped processes still running"
+    );
     let leftover: Vec<_> = sandbox_dirs().difference(&dirs_before).cloned().collect();
-    assert!(leftover.is_empty(), "work directories left behind: {leftover:?}");
+    assert!(
+        leftover.is_empty(),
+        "work directories left behind: {leftover:?}"
+    );
 }
 
 #[test]
@@ -147,10 +187,21 @@ fn work_dir_is_writable_and_environment_is_clean() {
     let script = "import os, sys\nopen('scratch.txt', 'w').write('ok')\nprint(open('scratch.txt').read())\nprint(sorted(k for k in os.environ if k != 'LC_CTYPE'))\nprint(hash('grail'))\n";
     let first = sandbox.run(script, &[], b"").unwrap();
     let second = sandbox.run(script, &[], b"").unwrap();
-    assert_eq!(first.exit, Exit::Code(0), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(
+        first.exit,
+        Exit::Code(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let text = String::from_utf8_lossy(&first.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "ok");
-    assert_eq!(lines[1], "['LANG', 'PYTHONDONTWRITEBYTECODE', 'PYTHONHASHSEED', 'PYTHONIOENCODING']");
-    assert_eq!(first.stdout, second.stdout, "string hashing must be deterministic");
+    assert_eq!(
+        lines[1],
+        "['LANG', 'PYTHONDONTWRITEBYTECODE', 'PYTHONHASHSEED', 'PYTHONIOENCODING']"
+    );
+    assert_eq!(
+        first.stdout, second.stdout,
+        "string hashing must be deterministic"
+    );
 }

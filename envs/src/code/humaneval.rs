@@ -47,7 +47,12 @@ pub fn load(data_dir: Option<&Path>, raw: &Map<String, Value>) -> Result<CodeEnv
         })
         .collect();
     let settings = SandboxSettings::from_params(&params, raw)?;
-    Ok(code_env("humaneval", tasks, data::blake2b256(&[&bytes]), settings))
+    Ok(code_env(
+        "humaneval",
+        tasks,
+        data::blake2b256(&[&bytes]),
+        settings,
+    ))
 }
 
 /// The program to run for `code` (see the module docs); `None` if the target lacks the stub.

@@ -31,7 +31,11 @@ pub fn load(data_dir: Option<&Path>, raw: &Map<String, Value>) -> Result<CodeEnv
     let mut allowed = vec!["split"];
     allowed.extend(SANDBOX_PARAMS);
     let params = Params::new("mbpp", raw, &allowed)?;
-    let split = params.choice("split", "train", &["train", "test", "validation", "prompt", "all"])?;
+    let split = params.choice(
+        "split",
+        "train",
+        &["train", "test", "validation", "prompt", "all"],
+    )?;
     let range = match split.as_str() {
         "test" => 11..=510,
         "validation" => 511..=600,
@@ -48,11 +52,12 @@ pub fn load(data_dir: Option<&Path>, raw: &Map<String, Value>) -> Result<CodeEnv
             continue;
         }
         let code = row.code.replace("\r\n", "\n");
-        let signature = tested_signature(&code, &row.test_list).ok_or_else(|| EnvError::DataRow {
-            path: path.clone(),
-            line: index + 1,
-            message: "the reference `code` has no `def` line".to_string(),
-        })?;
+        let signature =
+            tested_signature(&code, &row.test_list).ok_or_else(|| EnvError::DataRow {
+                path: path.clone(),
+                line: index + 1,
+                message: "the reference `code` has no `def` line".to_string(),
+            })?;
         let example = row.test_list.first().cloned().unwrap_or_default();
         tasks.push(CodeTask {
             id: format!("mbpp/{}", row.task_id),
@@ -75,7 +80,12 @@ pub fn load(data_dir: Option<&Path>, raw: &Map<String, Value>) -> Result<CodeEnv
         });
     }
     let settings = SandboxSettings::from_params(&params, raw)?;
-    Ok(code_env("mbpp", tasks, data::blake2b256(&[&bytes]), settings))
+    Ok(code_env(
+        "mbpp",
+        tasks,
+        data::blake2b256(&[&bytes]),
+        settings,
+    ))
 }
 
 /// The `def` line of the function the first test calls (`f(` or `f (`), else the first `def`.

@@ -44,7 +44,10 @@ pub(crate) struct SandboxSettings {
 }
 
 impl SandboxSettings {
-    pub(crate) fn from_params(params: &Params<'_>, raw: &Map<String, Value>) -> Result<SandboxSettings, EnvError> {
+    pub(crate) fn from_params(
+        params: &Params<'_>,
+        raw: &Map<String, Value>,
+    ) -> Result<SandboxSettings, EnvError> {
         let test_timeout_s = params.f64_in("test_timeout_s", 3.0, 0.1, 60.0)?;
         let memory_mb = params.u64_in("memory_mb", 1024, 64, 1 << 20)?;
         let python = match raw.get("python") {
@@ -108,7 +111,10 @@ impl Environment for CodeEnv {
         Problem {
             env: self.id.to_string(),
             id: task.id.clone(),
-            messages: vec![ChatMessage::system(SYSTEM_PROMPT), ChatMessage::user(task.user_prompt.clone())],
+            messages: vec![
+                ChatMessage::system(SYSTEM_PROMPT),
+                ChatMessage::user(task.user_prompt.clone()),
+            ],
             target,
         }
     }
@@ -121,10 +127,18 @@ impl Environment for CodeEnv {
             _ => Some(extracted.code),
         };
         let Some(program) = program else {
-            return Reward::zero(&COMPONENTS, "problem target is missing the task's prompt or tests");
+            return Reward::zero(
+                &COMPONENTS,
+                "problem target is missing the task's prompt or tests",
+            );
         };
         reward(
-            run_tests(&self.settings.sandbox, self.settings.test_timeout_s, &problem.target, &program),
+            run_tests(
+                &self.settings.sandbox,
+                self.settings.test_timeout_s,
+                &problem.target,
+                &program,
+            ),
             format,
         )
     }
@@ -144,7 +158,11 @@ impl Environment for CodeEnv {
 }
 
 fn reward((passed, total, reason): (usize, usize, Option<String>), format: f32) -> Reward {
-    let fraction = if total == 0 { 0.0 } else { passed as f32 / total as f32 };
+    let fraction = if total == 0 {
+        0.0
+    } else {
+        passed as f32 / total as f32
+    };
     let success = total > 0 && passed == total;
     Reward::from_components(
         vec![("tests", WEIGHT_TESTS * fraction), ("format", format)],
@@ -155,18 +173,42 @@ fn reward((passed, total, reason): (usize, usize, Option<String>), format: f32) 
 
 /// Scores a completion against plain `assert` lines (run after `setup`), exactly like `mbpp`
 /// does; for custom code tasks and tests.
-pub fn score_python(sandbox: &Sandbox, test_timeout_s: f64, setup: &str, asserts: &[&str], completion: &str) -> Reward {
+pub fn score_python(
+    sandbox: &Sandbox,
+    test_timeout_s: f64,
+    setup: &str,
+    asserts: &[&str],
+    completion: &str,
+) -> Reward {
     let extracted = extract_code(completion);
     let format = if extracted.marked { WEIGHT_FORMAT } else { 0.0 };
     let target = json!({ "asserts": asserts, "setup": setup });
-    reward(run_tests(sandbox, test_timeout_s, &target, &extracted.code), format)
+    reward(
+        run_tests(sandbox, test_timeout_s, &target, &extracted.code),
+        format,
+    )
 }
 
 /// Runs `program` against the tests in `target`; returns (passed, total, reason).
-fn run_tests(sandbox: &Sandbox, test_timeout_s: f64, target: &Value, program: &str) -> (usize, usize, Option<String>) {
-    let expected_total = target.get("asserts").and_then(Value::as_array).map(Vec::len);
+fn run_tests(
+    sandbox: &Sandbox,
+    test_timeout_s: f64,
+    target: &Value,
+    program: &str,
+) -> (usize, usize, Option<String>) {
+    let expected_total = target
+        .get("asserts")
+        .and_then(Value::as_array)
+        .map(Vec::len);
     if program.len() > MAX_CODE_BYTES {
-        return (0, expected_total.unwrap_or(0), Some(format!("code is {} bytes, limit {MAX_CODE_BYTES}", program.len())));
+        return (
+            0,
+            expected_total.unwrap_or(0),
+            Some(format!(
+                "code is {} bytes, limit {MAX_CODE_BYTES}",
+                program.len()
+            )),
+        );
     }
     let spec = json!({
         "asserts": target.get("asserts").cloned().unwrap_or(json!([])),
@@ -185,17 +227,31 @@ fn run_tests(sandbox: &Sandbox, test_timeout_s: f64, target: &Value, program: &s
     let wall = (test_timeout_s * (approx_tests as f64 + 1.0) + 2.0).min(120.0);
     let mut config_sandbox = sandbox.config().clone();
     config_sandbox.wall_timeout = Duration::from_secs_f64(wall);
-    let nonce = format!("{:016x}", std::collections::hash_map::RandomState::new().build_hasher().finish());
+    let nonce = format!(
+        "{:016x}",
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    );
     let spec_bytes = spec.to_string().into_bytes();
     let output = sandbox.run_with(
         &config_sandbox,
         HARNESS,
-        &[("solution.py", program.as_bytes()), ("spec.json", &spec_bytes)],
+        &[
+            ("solution.py", program.as_bytes()),
+            ("spec.json", &spec_bytes),
+        ],
         format!("{nonce}\n").as_bytes(),
     );
     let output = match output {
         Ok(output) => output,
-        Err(error) => return (0, expected_total.unwrap_or(0), Some(format!("sandbox error: {error}"))),
+        Err(error) => {
+            return (
+                0,
+                expected_total.unwrap_or(0),
+                Some(format!("sandbox error: {error}")),
+            )
+        }
     };
     let results = String::from_utf8_lossy(&output.results);
     let mut total = expected_total;
@@ -203,14 +259,19 @@ fn run_tests(sandbox: &Sandbox, test_timeout_s: f64, target: &Value, program: &s
     let mut first_problem: Option<String> = None;
     let mut done = false;
     for line in results.lines() {
-        let Some(message) = line.strip_prefix(nonce.as_str()).and_then(|rest| rest.strip_prefix(' ')) else {
+        let Some(message) = line
+            .strip_prefix(nonce.as_str())
+            .and_then(|rest| rest.strip_prefix(' '))
+        else {
             continue;
         };
         let mut words = message.splitn(3, ' ');
         match (words.next(), words.next(), words.next()) {
             (Some("total"), Some(count), _) if total.is_none() => total = count.parse().ok(),
             (Some("test"), Some(index), Some(outcome)) => {
-                let Ok(index) = index.parse::<usize>() else { continue };
+                let Ok(index) = index.parse::<usize>() else {
+                    continue;
+                };
                 if outcome == "pass" {
                     passed.insert(index);
                 } else if first_problem.is_none() {
@@ -237,7 +298,13 @@ fn run_tests(sandbox: &Sandbox, test_timeout_s: f64, target: &Value, program: &s
         };
         let detail = first_problem.unwrap_or_else(|| {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let tail: String = stderr.lines().last().unwrap_or("no result").chars().take(200).collect();
+            let tail: String = stderr
+                .lines()
+                .last()
+                .unwrap_or("no result")
+                .chars()
+                .take(200)
+                .collect();
             format!("harness reported nothing ({tail})")
         });
         Some(format!("{passed}/{total} tests passed; {detail}{exit}"))
@@ -246,7 +313,12 @@ fn run_tests(sandbox: &Sandbox, test_timeout_s: f64, target: &Value, program: &s
 }
 
 /// Shared loader pieces.
-pub(crate) fn code_env(id: &'static str, tasks: Vec<CodeTask>, digest: [u8; 32], settings: SandboxSettings) -> CodeEnv {
+pub(crate) fn code_env(
+    id: &'static str,
+    tasks: Vec<CodeTask>,
+    digest: [u8; 32],
+    settings: SandboxSettings,
+) -> CodeEnv {
     CodeEnv {
         id,
         tasks,

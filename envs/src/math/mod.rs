@@ -32,7 +32,8 @@ use std::path::Path;
 const COMPONENTS: [&str; 2] = ["correct", "format"];
 const WEIGHT_CORRECT: f32 = 0.9;
 const WEIGHT_FORMAT: f32 = 0.1;
-const SYSTEM_PROMPT: &str = "Solve the math problem step by step. Write the final answer as \\boxed{answer}.";
+const SYSTEM_PROMPT: &str =
+    "Solve the math problem step by step. Write the final answer as \\boxed{answer}.";
 
 #[derive(Deserialize)]
 struct Row {
@@ -72,16 +73,25 @@ impl MathEnv {
             "test" => {
                 let path = full_path?;
                 let bytes = data::read_bytes(&path)?;
-                (parse_jsonl::<Row>(&path, &bytes)?, data::blake2b256(&[&bytes]), path)
+                (
+                    parse_jsonl::<Row>(&path, &bytes)?,
+                    data::blake2b256(&[&bytes]),
+                    path,
+                )
             }
             "math500" => {
                 let path = subset_path?;
                 let bytes = data::read_bytes(&path)?;
-                (parse_jsonl::<Row>(&path, &bytes)?, data::blake2b256(&[&bytes]), path)
+                (
+                    parse_jsonl::<Row>(&path, &bytes)?,
+                    data::blake2b256(&[&bytes]),
+                    path,
+                )
             }
             _ => {
                 let (path, subset_path) = (full_path?, subset_path?);
-                let (bytes, subset_bytes) = (data::read_bytes(&path)?, data::read_bytes(&subset_path)?);
+                let (bytes, subset_bytes) =
+                    (data::read_bytes(&path)?, data::read_bytes(&subset_path)?);
                 let held_out: HashSet<String> = parse_jsonl::<Row>(&subset_path, &subset_bytes)?
                     .into_iter()
                     .map(|row| row.problem)
@@ -102,7 +112,9 @@ impl MathEnv {
                     .ok_or_else(|| EnvError::DataRow {
                         path: path.clone(),
                         line: index + 1,
-                        message: "`solution` has no \\boxed{} answer and there is no `answer` field".to_string(),
+                        message:
+                            "`solution` has no \\boxed{} answer and there is no `answer` field"
+                                .to_string(),
                     })?,
             };
             items.push(Item {
@@ -119,7 +131,11 @@ impl MathEnv {
                 detail: format!(" for split `{split}`"),
             });
         }
-        Ok(MathEnv { split, items, digest })
+        Ok(MathEnv {
+            split,
+            items,
+            digest,
+        })
     }
 
     pub fn split(&self) -> &str {

@@ -41,7 +41,15 @@ pub fn normalize(answer: &str) -> String {
         text = text.replace(from, to);
     }
     for wrapper in [
-        "\\text", "\\textbf", "\\textrm", "\\textit", "\\mbox", "\\mathrm", "\\mathbf", "\\mathit", "\\boldsymbol",
+        "\\text",
+        "\\textbf",
+        "\\textrm",
+        "\\textit",
+        "\\mbox",
+        "\\mathrm",
+        "\\mathbf",
+        "\\mathit",
+        "\\boldsymbol",
         "\\operatorname",
     ] {
         text = unwrap_command(&text, wrapper);
@@ -72,7 +80,10 @@ pub fn equivalent(predicted: &str, gold: &str) -> bool {
     if a == b {
         return true;
     }
-    let (a_units, b_units) = (normalize(&strip_text_blocks(predicted)), normalize(&strip_text_blocks(gold)));
+    let (a_units, b_units) = (
+        normalize(&strip_text_blocks(predicted)),
+        normalize(&strip_text_blocks(gold)),
+    );
     if !a_units.is_empty() && a_units == b_units {
         return true;
     }
@@ -101,18 +112,23 @@ fn equivalent_normalized(a: &str, b: &str) -> bool {
         && left.2 == right.2
         && left.1.len() == right.1.len()
         && left.1.len() > 1
-        && left.1.iter().zip(&right.1).all(|(x, y)| equivalent_normalized(x, y))
+        && left
+            .1
+            .iter()
+            .zip(&right.1)
+            .all(|(x, y)| equivalent_normalized(x, y))
 }
 
 /// `(open, elements, close)` of `(a,b)`, `[a,b)`, or a bare top-level `a,b` list.
 fn split_tuple(text: &str) -> Option<(char, Vec<String>, char)> {
     let first = text.chars().next()?;
     let last = text.chars().last()?;
-    let (open, inner, close) = if matches!(first, '(' | '[') && matches!(last, ')' | ']') && text.len() >= 2 {
-        (first, &text[1..text.len() - 1], last)
-    } else {
-        (' ', text, ' ')
-    };
+    let (open, inner, close) =
+        if matches!(first, '(' | '[') && matches!(last, ')' | ']') && text.len() >= 2 {
+            (first, &text[1..text.len() - 1], last)
+        } else {
+            (' ', text, ' ')
+        };
     let mut parts = Vec::new();
     let mut depth = 0i32;
     let mut current = String::new();
@@ -139,14 +155,19 @@ pub fn numeric_value(text: &str) -> Option<f64> {
         None => (1.0, text.strip_prefix('+').unwrap_or(text)),
     };
     if let Ok(value) = body.parse::<f64>() {
-        return (value.is_finite() && body.bytes().all(|b| b.is_ascii_digit() || b == b'.')).then_some(sign * value);
+        return (value.is_finite() && body.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+            .then_some(sign * value);
     }
     if let Some((numerator, denominator)) = body.split_once('/') {
         let (n, d) = (plain(numerator)?, plain(denominator)?);
         return (d != 0.0).then(|| sign * n / d);
     }
     let frac_at = body.find("\\frac{")?;
-    let whole = if frac_at == 0 { 0.0 } else { plain(&body[..frac_at])? };
+    let whole = if frac_at == 0 {
+        0.0
+    } else {
+        plain(&body[..frac_at])?
+    };
     let rest = &body[frac_at + "\\frac{".len()..];
     let numerator = crate::parse::balanced_prefix(rest)?;
     let rest = rest[numerator.len() + 1..].strip_prefix('{')?;
@@ -186,7 +207,11 @@ fn replace_command(text: &str, from: &str, to: &str) -> String {
     while let Some(position) = rest.find(from) {
         out.push_str(&rest[..position]);
         let after = &rest[position + from.len()..];
-        out.push_str(if after.starts_with(|c: char| c.is_ascii_alphabetic()) { from } else { to });
+        out.push_str(if after.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            from
+        } else {
+            to
+        });
         rest = after;
     }
     out.push_str(rest);
@@ -201,7 +226,10 @@ fn unwrap_command(text: &str, command: &str) -> String {
         out.push_str(&rest[..position]);
         let after = &rest[position + command.len()..];
         let trimmed = after.trim_start();
-        match trimmed.strip_prefix('{').and_then(|inner| crate::parse::balanced_prefix(inner).map(|c| (inner, c))) {
+        match trimmed
+            .strip_prefix('{')
+            .and_then(|inner| crate::parse::balanced_prefix(inner).map(|c| (inner, c)))
+        {
             Some((inner, content)) if !after.starts_with(|c: char| c.is_ascii_alphabetic()) => {
                 out.push_str(content);
                 rest = &inner[content.len() + 1..];
@@ -228,7 +256,9 @@ fn strip_text_blocks(text: &str) -> String {
             match after.trim_start().strip_prefix('{').and_then(|inner| {
                 crate::parse::balanced_prefix(inner).map(|content| &inner[content.len() + 1..])
             }) {
-                Some(remaining) if !after.starts_with(|c: char| c.is_ascii_alphabetic()) => rest = remaining,
+                Some(remaining) if !after.starts_with(|c: char| c.is_ascii_alphabetic()) => {
+                    rest = remaining
+                }
                 _ => {
                     result.push_str(command);
                     rest = after;
@@ -286,7 +316,11 @@ fn unbrace_single_char_scripts(text: &str) -> String {
     let mut index = 0;
     while index < chars.len() {
         let c = chars[index];
-        if (c == '^' || c == '_') && index + 3 < chars.len() + 1 && chars.get(index + 1) == Some(&'{') && chars.get(index + 3) == Some(&'}') {
+        if (c == '^' || c == '_')
+            && index + 3 < chars.len() + 1
+            && chars.get(index + 1) == Some(&'{')
+            && chars.get(index + 3) == Some(&'}')
+        {
             out.push(c);
             out.push(chars[index + 2]);
             index += 4;
@@ -301,7 +335,8 @@ fn unbrace_single_char_scripts(text: &str) -> String {
 /// `x=5` → `5` (a short variable name on the left of the only `=`).
 fn strip_variable_assignment(text: &str) -> Option<String> {
     let (lhs, rhs) = text.split_once('=')?;
-    let short_name = !lhs.is_empty() && lhs.len() <= 2 && lhs.chars().all(|c| c.is_ascii_alphabetic());
+    let short_name =
+        !lhs.is_empty() && lhs.len() <= 2 && lhs.chars().all(|c| c.is_ascii_alphabetic());
     (short_name && !rhs.is_empty() && !rhs.contains('=')).then(|| rhs.to_string())
 }
 
@@ -311,7 +346,10 @@ fn canonical_plain_number(text: &str) -> Option<String> {
         Some(rest) => ("-", rest),
         None => ("", text.strip_prefix('+').unwrap_or(text)),
     };
-    let digits_and_commas = !body.is_empty() && body.bytes().all(|b| b.is_ascii_digit() || b == b',' || b == b'.');
+    let digits_and_commas = !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b',' || b == b'.');
     if !digits_and_commas || body.matches('.').count() > 1 {
         return None;
     }
@@ -329,9 +367,17 @@ fn canonical_plain_number(text: &str) -> Option<String> {
         return None;
     }
     let integer: String = integer.chars().filter(|c| *c != ',').collect();
-    let integer = if integer.is_empty() { "0".to_string() } else { integer };
+    let integer = if integer.is_empty() {
+        "0".to_string()
+    } else {
+        integer
+    };
     let fraction = fraction.trim_end_matches('0');
-    let sign = if integer.bytes().all(|b| b == b'0') && fraction.is_empty() { "" } else { sign };
+    let sign = if integer.bytes().all(|b| b == b'0') && fraction.is_empty() {
+        ""
+    } else {
+        sign
+    };
     Some(if fraction.is_empty() {
         format!("{sign}{integer}")
     } else {
@@ -351,7 +397,10 @@ mod tests {
             ("0.25\\text{ cm}", "0.25\\,\\text{ cm}"),
             ("0.25\\text{ cm}", "0.25"),
             ("-3\\sqrt5-5", "-3 \\sqrt{5} - 5"),
-            ("\\left(\\tfrac32, -\\tfrac52\\right)", "(\\frac{3}{2},-\\frac{5}{2})"),
+            (
+                "\\left(\\tfrac32, -\\tfrac52\\right)",
+                "(\\frac{3}{2},-\\frac{5}{2})",
+            ),
             ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"),
             ("15\\frac{39}{40}", "\\frac{639}{40}"),
             ("\\dfrac{40}{243}", "40/243"),
@@ -367,7 +416,12 @@ mod tests {
             ("[2,5)", "\\left[2, 5\\right)"),
             (".5", "\\frac{1}{2}"),
         ] {
-            assert!(equivalent(a, b), "{a} vs {b}: {} | {}", normalize(a), normalize(b));
+            assert!(
+                equivalent(a, b),
+                "{a} vs {b}: {} | {}",
+                normalize(a),
+                normalize(b)
+            );
         }
     }
 

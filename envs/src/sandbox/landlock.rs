@@ -74,12 +74,24 @@ pub(crate) struct Ruleset {
 
 impl Ruleset {
     /// Builds the ruleset for one run (see the module docs); paths that do not exist are skipped.
-    pub(crate) fn build(abi: u32, work_dir: &Path, read_only: &[&Path]) -> std::io::Result<Ruleset> {
+    pub(crate) fn build(
+        abi: u32,
+        work_dir: &Path,
+        read_only: &[&Path],
+    ) -> std::io::Result<Ruleset> {
         let handled = handled_fs(abi);
         let attr = RulesetAttr {
             handled_access_fs: handled,
-            handled_access_net: if abi >= 4 { NET_BIND_TCP | NET_CONNECT_TCP } else { 0 },
-            scoped: if abi >= 6 { SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL } else { 0 },
+            handled_access_net: if abi >= 4 {
+                NET_BIND_TCP | NET_CONNECT_TCP
+            } else {
+                0
+            },
+            scoped: if abi >= 6 {
+                SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL
+            } else {
+                0
+            },
         };
         let size = match abi {
             1..=3 => 8,
@@ -87,7 +99,14 @@ impl Ruleset {
             _ => std::mem::size_of::<RulesetAttr>(),
         };
         // SAFETY: `attr` is a valid ruleset attribute of at least `size` bytes.
-        let fd = unsafe { libc::syscall(libc::SYS_landlock_create_ruleset, &attr as *const RulesetAttr, size, 0u32) };
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                &attr as *const RulesetAttr,
+                size,
+                0u32,
+            )
+        };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -95,7 +114,8 @@ impl Ruleset {
         let ruleset = Ruleset {
             fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
         };
-        let file_rights = ACCESS_READ_FILE | ACCESS_WRITE_FILE | if abi >= 3 { ACCESS_TRUNCATE } else { 0 };
+        let file_rights =
+            ACCESS_READ_FILE | ACCESS_WRITE_FILE | if abi >= 3 { ACCESS_TRUNCATE } else { 0 };
         ruleset.allow(work_dir, handled)?;
         ruleset.allow(Path::new("/dev/null"), file_rights)?;
         for root in read_only {

@@ -22,7 +22,7 @@
 //! * seccomp-BPF ([`Capabilities::seccomp`]): no `fork`/`vfork`/non-thread `clone` (so fork
 //!   bombs and escaping the process group are impossible: the group is always a single
 //!   process), no `socket`/`socketpair`, no `ptrace`, no signals to other processes; see
-//!   [`seccomp`](self) module docs for the full list.
+//!   the `seccomp` module docs for the full list.
 //! * In Python (the harness, not a security boundary): `socket`/`ssl` modules replaced by stubs
 //!   that raise `PermissionError`, per-test `SIGALRM` timeouts.
 //!
@@ -38,16 +38,19 @@
 //! naive forgery such as printing "pass" or calling `os._exit(0)`); there is no cgroup, so
 //! memory is bounded per process by `RLIMIT_AS` only.
 
+mod io;
 mod landlock;
+mod pool;
 mod seccomp;
+
+pub use pool::set_max_concurrency;
 
 use crate::EnvError;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const MAX_STDIN_BYTES: usize = 4096;
@@ -159,11 +162,20 @@ impl Sandbox {
             )));
         }
         let python = PathBuf::from(lines[0]);
-        let mut read_only_roots: Vec<PathBuf> = [lines[1], lines[2]].iter().map(PathBuf::from).collect();
+        let mut read_only_roots: Vec<PathBuf> =
+            [lines[1], lines[2]].iter().map(PathBuf::from).collect();
         if let Some(parent) = python.parent() {
             read_only_roots.push(parent.to_path_buf());
         }
-        for system in ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/etc/ld.so.cache", "/dev/urandom"] {
+        for system in [
+            "/usr",
+            "/lib",
+            "/lib64",
+            "/lib32",
+            "/bin",
+            "/etc/ld.so.cache",
+            "/dev/urandom",
+        ] {
             read_only_roots.push(PathBuf::from(system));
         }
         let seccomp = seccomp::Filter::build().is_some();
@@ -198,7 +210,12 @@ impl Sandbox {
     /// feeding `stdin` (at most 4096 bytes). Waits for a slot of the process-wide pool first (see
     /// [`set_max_concurrency`]). `Err` only for infrastructure failures (cannot create the
     /// directory, cannot spawn); anything the program does is reported in [`RunOutput`].
-    pub fn run(&self, script: &str, files: &[(&str, &[u8])], stdin: &[u8]) -> std::io::Result<RunOutput> {
+    pub fn run(
+        &self,
+        script: &str,
+        files: &[(&str, &[u8])],
+        stdin: &[u8],
+    ) -> std::io::Result<RunOutput> {
         self.run_with(&self.config, script, files, stdin)
     }
 
@@ -213,14 +230,18 @@ impl Sandbox {
     ) -> std::io::Result<RunOutput> {
         if stdin.len() > MAX_STDIN_BYTES {
             // Larger input could fill the pipe before we start draining output.
-            return Err(std::io::Error::other("sandbox stdin is limited to 4096 bytes; pass data as a file"));
+            return Err(std::io::Error::other(
+                "sandbox stdin is limited to 4096 bytes; pass data as a file",
+            ));
         }
-        let _slot = pool().acquire();
+        let _slot = pool::pool().acquire();
         let work_dir = tempfile::Builder::new().prefix("grail-sbx-").tempdir()?;
         let script_path = work_dir.path().join("main.py");
         std::fs::write(&script_path, script)?;
         for (name, contents) in files {
-            let name = Path::new(name).file_name().ok_or_else(|| std::io::Error::other("bad sandbox file name"))?;
+            let name = Path::new(name)
+                .file_name()
+                .ok_or_else(|| std::io::Error::other("bad sandbox file name"))?;
             std::fs::write(work_dir.path().join(name), contents)?;
         }
         let output = self.spawn_and_collect(config, work_dir.path(), &script_path, stdin);
@@ -229,9 +250,15 @@ impl Sandbox {
         output
     }
 
-    fn spawn_and_collect(&self, config: &SandboxConfig, work_dir: &Path, script: &Path, stdin: &[u8]) -> std::io::Result<RunOutput> {
+    fn spawn_and_collect(
+        &self,
+        config: &SandboxConfig,
+        work_dir: &Path,
+        script: &Path,
+        stdin: &[u8],
+    ) -> std::io::Result<RunOutput> {
         let started = Instant::now();
-        let (results_read, results_write) = pipe()?;
+        let (results_read, results_write) = io::pipe()?;
         let ruleset = match self.capabilities.landlock_abi {
             Some(abi) => {
                 let roots: Vec<&Path> = self.read_only_roots.iter().map(PathBuf::as_path).collect();
@@ -245,9 +272,17 @@ impl Sandbox {
             seccomp: seccomp::Filter::build(),
             net: self.capabilities.network_namespace,
             limits: [
-                (libc::RLIMIT_CPU, config.wall_timeout.as_secs().max(1), config.wall_timeout.as_secs().max(1) + 1),
+                (
+                    libc::RLIMIT_CPU,
+                    config.wall_timeout.as_secs().max(1),
+                    config.wall_timeout.as_secs().max(1) + 1,
+                ),
                 (libc::RLIMIT_AS, config.memory_bytes, config.memory_bytes),
-                (libc::RLIMIT_FSIZE, config.max_file_bytes, config.max_file_bytes),
+                (
+                    libc::RLIMIT_FSIZE,
+                    config.max_file_bytes,
+                    config.max_file_bytes,
+                ),
                 (libc::RLIMIT_NOFILE, 64, 64),
                 (libc::RLIMIT_CORE, 0, 0),
                 (libc::RLIMIT_NPROC, self.nproc_limit, self.nproc_limit),
@@ -285,11 +320,11 @@ impl Sandbox {
         let deadline = started + config.wall_timeout;
         let cap = config.max_output_bytes;
         let mut streams = [
-            Stream::new(stdout, cap),
-            Stream::new(stderr, cap),
-            Stream::new(Some(results_read), cap),
+            io::Stream::new(stdout, cap),
+            io::Stream::new(stderr, cap),
+            io::Stream::new(Some(results_read), cap),
         ];
-        let mut timed_out = drain_until(&mut streams, deadline);
+        let mut timed_out = io::drain_until(&mut streams, deadline);
         let status = loop {
             if let Some(status) = child.try_wait()? {
                 break Some(status);
@@ -393,82 +428,6 @@ impl Drop for GroupKiller {
     }
 }
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: fresh descriptors from pipe2.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// One output pipe being drained.
-struct Stream {
-    fd: Option<OwnedFd>,
-    kept: Vec<u8>,
-    total: u64,
-    cap: usize,
-}
-
-impl Stream {
-    fn new(fd: Option<OwnedFd>, cap: usize) -> Stream {
-        Stream {
-            fd,
-            kept: Vec::new(),
-            total: 0,
-            cap,
-        }
-    }
-}
-
-/// Reads all streams until they close or `deadline` passes; returns whether the deadline hit.
-fn drain_until(streams: &mut [Stream], deadline: Instant) -> bool {
-    let mut buffer = vec![0u8; 64 << 10];
-    loop {
-        let mut poll_fds: Vec<libc::pollfd> = streams
-            .iter()
-            .filter_map(|stream| stream.fd.as_ref())
-            .map(|fd| libc::pollfd {
-                fd: fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        if poll_fds.is_empty() {
-            return false;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return true;
-        }
-        let wait_ms = (deadline - now).as_millis().min(100) as libc::c_int;
-        // SAFETY: valid pollfd array of the given length.
-        let ready = unsafe { libc::poll(poll_fds.as_mut_ptr(), poll_fds.len() as libc::nfds_t, wait_ms.max(1)) };
-        if ready <= 0 {
-            continue;
-        }
-        for poll_fd in poll_fds.iter().filter(|poll_fd| poll_fd.revents != 0) {
-            let Some(stream) = streams
-                .iter_mut()
-                .find(|stream| stream.fd.as_ref().is_some_and(|fd| fd.as_raw_fd() == poll_fd.fd))
-            else {
-                continue;
-            };
-            // SAFETY: reading into our own buffer from an open descriptor.
-            let count = unsafe { libc::read(poll_fd.fd, buffer.as_mut_ptr().cast(), buffer.len()) };
-            if count <= 0 {
-                if count == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                    stream.fd = None;
-                }
-                continue;
-            }
-            let count = count as usize;
-            stream.total += count as u64;
-            let room = stream.cap.saturating_sub(stream.kept.len());
-            stream.kept.extend_from_slice(&buffer[..count.min(room)]);
-        }
-    }
-}
-
 /// Tries each way of creating a network namespace once, in a throwaway child.
 fn probe_network_namespace(python: &Path) -> Option<NetNamespace> {
     [NetNamespace::Direct, NetNamespace::ViaUserNamespace]
@@ -479,7 +438,11 @@ fn probe_network_namespace(python: &Path) -> Option<NetNamespace> {
                 NetNamespace::ViaUserNamespace => libc::CLONE_NEWUSER | libc::CLONE_NEWNET,
             };
             let mut command = Command::new(python);
-            command.args(["-S", "-c", "pass"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            command
+                .args(["-S", "-c", "pass"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
             // SAFETY: unshare is async-signal-safe.
             unsafe {
                 command.pre_exec(move || check(libc::unshare(flags)).map(|_| ()));
@@ -501,7 +464,12 @@ fn count_own_processes() -> u64 {
     let mut count = 0;
     for entry in entries.flatten() {
         let path = entry.path();
-        if !entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
             continue;
         }
         let Ok(status) = std::fs::read_to_string(path.join("status")) else {
@@ -522,50 +490,4 @@ fn count_own_processes() -> u64 {
         }
     }
     count
-}
-
-/// A counting semaphore bounding concurrent sandbox processes in this process.
-struct Pool {
-    free: Mutex<usize>,
-    available: Condvar,
-}
-
-struct Slot<'a>(&'a Pool);
-
-impl Pool {
-    fn acquire(&self) -> Slot<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        while *free == 0 {
-            free = self.available.wait(free).unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
-        *free -= 1;
-        Slot(self)
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        let mut free = self.0.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *free += 1;
-        self.0.available.notify_one();
-    }
-}
-
-static POOL_SIZE: OnceLock<usize> = OnceLock::new();
-static POOL: OnceLock<Pool> = OnceLock::new();
-
-fn pool() -> &'static Pool {
-    POOL.get_or_init(|| {
-        let size = *POOL_SIZE.get_or_init(|| std::thread::available_parallelism().map_or(2, usize::from));
-        Pool {
-            free: Mutex::new(size.max(1)),
-            available: Condvar::new(),
-        }
-    })
-}
-
-/// Sets how many sandboxed processes may run at once in this process (default: the number of
-/// cores). Returns `false` if the pool was already sized (first call or first run wins).
-pub fn set_max_concurrency(processes: usize) -> bool {
-    POOL_SIZE.set(processes.max(1)).is_ok()
 }

@@ -24,7 +24,8 @@ struct SockFprog {
     filter: *const SockFilter,
 }
 
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+// BPF_LD | BPF_W | BPF_ABS (BPF_LD and BPF_W are 0).
+const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JEQ_K: u16 = 0x05 | 0x10;
 const BPF_JGE_K: u16 = 0x05 | 0x30;
 const BPF_JSET_K: u16 = 0x05 | 0x40;
@@ -204,22 +205,57 @@ fn program() -> Vec<Insn> {
     }
     p.extend([
         insn(BPF_JEQ_K, libc::SYS_clone3 as u32, To(Label::NoSys), Next),
-        insn(BPF_JEQ_K, libc::SYS_clone as u32, To(Label::CloneCheck), Next),
+        insn(
+            BPF_JEQ_K,
+            libc::SYS_clone as u32,
+            To(Label::CloneCheck),
+            Next,
+        ),
         insn(BPF_JEQ_K, libc::SYS_kill as u32, To(Label::KillCheck), Next),
-        insn(BPF_JEQ_K, libc::SYS_tkill as u32, To(Label::TkillCheck), Next),
-        insn(BPF_JEQ_K, libc::SYS_tgkill as u32, To(Label::TkillCheck), Next),
+        insn(
+            BPF_JEQ_K,
+            libc::SYS_tkill as u32,
+            To(Label::TkillCheck),
+            Next,
+        ),
+        insn(
+            BPF_JEQ_K,
+            libc::SYS_tgkill as u32,
+            To(Label::TkillCheck),
+            Next,
+        ),
         insn(BPF_RET_K, RET_ALLOW, Next, Next),
-        labelled(Label::CloneCheck, insn(BPF_LD_W_ABS, OFFSET_ARG0_LOW, Next, Next)),
-        insn(BPF_JSET_K, libc::CLONE_THREAD as u32, To(Label::Allow), To(Label::Deny)),
-        labelled(Label::KillCheck, insn(BPF_LD_W_ABS, OFFSET_ARG0_LOW, Next, Next)),
+        labelled(
+            Label::CloneCheck,
+            insn(BPF_LD_W_ABS, OFFSET_ARG0_LOW, Next, Next),
+        ),
+        insn(
+            BPF_JSET_K,
+            libc::CLONE_THREAD as u32,
+            To(Label::Allow),
+            To(Label::Deny),
+        ),
+        labelled(
+            Label::KillCheck,
+            insn(BPF_LD_W_ABS, OFFSET_ARG0_LOW, Next, Next),
+        ),
         pid_compare(PidSlot::Pid, To(Label::Allow), Next),
         pid_compare(PidSlot::NegPid, To(Label::Allow), Next),
         insn(BPF_JEQ_K, 0, To(Label::Allow), To(Label::Deny)),
-        labelled(Label::TkillCheck, insn(BPF_LD_W_ABS, OFFSET_ARG0_LOW, Next, Next)),
+        labelled(
+            Label::TkillCheck,
+            insn(BPF_LD_W_ABS, OFFSET_ARG0_LOW, Next, Next),
+        ),
         pid_compare(PidSlot::Pid, To(Label::Allow), To(Label::Deny)),
         labelled(Label::Allow, insn(BPF_RET_K, RET_ALLOW, Next, Next)),
-        labelled(Label::Deny, insn(BPF_RET_K, RET_ERRNO | libc::EPERM as u32, Next, Next)),
-        labelled(Label::NoSys, insn(BPF_RET_K, RET_ERRNO | libc::ENOSYS as u32, Next, Next)),
+        labelled(
+            Label::Deny,
+            insn(BPF_RET_K, RET_ERRNO | libc::EPERM as u32, Next, Next),
+        ),
+        labelled(
+            Label::NoSys,
+            insn(BPF_RET_K, RET_ERRNO | libc::ENOSYS as u32, Next, Next),
+        ),
         labelled(Label::Kill, insn(BPF_RET_K, RET_KILL_PROCESS, Next, Next)),
     ]);
     p

@@ -9,7 +9,10 @@ pub fn data_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("skip: datasets not found at {} (expected ../shared/datasets next to the repo)", dir.display());
+        eprintln!(
+            "skip: datasets not found at {} (expected ../shared/datasets next to the repo)",
+            dir.display()
+        );
         None
     }
 }
