@@ -49,6 +49,8 @@ pub enum LoadError {
     },
     #[error("{path}: tokenizer: {message}")]
     Tokenizer { path: PathBuf, message: String },
+    #[error("{path}: GGUF: {message}")]
+    Gguf { path: PathBuf, message: String },
     #[error("{path}: unsupported model path: {message}")]
     Unsupported { path: PathBuf, message: String },
     #[error("building the model: {0}")]

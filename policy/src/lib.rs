@@ -1,9 +1,13 @@
 //! grail-policy: the candle model engine (model, loaders, generation, proof forward, GRPO,
 //! checkpoints).
 
+pub mod bench;
+pub mod checkpoint;
 pub mod config;
+pub mod delta;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 pub mod grpo;
 pub mod loader;
 pub mod model;

@@ -60,12 +60,19 @@ pub fn load_model(path: &Path, opts: &LoadOptions) -> Result<LoadedModel, LoadEr
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
     if is_gguf {
-        // TODO(gguf): dispatch to `crate::gguf::load_gguf(path)` once that module exists, then
-        // `LoadedModel::from_parts(tensors, config, tokenizer, template, origin, opts)`.
-        return Err(LoadError::Unsupported {
+        let g = crate::gguf::load_gguf(path).map_err(|e| LoadError::Gguf {
             path: path.to_path_buf(),
-            message: "GGUF loading is not wired in yet (crate::gguf::load_gguf)".into(),
-        });
+            message: e.to_string(),
+        })?;
+        let origin = path.display().to_string();
+        return LoadedModel::from_parts(
+            g.tensors,
+            g.config,
+            g.tokenizer,
+            g.chat_template,
+            &origin,
+            opts,
+        );
     }
     if !path.exists() {
         return Err(LoadError::MissingFile {

@@ -38,17 +38,15 @@ fn fnv1a64(s: &str) -> u64 {
     })
 }
 
-/// The values of tensor `name` with `shape`: norm weights 1, biases 0, embeddings uniform in
-/// ±0.05, other weights uniform in ±sqrt(3 / fan_in) (fan_in = last dimension).
+/// The values of tensor `name` with `shape`: norm weights 1, embeddings uniform in ±0.05,
+/// biases uniform in ±0.05 (non-zero so that tests notice a loader or model that drops them),
+/// other weights uniform in ±sqrt(3 / fan_in) (fan_in = last dimension).
 fn seeded_values(name: &str, shape: &[usize], seed: u64) -> Vec<f32> {
     let count: usize = shape.iter().product();
     if name.ends_with("norm.weight") {
         return vec![1.0; count];
     }
-    if name.ends_with(".bias") {
-        return vec![0.0; count];
-    }
-    let bound = if name.contains("embed_tokens") {
+    let bound = if name.contains("embed_tokens") || name.ends_with(".bias") {
         0.05
     } else {
         let fan_in = *shape.last().unwrap_or(&1) as f32;

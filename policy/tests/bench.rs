@@ -1,0 +1,32 @@
+//! The benchmark runs end to end on the tiny model and reports every measure (values are
+//! timings, so only their presence and sign are checked).
+
+use grail_policy::bench::{run_policy_bench, BenchModel, BenchOptions};
+
+#[test]
+fn bench_reports_every_measure_on_the_tiny_model() {
+    let opts = BenchOptions {
+        model: BenchModel::Tiny,
+        group_size: 4,
+        prompt_len: 16,
+        max_new_tokens: 8,
+        train_steps: 1,
+    };
+    let report = run_policy_bench(&opts).unwrap();
+    for name in [
+        "generation",
+        "proof forward",
+        "proof / generation speed",
+        "prefill (proof) compute",
+        "gemm peak (1024² f32 matmul)",
+        "GRPO training",
+    ] {
+        let v = report.get(name).unwrap_or_else(|| panic!("missing {name}"));
+        assert!(v.is_finite() && v > 0.0, "{name} = {v}");
+    }
+    let table = report.to_string();
+    assert!(
+        table.contains("| generation") && table.contains("tok/s"),
+        "{table}"
+    );
+}
