@@ -248,3 +248,52 @@ fn env_spec_deserialises_from_toml() {
         "{error}"
     );
 }
+
+/// A uniformly random byte-level policy (256 bytes + end token, at most 16 tokens) must already
+/// see reward differences inside most groups of 16, or GRPO would have no signal at step 0.
+#[test]
+fn arith_random_policy_groups_have_reward_variance() {
+    use grail_envs::rng::SplitMix64;
+    for spec in [
+        EnvSpec::new("arith"),
+        EnvSpec::new("arith").with_param("mode", "copy"),
+    ] {
+        let env = build(&spec).unwrap();
+        let mut rng = SplitMix64::new(99);
+        let groups = 300;
+        let mut with_variance = 0;
+        let mut mean = 0.0f32;
+        for seed in 0..groups {
+            let problem = env.problem(seed);
+            let rewards: Vec<f32> = (0..16)
+                .map(|_| {
+                    let mut bytes = Vec::new();
+                    for _ in 0..16 {
+                        let token = rng.below(257);
+                        if token == 256 {
+                            break; // end of turn
+                        }
+                        bytes.push(token as u8);
+                    }
+                    env.score(&problem, &String::from_utf8_lossy(&bytes)).total
+                })
+                .collect();
+            mean += rewards.iter().sum::<f32>() / 16.0;
+            if rewards.iter().any(|reward| *reward != rewards[0]) {
+                with_variance += 1;
+            }
+        }
+        let share = with_variance as f64 / groups as f64;
+        println!(
+            "{:?}: {:.1}% of random groups have reward variance, mean reward {:.4}",
+            spec.params,
+            100.0 * share,
+            mean / groups as f32
+        );
+        assert!(
+            share > 0.9,
+            "only {:.1}% of groups have variance",
+            100.0 * share
+        );
+    }
+}
