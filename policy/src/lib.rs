@@ -3,13 +3,10 @@
 
 pub mod bench;
 pub mod checkpoint;
-pub mod checkpoint;
 pub mod config;
-pub mod delta;
 pub mod delta;
 pub mod error;
 pub mod generate;
-pub mod gguf;
 pub mod gguf;
 pub mod grpo;
 pub mod loader;
