@@ -5,7 +5,9 @@ use blake2::{Blake2b, Digest};
 
 use candle_core::Tensor;
 
-use super::{dtype_name, tensor_to_le_bytes, CheckpointError, WeightSet};
+use std::collections::BTreeMap;
+
+use super::{dtype_name, visit_le_bytes, CheckpointError, WeightSet};
 
 /// 32-byte digest of a weight set.
 pub type WeightDigest = [u8; 32];
@@ -43,9 +45,9 @@ fn put_bytes(hasher: &mut Blake2b<U32>, bytes: &[u8]) {
 /// saved and loaded again, or rebuilt from a delta, hashes identically.
 pub fn digest(weights: &WeightSet) -> Result<WeightDigest, CheckpointError> {
     let mut hasher = WeightHasher::new(weights.len());
-    for (name, tensor) in weights {
-        hasher.add(name, tensor, &tensor_to_le_bytes(name, tensor)?)?;
-    }
+    visit_le_bytes(weights, &BTreeMap::new(), |name, tensor, bytes| {
+        hasher.add(name, tensor, bytes)
+    })?;
     Ok(hasher.finish())
 }
 
@@ -65,7 +67,7 @@ impl WeightHasher {
         Self { hasher }
     }
 
-    /// Adds one tensor; `le_bytes` must be [`tensor_to_le_bytes`] of `tensor`.
+    /// Adds one tensor; `le_bytes` must be [`super::tensor_to_le_bytes`] of `tensor`.
     pub fn add(
         &mut self,
         name: &str,

@@ -11,6 +11,7 @@ mod raw;
 pub use digest::{digest, digest_hex, WeightDigest, WeightHasher, DIGEST_DOMAIN};
 pub use io::{from_safetensors_bytes, load_safetensors, save_safetensors, to_safetensors_bytes};
 pub use raw::{dtype_code, dtype_from_code, dtype_name, tensor_from_le_bytes, tensor_to_le_bytes};
+pub(crate) use raw::{memory_bounded_batches, visit_le_bytes};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

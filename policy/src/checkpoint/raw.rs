@@ -3,9 +3,12 @@
 //! Going through raw bytes (never through float arithmetic) keeps every bit pattern intact,
 //! including `-0.0`, subnormals and NaN payloads.
 
-use candle_core::{DType, Device, Tensor};
+use std::collections::BTreeMap;
 
-use super::CheckpointError;
+use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
+
+use super::{CheckpointError, WeightSet};
 
 /// Stable one-byte code for each supported dtype (used by the delta wire format).
 pub fn dtype_code(dtype: DType) -> Option<u8> {
@@ -118,3 +121,50 @@ pub fn tensor_from_le_bytes(
 
 #[cfg(target_endian = "big")]
 compile_error!("grail-policy checkpoints assume a little-endian host");
+
+/// Splits `items` (in order) into runs holding at most ~256 MiB of tensor data each, so work
+/// done in parallel over a run never holds more than a bounded copy of the weights.
+pub(crate) fn memory_bounded_batches<T>(items: &[T], bytes_of: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    const BATCH_BYTES: usize = 256 << 20;
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        bytes += bytes_of(item);
+        if bytes >= BATCH_BYTES {
+            batches.push(&items[start..=i]);
+            (start, bytes) = (i + 1, 0);
+        }
+    }
+    if start < items.len() {
+        batches.push(&items[start..]);
+    }
+    batches
+}
+
+/// Calls `visit` on every tensor of `weights` in canonical order with its raw bytes, taken
+/// from `known` when present and converted (in parallel, batch by batch) otherwise.
+pub(crate) fn visit_le_bytes<F>(
+    weights: &WeightSet,
+    known: &BTreeMap<String, Vec<u8>>,
+    mut visit: F,
+) -> Result<(), CheckpointError>
+where
+    F: FnMut(&str, &Tensor, &[u8]) -> Result<(), CheckpointError>,
+{
+    let entries: Vec<(&String, &Tensor)> = weights.iter().collect();
+    let size = |(_, t): &(&String, &Tensor)| t.elem_count() * t.dtype().size_in_bytes();
+    for batch in memory_bounded_batches(&entries, size) {
+        let converted = batch
+            .par_iter()
+            .map(|(name, t)| match known.contains_key(*name) {
+                true => Ok(None),
+                false => tensor_to_le_bytes(name, t).map(Some),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for ((name, t), bytes) in batch.iter().zip(&converted) {
+            let bytes = bytes.as_deref().or(known.get(*name).map(Vec::as_slice));
+            visit(name, t, bytes.unwrap_or_default())?;
+        }
+    }
+    Ok(())
+}

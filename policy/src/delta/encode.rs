@@ -2,11 +2,15 @@
 
 use std::io::Write;
 
+use rayon::prelude::*;
+
 use super::format::{
     put_varint, varint_len, DeltaHeader, ENCODING_DENSE, ENCODING_SPARSE, HEADER_LEN,
 };
 use super::{DeltaError, DeltaOptions, DeltaStats};
-use crate::checkpoint::{dtype_code, tensor_to_le_bytes, WeightHasher, WeightSet};
+use crate::checkpoint::{
+    dtype_code, memory_bounded_batches, tensor_to_le_bytes, WeightHasher, WeightSet,
+};
 
 /// Encodes the change from `base` to `new` with default options.
 pub fn encode_delta(base: &WeightSet, new: &WeightSet) -> Result<Vec<u8>, DeltaError> {
@@ -28,40 +32,46 @@ pub fn encode_delta_with(
     };
     let mut entries = Vec::new();
     let mut entry_count = 0u64;
-    for (name, base_tensor) in base {
-        let new_tensor = &new[name];
-        let base_bytes = tensor_to_le_bytes(name, base_tensor)?;
-        let new_bytes = tensor_to_le_bytes(name, new_tensor)?;
-        base_hasher.add(name, base_tensor, &base_bytes)?;
-        target_hasher.add(name, new_tensor, &new_bytes)?;
-        let dtype = base_tensor.dtype();
-        let code = dtype_code(dtype).expect("hasher accepted the dtype");
-        let element_count = base_tensor.elem_count() as u64;
-        stats.elements_total += element_count;
-        let mut entry = EntryWriter {
-            out: &mut entries,
-            name,
-            code,
-            element_count,
-        };
-        let outcome = match dtype.size_in_bytes() {
-            1 => entry.write::<1>(&base_bytes, &new_bytes),
-            2 => entry.write::<2>(&base_bytes, &new_bytes),
-            4 => entry.write::<4>(&base_bytes, &new_bytes),
-            _ => entry.write::<8>(&base_bytes, &new_bytes),
-        };
-        match outcome {
-            EntryOutcome::Unchanged => continue,
-            EntryOutcome::Sparse(changed) => {
-                stats.tensors_sparse += 1;
-                stats.elements_changed += changed;
+    let names: Vec<&String> = base.keys().collect();
+    let size = |name: &&String| base[*name].elem_count() * base[*name].dtype().size_in_bytes();
+    for batch in memory_bounded_batches(&names, size) {
+        // Diff the tensors of a batch in parallel; hash and append them in canonical order.
+        let prepared = batch
+            .par_iter()
+            .map(|name| PreparedTensor::new(name, base, new))
+            .collect::<Result<Vec<_>, DeltaError>>()?;
+        let (hashed_base, hashed_target) = rayon::join(
+            || -> Result<(), DeltaError> {
+                for p in &prepared {
+                    base_hasher.add(p.name, &base[p.name], &p.base_bytes)?;
+                }
+                Ok(())
+            },
+            || -> Result<(), DeltaError> {
+                for p in &prepared {
+                    target_hasher.add(p.name, &new[p.name], &p.new_bytes)?;
+                }
+                Ok(())
+            },
+        );
+        hashed_base?;
+        hashed_target?;
+        for p in prepared {
+            stats.elements_total += base[p.name].elem_count() as u64;
+            match p.outcome {
+                EntryOutcome::Unchanged => continue,
+                EntryOutcome::Sparse(changed) => {
+                    stats.tensors_sparse += 1;
+                    stats.elements_changed += changed;
+                }
+                EntryOutcome::Dense(changed) => {
+                    stats.tensors_dense += 1;
+                    stats.elements_changed += changed;
+                }
             }
-            EntryOutcome::Dense(changed) => {
-                stats.tensors_dense += 1;
-                stats.elements_changed += changed;
-            }
+            entries.extend_from_slice(&p.entry);
+            entry_count += 1;
         }
-        entry_count += 1;
     }
 
     let mut body = Vec::with_capacity(entries.len() + 10);
@@ -80,6 +90,45 @@ pub fn encode_delta_with(
     stats.body_bytes = body.len() as u64;
     stats.encoded_bytes = out.len() as u64;
     Ok((out, stats))
+}
+
+/// One tensor's raw bytes on both sides and its encoded entry.
+struct PreparedTensor<'a> {
+    name: &'a str,
+    base_bytes: Vec<u8>,
+    new_bytes: Vec<u8>,
+    entry: Vec<u8>,
+    outcome: EntryOutcome,
+}
+
+impl<'a> PreparedTensor<'a> {
+    fn new(name: &'a str, base: &WeightSet, new: &WeightSet) -> Result<Self, DeltaError> {
+        let (base_tensor, new_tensor) = (&base[name], &new[name]);
+        let base_bytes = tensor_to_le_bytes(name, base_tensor)?;
+        let new_bytes = tensor_to_le_bytes(name, new_tensor)?;
+        let dtype = base_tensor.dtype();
+        let code = dtype_code(dtype).expect("tensor_to_le_bytes accepted the dtype");
+        let mut entry = Vec::new();
+        let mut writer = EntryWriter {
+            out: &mut entry,
+            name,
+            code,
+            element_count: base_tensor.elem_count() as u64,
+        };
+        let outcome = match dtype.size_in_bytes() {
+            1 => writer.write::<1>(&base_bytes, &new_bytes),
+            2 => writer.write::<2>(&base_bytes, &new_bytes),
+            4 => writer.write::<4>(&base_bytes, &new_bytes),
+            _ => writer.write::<8>(&base_bytes, &new_bytes),
+        };
+        Ok(Self {
+            name,
+            base_bytes,
+            new_bytes,
+            entry,
+            outcome,
+        })
+    }
 }
 
 fn compress(out: Vec<u8>, body: &[u8], level: i32) -> std::io::Result<Vec<u8>> {

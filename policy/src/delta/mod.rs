@@ -37,6 +37,7 @@
 //! with a typed error, never silently accepted.
 
 mod apply;
+mod body;
 mod encode;
 mod format;
 
