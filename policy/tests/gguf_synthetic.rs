@@ -374,3 +374,32 @@ fn unsupported_content_gets_typed_errors() {
         matches!(GgufFile::parse(&w.to_bytes()), Err(GgufError::BadTensor { ref tensor, .. }) if tensor == "token_embd.weight")
     );
 }
+
+#[test]
+fn version_2_and_custom_alignment_are_honoured() {
+    for (version, alignment) in [(2u32, 32u64), (3, 64), (3, 256)] {
+        let mut w = GgufWriter::default();
+        (w.version, w.alignment) = (version, alignment);
+        w.kv_u32("general.alignment", alignment as u32);
+        w.tensor_f32("a", &[3], &[1.0, 2.0, 3.0])
+            .tensor_f32("b", &[2, 2], &[4.0, 5.0, 6.0, 7.0]);
+        let bytes = w.to_bytes();
+        let file = GgufFile::parse(&bytes).unwrap();
+        assert_eq!((file.version, file.alignment), (version, alignment));
+        assert_eq!(file.data_offset % alignment, 0);
+        let b = &file.tensors[1];
+        assert_eq!(
+            b.data_start % alignment,
+            0,
+            "second tensor starts on an aligned offset"
+        );
+        let values = grail_policy::gguf::dequantize_tensor(&bytes, &file, b).unwrap();
+        assert_eq!(values, [4.0, 5.0, 6.0, 7.0]);
+    }
+    let mut w = GgufWriter::default();
+    w.kv_u32("general.alignment", 48);
+    assert!(matches!(
+        GgufFile::parse(&w.to_bytes()),
+        Err(GgufError::BadMetadata { ref key, .. }) if key == "general.alignment"
+    ));
+}
