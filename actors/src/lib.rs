@@ -5,5 +5,9 @@
 //! stops), and the [`supervisor`] module ties roles into one tree per process.
 
 pub mod bus;
+pub mod compute;
 pub mod metrics;
 pub mod worker_pool;
+pub mod role;
+pub mod roles;
+pub mod windows;

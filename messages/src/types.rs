@@ -15,9 +15,11 @@ pub struct WindowOpen {
     pub version: u16,
     pub window: u64,
     pub randomness: Hash32,
-    /// The clock's hash-chain commitment and the position of `randomness` in it.
+    /// The clock's hash-chain commitment, and the revealed chain value `randomness` derives
+    /// from (`x[window]`), so anyone can check it against the anchor.
     pub chain_anchor: Hash32,
     pub chain_position: u64,
+    pub chain_value: Hash32,
     /// Unix milliseconds. Groups whose JetStream server timestamp is later than `deadline_ms` are late.
     pub opened_at_ms: u64,
     pub deadline_ms: u64,
@@ -31,7 +33,9 @@ pub struct WindowClose {
     pub window: u64,
     pub randomness: Hash32,
     pub chain_anchor: Hash32,
+    /// `x[window + 1]`: revealing it is what makes the close randomness public.
     pub chain_position: u64,
+    pub chain_value: Hash32,
     pub closed_at_ms: u64,
 }
 
@@ -63,7 +67,7 @@ pub struct Rollout {
     /// Prompt followed by completion token ids.
     pub tokens: PackedU32,
     pub prompt_len: u32,
-    /// One sketch commitment per token of `tokens`.
+    /// One sketch commitment per completion token (the hidden state at that token's position).
     pub sketches: PackedU32,
     /// Log-probability of each completion token under the model (raw distribution); len = completion length.
     pub logprobs: PackedF32,

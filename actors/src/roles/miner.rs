@@ -1,0 +1,131 @@
+//! Miner: for every window, mine `groups_per_window` GRPO groups on its compute workers, sign
+//! them with its hotkey and publish each once on JetStream (retried with the same
+//! `Nats-Msg-Id` until acked). Work that cannot finish before the deadline is not started.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use messages::subjects as subj;
+use messages::{Hash32, RolloutGroup};
+
+use crate::bus::{now_ms, MsgMeta};
+use crate::role::{RoleCtx, RoleFuture, RoleLoop};
+use crate::windows::{follow_clock, WindowBook};
+use crate::worker_pool::{Worker, WorkerPool};
+
+/// Everything a compute worker needs to mine one group.
+#[derive(Clone, Debug)]
+pub struct MineJob {
+    pub window: u64,
+    pub open_randomness: [u8; 32],
+    pub deadline_ms: u64,
+    pub group_index: u32,
+    pub miner: String,
+    pub miner_pubkey: [u8; 32],
+}
+
+/// The compute behind a miner (model generation + proofs). Runs on a worker thread.
+pub trait MinerCompute: Send {
+    /// Produce the (unsigned) group for `job`.
+    fn mine(&mut self, job: &MineJob) -> anyhow::Result<RolloutGroup>;
+    /// Digest of the checkpoint currently loaded (for logs).
+    fn checkpoint(&self) -> Hash32;
+}
+
+pub struct MinerWorker(pub Box<dyn MinerCompute>);
+
+impl Worker for MinerWorker {
+    type Job = MineJob;
+    type Output = RolloutGroup;
+    fn run(&mut self, job: &MineJob) -> anyhow::Result<RolloutGroup> {
+        self.0.mine(job)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct MinerConfig {
+    pub groups_per_window: u32,
+}
+
+pub struct Miner {
+    ctx: RoleCtx,
+    cfg: MinerConfig,
+    pool: Arc<WorkerPool<MinerWorker>>,
+}
+
+impl Miner {
+    pub fn new(ctx: RoleCtx, cfg: MinerConfig, pool: Arc<WorkerPool<MinerWorker>>) -> Self {
+        Self { ctx, cfg, pool }
+    }
+}
+
+impl RoleLoop for Miner {
+    fn run(&self) -> RoleFuture {
+        let ctx = self.ctx.clone();
+        let cfg = self.cfg.clone();
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let book = WindowBook::default();
+            let follower = actix_rt::spawn(follow_clock(ctx.bus.clone(), "miner", book.clone()));
+            let mut last_mined = 0u64;
+            loop {
+                if follower.is_finished() {
+                    anyhow::bail!("lost the clock stream");
+                }
+                book.changed(Duration::from_millis(500)).await;
+                let Some(open) = book.latest_open() else { continue };
+                if open.window <= last_mined || now_ms() >= open.deadline_ms {
+                    continue;
+                }
+                last_mined = open.window;
+                ctx.metrics().window.with_label_values(&["miner"]).set(open.window as i64);
+                let jobs = (0..cfg.groups_per_window).map(|g| MineJob {
+                    window: open.window,
+                    open_randomness: open.randomness.0,
+                    deadline_ms: open.deadline_ms,
+                    group_index: g,
+                    miner: ctx.identity.address().to_string(),
+                    miner_pubkey: ctx.identity.public(),
+                });
+                for job in jobs {
+                    let (ctx, pool) = (ctx.clone(), pool.clone());
+                    actix_rt::spawn(async move {
+                        if let Err(e) = mine_and_publish(&ctx, &pool, job).await {
+                            tracing::warn!(error = %format!("{e:#}"), "group not published");
+                        }
+                    });
+                }
+            }
+        })
+    }
+}
+
+async fn mine_and_publish(ctx: &RoleCtx, pool: &WorkerPool<MinerWorker>, job: MineJob) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let (window, group_index, deadline) = (job.window, job.group_index, job.deadline_ms);
+    let group = pool.run(job).await?;
+    if now_ms() > deadline {
+        ctx.metrics().reject("miner", "mined_after_deadline");
+        anyhow::bail!("group {group_index} of window {window} finished after the deadline; not published");
+    }
+    let tokens: usize = group.rollouts.iter().map(|r| r.completion().len()).sum();
+    let me = ctx.identity.address().to_string();
+    let meta = MsgMeta {
+        window: Some(window),
+        miner: Some(me.clone()),
+        msg_id: Some(subj::rollout_msg_id(window, &me, group_index)),
+    };
+    let retry_for = Duration::from_millis(deadline.saturating_sub(now_ms()) + 2_000);
+    ctx.bus
+        .publish_durable("miner", subj::rollout(window, &me), group, &ctx.identity, meta, retry_for)
+        .await?;
+    let m = ctx.metrics();
+    m.groups_published.with_label_values(&[&me]).inc();
+    m.tokens_generated.inc_by(tokens as u64);
+    let secs = started.elapsed().as_secs_f64();
+    if secs > 0.0 {
+        m.generation_tokens_per_second.set(tokens as f64 / secs);
+    }
+    tracing::debug!(window, group_index, tokens, secs, "group published");
+    Ok(())
+}

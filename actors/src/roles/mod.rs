@@ -1,0 +1,8 @@
+//! One module per role. Each exposes a config, a compute interface where it has compute, and
+//! a [`crate::role::RoleLoop`] that the supervisor runs.
+
+pub mod clock;
+pub mod miner;
+pub mod scorer;
+pub mod trainer;
+pub mod verifier;

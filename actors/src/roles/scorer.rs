@@ -1,0 +1,244 @@
+//! Scorer: turns group verdicts into per-miner window verdicts and weights.
+//!
+//! Verifiers share the groups of a window, so no single verifier sees all of a miner's
+//! groups; the scorer does. It rebuilds its tallies from the verdict stream on every start
+//! (an ordered consumer from the beginning: nothing to ack, nothing lost on a crash), counts
+//! each (window, miner, group) once however often it was redelivered, and finalises window W
+//! once window W+1 has closed — a full window of grace for verification. Finalised windows
+//! are remembered in KV so a restart does not publish twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, DeliverPolicy};
+use bytes::Bytes;
+use futures::StreamExt;
+use messages::subjects as subj;
+use messages::{GroupVerdict, MinerWindowVerdict, WeightEntry, Weights, WIRE_VERSION};
+use protocol::scoring::{miner_score, weights, weights_to_u16_sum, ScoringParams, WindowOutcome};
+
+use crate::bus::MsgMeta;
+use crate::role::{RoleCtx, RoleFuture, RoleLoop};
+use crate::windows::{follow_clock, WindowBook};
+
+#[derive(Default, Debug, Clone)]
+pub struct MinerTally {
+    /// group index → verdict (first verdict wins: redeliveries carry the same one).
+    pub groups: BTreeMap<u32, GroupVerdict>,
+}
+
+impl MinerTally {
+    /// One failed hard check fails the miner for the window.
+    pub fn outcome(&self) -> (bool, Option<String>, WindowOutcome) {
+        if let Some(bad) = self.groups.values().find(|v| !v.accepted) {
+            return (false, bad.reason.clone(), WindowOutcome::Failed);
+        }
+        let mut signal = 0;
+        let mut no_signal = 0;
+        for v in self.groups.values() {
+            if v.learning_signal {
+                signal += v.unique_rollouts;
+            } else {
+                no_signal += v.unique_rollouts;
+            }
+        }
+        (
+            true,
+            None,
+            WindowOutcome::Credited {
+                signal_rollouts: signal,
+                no_signal_rollouts: no_signal,
+            },
+        )
+    }
+}
+
+/// Pure scoring state: tallies per window, outcome history per miner.
+#[derive(Default)]
+pub struct ScoreBook {
+    pub tallies: BTreeMap<u64, HashMap<String, MinerTally>>,
+    pub history: HashMap<String, Vec<(u64, WindowOutcome)>>,
+}
+
+impl ScoreBook {
+    pub fn record(&mut self, v: GroupVerdict) -> bool {
+        let tally = self
+            .tallies
+            .entry(v.window)
+            .or_default()
+            .entry(v.miner.clone())
+            .or_default();
+        if tally.groups.contains_key(&v.group_index) {
+            return false;
+        }
+        tally.groups.insert(v.group_index, v);
+        true
+    }
+
+    /// Close `window`: per-miner verdicts, then weights over every miner with history.
+    pub fn finalise(&mut self, window: u64, params: &ScoringParams) -> (Vec<(String, MinerTally)>, Vec<WeightEntry>) {
+        let tallies: Vec<(String, MinerTally)> = self
+            .tallies
+            .remove(&window)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        for (miner, tally) in &tallies {
+            let (_, _, outcome) = tally.outcome();
+            self.history.entry(miner.clone()).or_default().push((window, outcome));
+        }
+        let mut miners: Vec<&String> = self.history.keys().collect();
+        miners.sort();
+        let scores: Vec<f64> = miners
+            .iter()
+            .map(|m| miner_score(&self.history[*m], window, params))
+            .collect();
+        let w = weights(&scores, params.exponent);
+        let w16 = weights_to_u16_sum(&w);
+        let entries = miners
+            .iter()
+            .enumerate()
+            .map(|(i, m)| WeightEntry {
+                miner: (*m).clone(),
+                score: scores[i],
+                weight: w[i] as f32,
+                weight_u16: w16[i],
+            })
+            .collect();
+        (tallies, entries)
+    }
+}
+
+pub struct Scorer {
+    ctx: RoleCtx,
+    params: ScoringParams,
+}
+
+impl Scorer {
+    pub fn new(ctx: RoleCtx, params: ScoringParams) -> Self {
+        Self { ctx, params }
+    }
+}
+
+const LAST_KEY: &str = "scorer.last_window";
+
+impl RoleLoop for Scorer {
+    fn run(&self) -> RoleFuture {
+        let ctx = self.ctx.clone();
+        let params = self.params;
+        Box::pin(async move {
+            let book = WindowBook::default();
+            let follower = actix_rt::spawn(follow_clock(ctx.bus.clone(), "scorer", book.clone()));
+            let kv = ctx
+                .bus
+                .js
+                .get_key_value(subj::KV_STATE)
+                .await
+                .map_err(|e| anyhow::anyhow!("KV {}: {e} (run `grail streams`)", subj::KV_STATE))?;
+            let mut last_final: u64 = kv
+                .get(LAST_KEY)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
+                .unwrap_or(0);
+            let stream = ctx
+                .bus
+                .js
+                .get_stream(subj::STREAM_VERDICTS)
+                .await
+                .map_err(|e| anyhow::anyhow!("stream {}: {e}", subj::STREAM_VERDICTS))?;
+            let consumer = stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    filter_subject: subj::VERDICT_GROUP_ALL.to_string(),
+                    deliver_policy: DeliverPolicy::All,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("verdict consumer: {e}"))?;
+            let mut verdicts = consumer
+                .messages()
+                .await
+                .map_err(|e| anyhow::anyhow!("verdict messages: {e}"))?;
+            let mut scores = ScoreBook::default();
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                if follower.is_finished() {
+                    anyhow::bail!("lost the clock stream");
+                }
+                tokio::select! {
+                    msg = verdicts.next() => {
+                        let msg = msg.ok_or_else(|| anyhow::anyhow!("verdict stream ended"))?
+                            .map_err(|e| anyhow::anyhow!("verdict stream: {e}"))?;
+                        if let Ok((env, _)) = ctx.bus.open::<GroupVerdict>("scorer", &msg.payload) {
+                            // Windows finalised before a restart still rebuild the history.
+                            scores.record(env.payload);
+                        }
+                    }
+                    _ = tick.tick() => {}
+                }
+                let Some(closed) = book.latest_closed() else { continue };
+                // Finalise every window W whose successor has closed.
+                let ready: Vec<u64> = scores.tallies.keys().copied().filter(|w| *w + 1 <= closed).collect();
+                for window in ready {
+                    let (tallies, entries) = scores.finalise(window, &params);
+                    if window <= last_final {
+                        continue; // published before a restart; history rebuilt, nothing to send
+                    }
+                    publish_window(&ctx, window, tallies, entries).await?;
+                    kv.put(LAST_KEY, Bytes::from(window.to_string()))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("saving {LAST_KEY}: {e}"))?;
+                    last_final = window;
+                }
+            }
+        })
+    }
+}
+
+async fn publish_window(
+    ctx: &RoleCtx,
+    window: u64,
+    tallies: Vec<(String, MinerTally)>,
+    entries: Vec<WeightEntry>,
+) -> anyhow::Result<()> {
+    let me = ctx.identity.address().to_string();
+    for (miner, tally) in tallies {
+        let (passed, reason, _) = tally.outcome();
+        let verdict = MinerWindowVerdict {
+            version: WIRE_VERSION,
+            window,
+            miner: miner.clone(),
+            verifier: me.clone(),
+            passed,
+            reason,
+            groups_seen: tally.groups.len() as u32,
+            groups_accepted: tally.groups.values().filter(|v| v.accepted).count() as u32,
+            unique_rollouts: tally.groups.values().map(|v| v.unique_rollouts).sum(),
+            signal_groups: tally.groups.values().filter(|v| v.learning_signal).count() as u32,
+        };
+        let meta = MsgMeta {
+            window: Some(window),
+            miner: Some(miner.clone()),
+            msg_id: Some(format!("miner-verdict:{window}:{miner}")),
+        };
+        ctx.bus
+            .publish_durable("scorer", subj::miner_verdict(window, &miner), verdict, &ctx.identity, meta, Duration::from_secs(30))
+            .await?;
+    }
+    let weights = Weights {
+        version: WIRE_VERSION,
+        window,
+        entries,
+    };
+    let meta = MsgMeta {
+        window: Some(window),
+        msg_id: Some(format!("weights:{window}")),
+        ..Default::default()
+    };
+    ctx.bus
+        .publish_durable("scorer", subj::weights(window), weights, &ctx.identity, meta, Duration::from_secs(30))
+        .await?;
+    ctx.metrics().window.with_label_values(&["scorer"]).set(window as i64);
+    Ok(())
+}

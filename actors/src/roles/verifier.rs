@@ -1,0 +1,245 @@
+//! Verifier: all verifiers share one durable JetStream consumer, so each group is verified
+//! once; a crashed verifier's unacked groups are redelivered to another. A group is checked
+//! only after its window's close randomness is revealed (so the miner could not know the
+//! challenged positions), the verdict is published with a de-duplication id (a redelivered
+//! group yields the same verdict, counted once), and only then is the group acked.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use messages::subjects::{self as subj, Subject};
+use messages::{GroupVerdict, Hash32, RolloutGroup, WindowClose, WindowOpen, WIRE_VERSION};
+
+use crate::bus::{server_timestamp_ms, MsgMeta};
+use crate::role::{RoleCtx, RoleFuture, RoleLoop};
+use crate::windows::{follow_clock, WindowBook};
+use crate::worker_pool::{Worker, WorkerPool};
+
+#[derive(Clone, Debug)]
+pub struct VerifyJob {
+    pub group: RolloutGroup,
+    pub digest: Hash32,
+    pub server_ts_ms: u64,
+    pub open: WindowOpen,
+    pub close: WindowClose,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifyOutcome {
+    pub accepted: bool,
+    /// Stable snake_case reason (a protocol `RejectReason` code) when rejected.
+    pub reason: Option<String>,
+    pub deep_checked: bool,
+    pub unique_rollouts: u32,
+    pub learning_signal: bool,
+    pub mean_reward: f32,
+}
+
+/// The compute behind a verifier (forward pass at challenged positions, re-scoring).
+pub trait VerifierCompute: Send {
+    fn verify(&mut self, job: &VerifyJob) -> anyhow::Result<VerifyOutcome>;
+}
+
+pub struct VerifierWorker(pub Box<dyn VerifierCompute>);
+
+impl Worker for VerifierWorker {
+    type Job = VerifyJob;
+    type Output = VerifyOutcome;
+    fn run(&mut self, job: &VerifyJob) -> anyhow::Result<VerifyOutcome> {
+        self.0.verify(job)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct VerifierConfig {
+    /// Groups handled concurrently by this instance.
+    pub concurrency: usize,
+    /// How long a delivered group may stay unacked before JetStream redelivers it.
+    pub ack_wait: Duration,
+}
+
+pub struct Verifier {
+    ctx: RoleCtx,
+    cfg: VerifierConfig,
+    pool: Arc<WorkerPool<VerifierWorker>>,
+}
+
+impl Verifier {
+    pub fn new(ctx: RoleCtx, cfg: VerifierConfig, pool: Arc<WorkerPool<VerifierWorker>>) -> Self {
+        Self { ctx, cfg, pool }
+    }
+}
+
+/// The shared durable consumer every verifier pulls from.
+pub async fn verifier_consumer(
+    js: &jetstream::Context,
+    ack_wait: Duration,
+) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
+    let stream = js
+        .get_stream(subj::STREAM_ROLLOUTS)
+        .await
+        .map_err(|e| anyhow::anyhow!("stream {}: {e} (run `grail streams`)", subj::STREAM_ROLLOUTS))?;
+    stream
+        .get_or_create_consumer(
+            subj::CONSUMER_VERIFIERS,
+            pull::Config {
+                durable_name: Some(subj::CONSUMER_VERIFIERS.to_string()),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait,
+                max_deliver: 20,
+                max_ack_pending: 10_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("consumer {}: {e}", subj::CONSUMER_VERIFIERS))
+}
+
+impl RoleLoop for Verifier {
+    fn run(&self) -> RoleFuture {
+        let ctx = self.ctx.clone();
+        let cfg = self.cfg.clone();
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let book = WindowBook::default();
+            let follower = actix_rt::spawn(follow_clock(ctx.bus.clone(), "verifier", book.clone()));
+            let consumer = verifier_consumer(&ctx.bus.js, cfg.ack_wait).await?;
+            let messages = consumer
+                .stream()
+                .max_messages_per_batch(cfg.concurrency.max(1))
+                .messages()
+                .await
+                .map_err(|e| anyhow::anyhow!("pulling groups: {e}"))?;
+            let result = messages
+                .take_while(|_| futures::future::ready(!follower.is_finished()))
+                .for_each_concurrent(cfg.concurrency.max(1), |msg| {
+                    let (ctx, pool, book, cfg) = (ctx.clone(), pool.clone(), book.clone(), cfg.clone());
+                    async move {
+                        match msg {
+                            Ok(msg) => handle(&ctx, &pool, &book, &cfg, msg).await,
+                            Err(e) => tracing::warn!(error = %e, "pull error"),
+                        }
+                    }
+                })
+                .await;
+            let _ = result;
+            anyhow::bail!("group stream ended")
+        })
+    }
+}
+
+async fn settle(msg: &jetstream::Message, kind: AckKind) {
+    if let Err(e) = msg.ack_with(kind).await {
+        tracing::warn!(error = %e, "ack failed; JetStream will redeliver");
+    }
+}
+
+async fn handle(
+    ctx: &RoleCtx,
+    pool: &WorkerPool<VerifierWorker>,
+    book: &WindowBook,
+    cfg: &VerifierConfig,
+    msg: jetstream::Message,
+) {
+    let started = Instant::now();
+    let (window, miner) = match subj::parse(&msg.subject) {
+        Ok(Subject::Rollout { window, miner }) => (window, miner),
+        _ => {
+            ctx.metrics().reject("verifier", "bad_subject");
+            return settle(&msg, AckKind::Term).await;
+        }
+    };
+    // Forged, malformed or oversized input cannot be attributed to the subject's miner:
+    // count it and drop it for good.
+    let Ok((env, digest)) = ctx.bus.open::<RolloutGroup>("verifier", &msg.payload) else {
+        return settle(&msg, AckKind::Term).await;
+    };
+    let group = env.payload;
+    if group.window != window || group.miner != miner {
+        ctx.metrics().reject("verifier", "subject_mismatch");
+        return settle(&msg, AckKind::Term).await;
+    }
+    let server_ts_ms = server_timestamp_ms(&msg).unwrap_or(0);
+    // The close randomness is revealed after the deadline; keep the group in progress until then.
+    let close = loop {
+        if let Some(c) = book.get(window).close {
+            break c;
+        }
+        if started.elapsed() > cfg.ack_wait / 2 {
+            return settle(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+        }
+        let _ = msg.ack_with(AckKind::Progress).await;
+        book.changed(Duration::from_millis(500)).await;
+    };
+    let Some(open) = book.get(window).open else {
+        // A window we never saw opened (e.g. retention passed): nothing to check against.
+        ctx.metrics().reject("verifier", "unknown_window");
+        return settle(&msg, AckKind::Term).await;
+    };
+    let group_index = group.group_index;
+    let job = VerifyJob {
+        group,
+        digest,
+        server_ts_ms,
+        open,
+        close,
+    };
+    let outcome = match pool.run(job).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, window, miner, group_index, "verification failed to run; redelivering");
+            return settle(&msg, AckKind::Nak(Some(Duration::from_millis(500)))).await;
+        }
+    };
+    let verdict = GroupVerdict {
+        version: WIRE_VERSION,
+        window,
+        miner: miner.clone(),
+        group_index,
+        group_digest: digest,
+        verifier: ctx.identity.address().to_string(),
+        accepted: outcome.accepted,
+        reason: outcome.reason.clone(),
+        deep_checked: outcome.deep_checked,
+        unique_rollouts: outcome.unique_rollouts,
+        learning_signal: outcome.learning_signal,
+        mean_reward: outcome.mean_reward,
+        server_ts_ms,
+    };
+    let meta = MsgMeta {
+        window: Some(window),
+        miner: Some(miner.clone()),
+        msg_id: Some(subj::verdict_msg_id(window, &miner, group_index)),
+    };
+    let published = ctx
+        .bus
+        .publish_durable(
+            "verifier",
+            subj::group_verdict(window, &miner),
+            verdict,
+            &ctx.identity,
+            meta,
+            Duration::from_secs(30),
+        )
+        .await;
+    if let Err(e) = published {
+        tracing::warn!(error = %e, "verdict not published; redelivering the group");
+        return settle(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+    }
+    let m = ctx.metrics();
+    let (result, reason) = if outcome.accepted {
+        ("accepted", "none".to_string())
+    } else {
+        ("rejected", outcome.reason.unwrap_or_else(|| "unspecified".into()))
+    };
+    m.groups_verified.with_label_values(&[result, &reason]).inc();
+    m.verify_seconds.observe(started.elapsed().as_secs_f64());
+    m.reward_mean.with_label_values(&["verifier"]).set(outcome.mean_reward as f64);
+    if let Err(e) = msg.double_ack().await {
+        tracing::warn!(error = %e, "ack lost; the group will be redelivered and get the same verdict");
+    }
+}

@@ -1,0 +1,197 @@
+//! What every role knows about windows: the clock's open/close messages, each checked against
+//! the clock's hash-chain anchor, so a forged window message is refused even though anyone
+//! may publish on the subject.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_nats::jetstream::consumer::{self, DeliverPolicy};
+use futures::StreamExt;
+use messages::subjects as subj;
+use messages::{Hash32, WindowClose, WindowOpen};
+use protocol::randomness::{close_randomness, open_randomness, verify_against_previous};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::bus::Bus;
+
+/// Public description of the clock's schedule and chain, stored in KV (`grail_clock/chain`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChainInfo {
+    pub anchor: Hash32,
+    pub chain_len: u64,
+    pub genesis_ms: u64,
+    pub length_ms: u64,
+    pub submit_ms: u64,
+}
+
+impl ChainInfo {
+    /// The window running at `now_ms` (windows are numbered from 1).
+    pub fn window_at(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.genesis_ms) / self.length_ms + 1
+    }
+    pub fn start_ms(&self, window: u64) -> u64 {
+        self.genesis_ms + (window - 1) * self.length_ms
+    }
+    pub fn deadline_ms(&self, window: u64) -> u64 {
+        self.start_ms(window) + self.submit_ms
+    }
+}
+
+#[derive(Default, Clone, Debug)]
+pub struct WindowInfo {
+    pub open: Option<WindowOpen>,
+    pub close: Option<WindowClose>,
+}
+
+#[derive(Default)]
+struct Book {
+    windows: BTreeMap<u64, WindowInfo>,
+    anchor: Option<Hash32>,
+    /// Latest verified chain reveal (position, value): makes the next check one hash.
+    verified: Option<(u64, [u8; 32])>,
+}
+
+/// Shared, verified view of the clock.
+#[derive(Default, Clone)]
+pub struct WindowBook {
+    inner: Arc<Mutex<Book>>,
+    changed: Arc<Notify>,
+}
+
+impl WindowBook {
+    fn verify_chain(book: &mut Book, anchor: &Hash32, position: u64, value: &Hash32) -> bool {
+        match book.anchor {
+            Some(a) if a != *anchor => return false,
+            None => book.anchor = Some(*anchor),
+            _ => {}
+        }
+        let (from, from_value) = match book.verified {
+            Some((p, v)) if p < position => (p, v),
+            Some((p, v)) if p == position => return v == value.0,
+            _ => (0, anchor.0),
+        };
+        let ok = verify_against_previous(from, &from_value, position, &value.0);
+        if ok {
+            book.verified = Some((position, value.0));
+        }
+        ok
+    }
+
+    /// Record an open message; false if it does not verify against the chain.
+    pub fn record_open(&self, open: WindowOpen) -> bool {
+        let mut book = self.inner.lock().expect("window book lock");
+        let derived = open_randomness(open.window, &open.chain_value.0);
+        if open.chain_position != open.window
+            || derived != open.randomness.0
+            || !Self::verify_chain(&mut book, &open.chain_anchor, open.chain_position, &open.chain_value)
+        {
+            return false;
+        }
+        let window = open.window;
+        book.windows.entry(window).or_default().open = Some(open);
+        drop(book);
+        self.changed.notify_waiters();
+        true
+    }
+
+    pub fn record_close(&self, close: WindowClose) -> bool {
+        let mut book = self.inner.lock().expect("window book lock");
+        let derived = close_randomness(close.window, &close.chain_value.0);
+        if close.chain_position != close.window + 1
+            || derived != close.randomness.0
+            || !Self::verify_chain(&mut book, &close.chain_anchor, close.chain_position, &close.chain_value)
+        {
+            return false;
+        }
+        let window = close.window;
+        book.windows.entry(window).or_default().close = Some(close);
+        // Keep memory bounded on long runs.
+        while book.windows.len() > 4096 {
+            let first = *book.windows.keys().next().expect("non-empty");
+            book.windows.remove(&first);
+        }
+        drop(book);
+        self.changed.notify_waiters();
+        true
+    }
+
+    pub fn get(&self, window: u64) -> WindowInfo {
+        self.inner
+            .lock()
+            .expect("window book lock")
+            .windows
+            .get(&window)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn latest_open(&self) -> Option<WindowOpen> {
+        let book = self.inner.lock().expect("window book lock");
+        book.windows.values().rev().find_map(|w| w.open.clone())
+    }
+
+    pub fn latest_closed(&self) -> Option<u64> {
+        let book = self.inner.lock().expect("window book lock");
+        book.windows
+            .iter()
+            .rev()
+            .find(|(_, w)| w.close.is_some())
+            .map(|(k, _)| *k)
+    }
+
+    /// Wait until the book changes (or `timeout`).
+    pub async fn changed(&self, timeout: std::time::Duration) {
+        let _ = tokio::time::timeout(timeout, self.changed.notified()).await;
+    }
+
+    /// Wait for the close message of `window`.
+    pub async fn wait_close(&self, window: u64) -> WindowClose {
+        loop {
+            let notified = self.changed.notified();
+            if let Some(c) = self.get(window).close {
+                return c;
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), notified).await;
+        }
+    }
+}
+
+/// Follow the clock stream from its start, feeding `book`. Returns on stream error (the
+/// caller's role loop restarts it).
+pub async fn follow_clock(bus: Bus, role: &'static str, book: WindowBook) -> anyhow::Result<()> {
+    let stream = bus
+        .js
+        .get_stream(subj::STREAM_CLOCK)
+        .await
+        .map_err(|e| anyhow::anyhow!("clock stream {}: {e}", subj::STREAM_CLOCK))?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("ordered consumer on {}: {e}", subj::STREAM_CLOCK))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("clock messages: {e}"))?;
+    while let Some(msg) = messages.next().await {
+        let msg = msg.map_err(|e| anyhow::anyhow!("clock stream: {e}"))?;
+        let ok = match subj::parse(&msg.subject) {
+            Ok(subj::Subject::WindowOpen { .. }) => bus
+                .open::<WindowOpen>(role, &msg.payload)
+                .map(|(env, _)| book.record_open(env.payload))
+                .unwrap_or(false),
+            Ok(subj::Subject::WindowClose { .. }) => bus
+                .open::<WindowClose>(role, &msg.payload)
+                .map(|(env, _)| book.record_close(env.payload))
+                .unwrap_or(false),
+            _ => false,
+        };
+        if !ok {
+            bus.metrics.reject(role, "bad_clock_message");
+        }
+    }
+    Ok(())
+}
