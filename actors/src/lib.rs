@@ -7,7 +7,7 @@
 pub mod bus;
 pub mod compute;
 pub mod metrics;
-pub mod worker_pool;
 pub mod role;
 pub mod roles;
 pub mod windows;
+pub mod worker_pool;

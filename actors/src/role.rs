@@ -60,10 +60,15 @@ impl Actor for RoleActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let labels = [self.ctx.role];
-        self.ctx.metrics().roles_alive.with_label_values(&labels).inc();
+        self.ctx
+            .metrics()
+            .roles_alive
+            .with_label_values(&labels)
+            .inc();
         let restarts = self.restarts.load(Ordering::SeqCst);
         // Back off after repeated failures so a broken dependency is not hammered.
-        let delay = Duration::from_millis((100u64 << restarts.min(6)).min(5_000) * (restarts > 0) as u64);
+        let delay =
+            Duration::from_millis((100u64 << restarts.min(6)).min(5_000) * (restarts > 0) as u64);
         let body = self.body.clone();
         let fut = async move {
             if !delay.is_zero() {

@@ -84,7 +84,12 @@ impl WindowBook {
         let derived = open_randomness(open.window, &open.chain_value.0);
         if open.chain_position != open.window
             || derived != open.randomness.0
-            || !Self::verify_chain(&mut book, &open.chain_anchor, open.chain_position, &open.chain_value)
+            || !Self::verify_chain(
+                &mut book,
+                &open.chain_anchor,
+                open.chain_position,
+                &open.chain_value,
+            )
         {
             return false;
         }
@@ -100,7 +105,12 @@ impl WindowBook {
         let derived = close_randomness(close.window, &close.chain_value.0);
         if close.chain_position != close.window + 1
             || derived != close.randomness.0
-            || !Self::verify_chain(&mut book, &close.chain_anchor, close.chain_position, &close.chain_value)
+            || !Self::verify_chain(
+                &mut book,
+                &close.chain_anchor,
+                close.chain_position,
+                &close.chain_value,
+            )
         {
             return false;
         }

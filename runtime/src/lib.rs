@@ -1,5 +1,10 @@
 //! grail-runtime: the `grail` binary's library half — CLI plumbing, cluster.toml, NATS wiring,
 //! the embedded nats-server and the /metrics endpoint. Integration tests use it directly.
 
+pub mod cluster;
 pub mod config;
+pub mod keys;
+pub mod metrics_server;
 pub mod nats_server;
+pub mod streams;
+pub mod up;

@@ -1,1 +1,269 @@
-fn main() {}
+//! `grail`: run a verifiable RL post-training cluster, or any one role of it.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use grail_runtime::config::ClusterConfig;
+use grail_runtime::{keys, up};
+
+#[derive(Parser)]
+#[command(
+    name = "grail",
+    version,
+    about = "Verifiable decentralized RL post-training (miners, verifiers, trainer, publisher, clock over NATS)"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Cluster description.
+    #[arg(long, short, default_value = "cluster.toml")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every role of the config in this process (embedded nats-server when no URL is set).
+    Up {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Stop after this many finalised windows (overrides cluster.windows).
+        #[arg(long)]
+        windows: Option<u64>,
+    },
+    /// Run only the clock role(s) of the config.
+    Clock(ConfigArg),
+    /// Run only the miner role(s) of the config.
+    Miner(ConfigArg),
+    /// Run only the verifier role(s) of the config.
+    Verifier(ConfigArg),
+    /// Run only the trainer role of the config.
+    Trainer(ConfigArg),
+    /// Run only the checkpoint publisher role of the config.
+    Publisher(ConfigArg),
+    /// Run only the scorer role of the config.
+    Scorer(ConfigArg),
+    /// Create or verify JetStream streams, KV and object-store buckets (idempotent).
+    Streams {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// NATS URL (default: cluster.toml's, or the running `grail up`'s).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Print grail messages matching a subject pattern as JSON lines.
+    Tail {
+        /// Subject pattern, e.g. 'grail.>' or 'grail.rollout.12.*'.
+        pattern: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        url: Option<String>,
+        /// Replay from the JetStream stream instead of following live messages.
+        #[arg(long)]
+        stream: bool,
+        /// Stop after this many messages (0 = never).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+    },
+    /// Manage sr25519 hotkey files.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Model utilities.
+    Model {
+        #[command(subcommand)]
+        action: ModelAction,
+    },
+    /// Benchmarks that print a table.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a new hotkey file (0600).
+    New {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show a key file's SS58 address and public key.
+    Show { path: PathBuf },
+    /// Import a Bittensor hotkey file (JSON with secretSeed, ss58Address) after checking it.
+    Import {
+        /// e.g. ~/.bittensor/wallets/NAME/hotkeys/HOTKEY
+        from: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelAction {
+    /// Write a deterministic random-init tiny model as an HF-style directory.
+    Tiny {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "qwen2")]
+        arch: String,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Generation, proof forward and GRPO throughput of a model (tiny by default).
+    Policy {
+        /// `tiny`, `small`, or a path to an HF directory / .gguf file.
+        #[arg(long, default_value = "tiny")]
+        model: String,
+        #[arg(long, default_value_t = 128)]
+        prompt_len: usize,
+        #[arg(long, default_value_t = 128)]
+        new_tokens: usize,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(c: &ConfigArg) -> anyhow::Result<ClusterConfig> {
+    Ok(ClusterConfig::load(&c.config)?)
+}
+
+fn role(c: &ConfigArg, name: &str) -> anyhow::Result<()> {
+    let cfg = load(c)?;
+    anyhow::ensure!(
+        cfg.roles.get(name).is_some(),
+        "{} has no [roles.{name}] section: add one to run this role",
+        c.config.display()
+    );
+    up::run(
+        cfg,
+        up::UpOptions {
+            only_role: Some(name.to_string()),
+            windows: None,
+        },
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Up { config, windows } => up::run(
+            load(&config)?,
+            up::UpOptions {
+                only_role: None,
+                windows,
+            },
+        ),
+        Command::Clock(c) => role(&c, "clock"),
+        Command::Miner(c) => role(&c, "miner"),
+        Command::Verifier(c) => role(&c, "verifier"),
+        Command::Trainer(c) => role(&c, "trainer"),
+        Command::Publisher(c) => role(&c, "publisher"),
+        Command::Scorer(c) => role(&c, "scorer"),
+        Command::Streams { config, url } => {
+            let cfg = load(&config)?;
+            let url = match url {
+                Some(u) => u,
+                None => up::resolve_url(&cfg)?,
+            };
+            tokio::runtime::Runtime::new()?.block_on(up::streams(&url, &cfg))
+        }
+        Command::Tail {
+            pattern,
+            config,
+            url,
+            stream,
+            limit,
+        } => {
+            let url = match url {
+                Some(u) => u,
+                None => up::resolve_url(&load(&config)?)?,
+            };
+            tokio::runtime::Runtime::new()?.block_on(up::tail(&url, &pattern, stream, limit))
+        }
+        Command::Keys { action } => match action {
+            KeysAction::New { out } => {
+                let id = messages::Identity::generate();
+                keys::write_key(&out, &id)?;
+                println!("{}  {}", id.address(), out.display());
+                Ok(())
+            }
+            KeysAction::Show { path } => {
+                let id = keys::read_key(&path)?;
+                println!(
+                    "ss58Address {}\npublicKey   0x{}",
+                    id.address(),
+                    hex::encode(id.public())
+                );
+                Ok(())
+            }
+            KeysAction::Import { from, out } => {
+                let id = keys::read_key(&from).context("importing a Bittensor hotkey")?;
+                keys::write_key(&out, &id)?;
+                println!("imported {}  {}", id.address(), out.display());
+                Ok(())
+            }
+        },
+        Command::Model { action } => match action {
+            ModelAction::Tiny { out, arch, seed } => {
+                let arch: policy::config::Arch =
+                    arch.parse().map_err(|e| anyhow::anyhow!("--arch: {e}"))?;
+                policy::tiny::write_tiny_model(&out, arch, seed)?;
+                println!("wrote tiny {arch:?} model to {}", out.display());
+                Ok(())
+            }
+        },
+        Command::Bench { what } => match what {
+            BenchWhat::Policy {
+                model,
+                prompt_len,
+                new_tokens,
+            } => {
+                use policy::bench::{run_policy_bench, BenchModel, BenchOptions};
+                let model = match model.as_str() {
+                    "tiny" => BenchModel::Tiny,
+                    "small" => BenchModel::Small,
+                    p => BenchModel::Path(PathBuf::from(p)),
+                };
+                let report = run_policy_bench(&BenchOptions {
+                    model,
+                    prompt_len,
+                    max_new_tokens: new_tokens,
+                    ..Default::default()
+                })?;
+                println!("{report}");
+                Ok(())
+            }
+        },
+    }
+}

@@ -26,7 +26,10 @@ impl MinerCompute for StructuralMiner {
         let seed = problem_seed(&job.open_randomness, &job.miner_pubkey, job.group_index);
         let mut rollouts = Vec::with_capacity(GROUP_SIZE);
         for i in 0..GROUP_SIZE as u32 {
-            let noise = prf("grail-rs/structural", &[&seed.to_le_bytes(), &i.to_le_bytes()]);
+            let noise = prf(
+                "grail-rs/structural",
+                &[&seed.to_le_bytes(), &i.to_le_bytes()],
+            );
             let prompt: Vec<u32> = seed.to_le_bytes()[..4].iter().map(|b| *b as u32).collect();
             let completion: Vec<u32> = noise[..8].iter().map(|b| (*b % 32) as u32).collect();
             let mut tokens = prompt.clone();
@@ -42,7 +45,10 @@ impl MinerCompute for StructuralMiner {
             });
         }
         let rewards: Vec<f32> = rollouts.iter().map(|r| r.reward).collect();
-        for (r, a) in rollouts.iter_mut().zip(grpo_advantages(&rewards).advantages) {
+        for (r, a) in rollouts
+            .iter_mut()
+            .zip(grpo_advantages(&rewards).advantages)
+        {
             r.advantage = a;
         }
         Ok(RolloutGroup {
@@ -50,7 +56,9 @@ impl MinerCompute for StructuralMiner {
             window: job.window,
             miner: job.miner.clone(),
             group_index: job.group_index,
-            nonce: u64::from_le_bytes(prf("grail-rs/nonce", &[&seed.to_le_bytes()])[..8].try_into()?),
+            nonce: u64::from_le_bytes(
+                prf("grail-rs/nonce", &[&seed.to_le_bytes()])[..8].try_into()?,
+            ),
             checkpoint: self.checkpoint,
             env: "structural".into(),
             problem_seed: seed,
@@ -87,7 +95,12 @@ impl VerifierCompute for StructuralVerifier {
             return Ok(reject("group_size"));
         }
         let miner = messages::Ss58Address::parse(&g.miner)?;
-        if let Err(r) = check_problem_seed(g.problem_seed, &job.open.randomness.0, &miner.public, g.group_index) {
+        if let Err(r) = check_problem_seed(
+            g.problem_seed,
+            &job.open.randomness.0,
+            &miner.public,
+            g.group_index,
+        ) {
             return Ok(reject(r.code()));
         }
         for r in &g.rollouts {
@@ -97,7 +110,11 @@ impl VerifierCompute for StructuralVerifier {
         }
         let rewards: Vec<f32> = g.rollouts.iter().map(|r| r.reward).collect();
         let adv = grpo_advantages(&rewards);
-        if g.rollouts.iter().zip(&adv.advantages).any(|(r, a)| (r.advantage - a).abs() > 1e-3) {
+        if g.rollouts
+            .iter()
+            .zip(&adv.advantages)
+            .any(|(r, a)| (r.advantage - a).abs() > 1e-3)
+        {
             return Ok(reject("advantage_mismatch"));
         }
         let completions: Vec<&[u32]> = g.rollouts.iter().map(|r| r.completion()).collect();

@@ -52,7 +52,11 @@ impl Clock {
 }
 
 /// Read the deployment's schedule, creating it if this is the first clock ever.
-async fn chain_info(store: &kv::Store, cfg: &ClockConfig, anchor: Hash32) -> anyhow::Result<ChainInfo> {
+async fn chain_info(
+    store: &kv::Store,
+    cfg: &ClockConfig,
+    anchor: Hash32,
+) -> anyhow::Result<ChainInfo> {
     let proposed = ChainInfo {
         anchor,
         chain_len: cfg.chain_len,
@@ -112,7 +116,9 @@ impl RoleLoop for Clock {
                 .js
                 .get_key_value(subj::KV_CLOCK)
                 .await
-                .map_err(|e| anyhow::anyhow!("KV bucket {}: {e} (run `grail streams`)", subj::KV_CLOCK))?;
+                .map_err(|e| {
+                    anyhow::anyhow!("KV bucket {}: {e} (run `grail streams`)", subj::KV_CLOCK)
+                })?;
             let anchor = Hash32::from(chain.anchor());
             let info = chain_info(&store, &cfg, anchor).await?;
             let me = format!("{}:{}", ctx.instance, ctx.identity.address());
@@ -132,7 +138,10 @@ impl RoleLoop for Clock {
                         window < info.chain_len,
                         "hash chain exhausted at window {window}: start a new deployment with a fresh seed"
                     );
-                    ctx.metrics().window.with_label_values(&["clock"]).set(window as i64);
+                    ctx.metrics()
+                        .window
+                        .with_label_values(&["clock"])
+                        .set(window as i64);
                     if published_open < window {
                         publish_open(&ctx, &chain, &info, window).await?;
                         published_open = window;
@@ -152,7 +161,12 @@ impl RoleLoop for Clock {
     }
 }
 
-async fn publish_open(ctx: &RoleCtx, chain: &HashChain, info: &ChainInfo, window: u64) -> anyhow::Result<()> {
+async fn publish_open(
+    ctx: &RoleCtx,
+    chain: &HashChain,
+    info: &ChainInfo,
+    window: u64,
+) -> anyhow::Result<()> {
     let value = chain
         .value(window)
         .ok_or_else(|| anyhow::anyhow!("chain has no value {window}"))?;
@@ -172,13 +186,25 @@ async fn publish_open(ctx: &RoleCtx, chain: &HashChain, info: &ChainInfo, window
         ..Default::default()
     };
     ctx.bus
-        .publish_durable("clock", subj::window_open(window), msg, &ctx.identity, meta, Duration::from_secs(30))
+        .publish_durable(
+            "clock",
+            subj::window_open(window),
+            msg,
+            &ctx.identity,
+            meta,
+            Duration::from_secs(30),
+        )
         .await?;
     tracing::info!(window, "window opened");
     Ok(())
 }
 
-async fn publish_close(ctx: &RoleCtx, chain: &HashChain, info: &ChainInfo, window: u64) -> anyhow::Result<()> {
+async fn publish_close(
+    ctx: &RoleCtx,
+    chain: &HashChain,
+    info: &ChainInfo,
+    window: u64,
+) -> anyhow::Result<()> {
     let value = chain
         .value(window + 1)
         .ok_or_else(|| anyhow::anyhow!("chain has no value {}", window + 1))?;
@@ -197,7 +223,14 @@ async fn publish_close(ctx: &RoleCtx, chain: &HashChain, info: &ChainInfo, windo
         ..Default::default()
     };
     ctx.bus
-        .publish_durable("clock", subj::window_close(window), msg, &ctx.identity, meta, Duration::from_secs(30))
+        .publish_durable(
+            "clock",
+            subj::window_close(window),
+            msg,
+            &ctx.identity,
+            meta,
+            Duration::from_secs(30),
+        )
         .await?;
     tracing::info!(window, "window closed");
     Ok(())

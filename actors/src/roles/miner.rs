@@ -73,12 +73,17 @@ impl RoleLoop for Miner {
                     anyhow::bail!("lost the clock stream");
                 }
                 book.changed(Duration::from_millis(500)).await;
-                let Some(open) = book.latest_open() else { continue };
+                let Some(open) = book.latest_open() else {
+                    continue;
+                };
                 if open.window <= last_mined || now_ms() >= open.deadline_ms {
                     continue;
                 }
                 last_mined = open.window;
-                ctx.metrics().window.with_label_values(&["miner"]).set(open.window as i64);
+                ctx.metrics()
+                    .window
+                    .with_label_values(&["miner"])
+                    .set(open.window as i64);
                 let jobs = (0..cfg.groups_per_window).map(|g| MineJob {
                     window: open.window,
                     open_randomness: open.randomness.0,
@@ -100,13 +105,19 @@ impl RoleLoop for Miner {
     }
 }
 
-async fn mine_and_publish(ctx: &RoleCtx, pool: &WorkerPool<MinerWorker>, job: MineJob) -> anyhow::Result<()> {
+async fn mine_and_publish(
+    ctx: &RoleCtx,
+    pool: &WorkerPool<MinerWorker>,
+    job: MineJob,
+) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let (window, group_index, deadline) = (job.window, job.group_index, job.deadline_ms);
     let group = pool.run(job).await?;
     if now_ms() > deadline {
         ctx.metrics().reject("miner", "mined_after_deadline");
-        anyhow::bail!("group {group_index} of window {window} finished after the deadline; not published");
+        anyhow::bail!(
+            "group {group_index} of window {window} finished after the deadline; not published"
+        );
     }
     let tokens: usize = group.rollouts.iter().map(|r| r.completion().len()).sum();
     let me = ctx.identity.address().to_string();
@@ -117,7 +128,14 @@ async fn mine_and_publish(ctx: &RoleCtx, pool: &WorkerPool<MinerWorker>, job: Mi
     };
     let retry_for = Duration::from_millis(deadline.saturating_sub(now_ms()) + 2_000);
     ctx.bus
-        .publish_durable("miner", subj::rollout(window, &me), group, &ctx.identity, meta, retry_for)
+        .publish_durable(
+            "miner",
+            subj::rollout(window, &me),
+            group,
+            &ctx.identity,
+            meta,
+            retry_for,
+        )
         .await?;
     let m = ctx.metrics();
     m.groups_published.with_label_values(&[&me]).inc();

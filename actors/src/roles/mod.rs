@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod miner;
+pub mod publisher;
 pub mod scorer;
 pub mod trainer;
 pub mod verifier;

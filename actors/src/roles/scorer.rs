@@ -76,7 +76,11 @@ impl ScoreBook {
     }
 
     /// Close `window`: per-miner verdicts, then weights over every miner with history.
-    pub fn finalise(&mut self, window: u64, params: &ScoringParams) -> (Vec<(String, MinerTally)>, Vec<WeightEntry>) {
+    pub fn finalise(
+        &mut self,
+        window: u64,
+        params: &ScoringParams,
+    ) -> (Vec<(String, MinerTally)>, Vec<WeightEntry>) {
         let tallies: Vec<(String, MinerTally)> = self
             .tallies
             .remove(&window)
@@ -85,7 +89,10 @@ impl ScoreBook {
             .collect();
         for (miner, tally) in &tallies {
             let (_, _, outcome) = tally.outcome();
-            self.history.entry(miner.clone()).or_default().push((window, outcome));
+            self.history
+                .entry(miner.clone())
+                .or_default()
+                .push((window, outcome));
         }
         let mut miners: Vec<&String> = self.history.keys().collect();
         miners.sort();
@@ -177,9 +184,16 @@ impl RoleLoop for Scorer {
                     }
                     _ = tick.tick() => {}
                 }
-                let Some(closed) = book.latest_closed() else { continue };
+                let Some(closed) = book.latest_closed() else {
+                    continue;
+                };
                 // Finalise every window W whose successor has closed.
-                let ready: Vec<u64> = scores.tallies.keys().copied().filter(|w| *w + 1 <= closed).collect();
+                let ready: Vec<u64> = scores
+                    .tallies
+                    .keys()
+                    .copied()
+                    .filter(|w| *w + 1 <= closed)
+                    .collect();
                 for window in ready {
                     let (tallies, entries) = scores.finalise(window, &params);
                     if window <= last_final {
@@ -223,7 +237,14 @@ async fn publish_window(
             msg_id: Some(format!("miner-verdict:{window}:{miner}")),
         };
         ctx.bus
-            .publish_durable("scorer", subj::miner_verdict(window, &miner), verdict, &ctx.identity, meta, Duration::from_secs(30))
+            .publish_durable(
+                "scorer",
+                subj::miner_verdict(window, &miner),
+                verdict,
+                &ctx.identity,
+                meta,
+                Duration::from_secs(30),
+            )
             .await?;
     }
     let weights = Weights {
@@ -237,8 +258,18 @@ async fn publish_window(
         ..Default::default()
     };
     ctx.bus
-        .publish_durable("scorer", subj::weights(window), weights, &ctx.identity, meta, Duration::from_secs(30))
+        .publish_durable(
+            "scorer",
+            subj::weights(window),
+            weights,
+            &ctx.identity,
+            meta,
+            Duration::from_secs(30),
+        )
         .await?;
-    ctx.metrics().window.with_label_values(&["scorer"]).set(window as i64);
+    ctx.metrics()
+        .window
+        .with_label_values(&["scorer"])
+        .set(window as i64);
     Ok(())
 }

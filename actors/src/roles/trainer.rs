@@ -49,7 +49,11 @@ pub struct CountingTrainer;
 
 impl TrainerCompute for CountingTrainer {
     fn train(&mut self, job: &TrainJob) -> anyhow::Result<TrainReport> {
-        let rewards: Vec<f32> = job.groups.iter().flat_map(|g| g.rollouts.iter().map(|r| r.reward)).collect();
+        let rewards: Vec<f32> = job
+            .groups
+            .iter()
+            .flat_map(|g| g.rollouts.iter().map(|r| r.reward))
+            .collect();
         Ok(TrainReport {
             mean_reward: rewards.iter().sum::<f32>() / rewards.len().max(1) as f32,
             ..Default::default()
@@ -69,7 +73,11 @@ impl Trainer {
 }
 
 /// Every group `miner` published in `window`, read back from the rollout stream.
-pub async fn groups_of(ctx: &RoleCtx, window: u64, miner: &str) -> anyhow::Result<Vec<RolloutGroup>> {
+pub async fn groups_of(
+    ctx: &RoleCtx,
+    window: u64,
+    miner: &str,
+) -> anyhow::Result<Vec<RolloutGroup>> {
     let stream = ctx
         .bus
         .js
@@ -132,7 +140,10 @@ impl RoleLoop for Trainer {
                 .map_err(|e| anyhow::anyhow!("miner verdicts: {e}"))?;
             while let Some(msg) = verdicts.next().await {
                 let msg = msg.map_err(|e| anyhow::anyhow!("miner verdicts: {e}"))?;
-                let Ok((env, _)) = ctx.bus.open::<MinerWindowVerdict>("trainer", &msg.payload) else { continue };
+                let Ok((env, _)) = ctx.bus.open::<MinerWindowVerdict>("trainer", &msg.payload)
+                else {
+                    continue;
+                };
                 let v = env.payload;
                 if !v.passed {
                     tracing::info!(window = v.window, miner = %v.miner, reason = ?v.reason, "miner failed the window; its groups are not trained on");
@@ -142,14 +153,23 @@ impl RoleLoop for Trainer {
                 if groups.is_empty() {
                     continue;
                 }
-                let report = pool.run(TrainJob { window: v.window, groups }).await?;
+                let report = pool
+                    .run(TrainJob {
+                        window: v.window,
+                        groups,
+                    })
+                    .await?;
                 let m = ctx.metrics();
-                m.reward_mean.with_label_values(&["trainer"]).set(report.mean_reward as f64);
+                m.reward_mean
+                    .with_label_values(&["trainer"])
+                    .set(report.mean_reward as f64);
                 m.train_steps.inc_by(report.steps as u64);
                 m.train_loss.set(report.loss as f64);
                 m.train_kl.set(report.kl as f64);
                 m.train_grad_norm.set(report.grad_norm as f64);
-                m.window.with_label_values(&["trainer"]).set(v.window as i64);
+                m.window
+                    .with_label_values(&["trainer"])
+                    .set(v.window as i64);
             }
             anyhow::bail!("miner-verdict stream ended")
         })

@@ -78,10 +78,12 @@ pub async fn verifier_consumer(
     js: &jetstream::Context,
     ack_wait: Duration,
 ) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
-    let stream = js
-        .get_stream(subj::STREAM_ROLLOUTS)
-        .await
-        .map_err(|e| anyhow::anyhow!("stream {}: {e} (run `grail streams`)", subj::STREAM_ROLLOUTS))?;
+    let stream = js.get_stream(subj::STREAM_ROLLOUTS).await.map_err(|e| {
+        anyhow::anyhow!(
+            "stream {}: {e} (run `grail streams`)",
+            subj::STREAM_ROLLOUTS
+        )
+    })?;
     stream
         .get_or_create_consumer(
             subj::CONSUMER_VERIFIERS,
@@ -117,7 +119,8 @@ impl RoleLoop for Verifier {
             let result = messages
                 .take_while(|_| futures::future::ready(!follower.is_finished()))
                 .for_each_concurrent(cfg.concurrency.max(1), |msg| {
-                    let (ctx, pool, book, cfg) = (ctx.clone(), pool.clone(), book.clone(), cfg.clone());
+                    let (ctx, pool, book, cfg) =
+                        (ctx.clone(), pool.clone(), book.clone(), cfg.clone());
                     async move {
                         match msg {
                             Ok(msg) => handle(&ctx, &pool, &book, &cfg, msg).await,
@@ -234,11 +237,18 @@ async fn handle(
     let (result, reason) = if outcome.accepted {
         ("accepted", "none".to_string())
     } else {
-        ("rejected", outcome.reason.unwrap_or_else(|| "unspecified".into()))
+        (
+            "rejected",
+            outcome.reason.unwrap_or_else(|| "unspecified".into()),
+        )
     };
-    m.groups_verified.with_label_values(&[result, &reason]).inc();
+    m.groups_verified
+        .with_label_values(&[result, &reason])
+        .inc();
     m.verify_seconds.observe(started.elapsed().as_secs_f64());
-    m.reward_mean.with_label_values(&["verifier"]).set(outcome.mean_reward as f64);
+    m.reward_mean
+        .with_label_values(&["verifier"])
+        .set(outcome.mean_reward as f64);
     if let Err(e) = msg.double_ack().await {
         tracing::warn!(error = %e, "ack lost; the group will be redelivered and get the same verdict");
     }

@@ -1,0 +1,161 @@
+//! JetStream topology: streams, KV and object-store buckets, created or updated idempotently
+//! (`grail streams`, and at the start of `grail up` and every role).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store, stream};
+use messages::subjects as subj;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("the NATS server accepts at most {server} bytes per message but cluster.toml asks for {wanted} (nats.max_message_bytes): set `max_payload: {wanted}` in the nats-server config, or lower the setting")]
+    PayloadTooSmall { server: usize, wanted: usize },
+    #[error("cannot create or update {what} {name}: {detail} (is JetStream enabled on the server? start it with -js)")]
+    Create {
+        what: &'static str,
+        name: String,
+        detail: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct TopologyConfig {
+    pub max_message_bytes: usize,
+    pub memory: bool,
+    pub retention: Duration,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: messages::DEFAULT_MAX_MESSAGE_BYTES,
+            memory: false,
+            retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// (stream, subjects, description)
+pub const STREAMS: [(&str, &str, &str); 5] = [
+    (
+        subj::STREAM_CLOCK,
+        subj::CLOCK_ALL,
+        "window open/close with randomness",
+    ),
+    (
+        subj::STREAM_ROLLOUTS,
+        subj::ROLLOUT_ALL,
+        "signed rollout groups from miners",
+    ),
+    (
+        subj::STREAM_VERDICTS,
+        subj::VERDICT_ALL,
+        "per-group and per-miner verdicts",
+    ),
+    (
+        subj::STREAM_CHECKPOINTS,
+        subj::CHECKPOINT_ALL,
+        "checkpoint announcements",
+    ),
+    (
+        subj::STREAM_WEIGHTS,
+        subj::WEIGHTS_ALL,
+        "per-window miner weights",
+    ),
+];
+
+/// What `ensure` found or made, for `grail streams` to print.
+#[derive(Debug)]
+pub struct TopologyReport {
+    pub server_max_payload: usize,
+    pub lines: Vec<String>,
+}
+
+pub async fn ensure(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    cfg: &TopologyConfig,
+) -> Result<TopologyReport, TopologyError> {
+    // With retry-on-connect the client may still be connecting; wait for the server's INFO.
+    let mut server = client.server_info().max_payload;
+    for _ in 0..200 {
+        if server > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        server = client.server_info().max_payload;
+    }
+    if server < cfg.max_message_bytes {
+        return Err(TopologyError::PayloadTooSmall {
+            server,
+            wanted: cfg.max_message_bytes,
+        });
+    }
+    let storage = if cfg.memory {
+        stream::StorageType::Memory
+    } else {
+        stream::StorageType::File
+    };
+    let mut lines = Vec::new();
+    for (name, subjects, description) in STREAMS {
+        let config = stream::Config {
+            name: name.to_string(),
+            subjects: vec![subjects.to_string()],
+            description: Some(description.to_string()),
+            storage,
+            retention: stream::RetentionPolicy::Limits,
+            max_age: cfg.retention,
+            max_message_size: cfg.max_message_bytes as i32,
+            // Retries of one logical message within this window are dropped by Nats-Msg-Id.
+            duplicate_window: Duration::from_secs(600),
+            max_bytes: 8 << 30,
+            ..Default::default()
+        };
+        let info = js
+            .create_or_update_stream(config)
+            .await
+            .map_err(|e| TopologyError::Create {
+                what: "stream",
+                name: name.to_string(),
+                detail: e.to_string(),
+            })?;
+        lines.push(format!(
+            "stream {name:<18} subjects {subjects:<20} messages {:>8} bytes {:>12}",
+            info.state.messages, info.state.bytes
+        ));
+    }
+    for (bucket, history) in [(subj::KV_CLOCK, 5), (subj::KV_STATE, 10)] {
+        js.create_or_update_key_value(kv::Config {
+            bucket: bucket.to_string(),
+            history,
+            storage,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| TopologyError::Create {
+            what: "kv bucket",
+            name: bucket.to_string(),
+            detail: e.to_string(),
+        })?;
+        lines.push(format!("kv     {bucket}"));
+    }
+    let objects = subj::OBJECTS_CHECKPOINTS;
+    if js.get_object_store(objects).await.is_err() {
+        js.create_object_store(object_store::Config {
+            bucket: objects.to_string(),
+            storage,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| TopologyError::Create {
+            what: "object store",
+            name: objects.to_string(),
+            detail: e.to_string(),
+        })?;
+    }
+    lines.push(format!("object {objects}"));
+    Ok(TopologyReport {
+        server_max_payload: server,
+        lines,
+    })
+}

@@ -1,0 +1,249 @@
+//! `grail up` and the single-role commands: connect (or start an embedded nats-server),
+//! create the topology, serve /metrics, start the roles, show progress per window, and shut
+//! everything down on Ctrl-C, SIGTERM or after `--windows N`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::bus::Bus;
+use actors::metrics::Metrics;
+use futures::StreamExt;
+use messages::subjects::{self as subj, Subject};
+use messages::{Envelope, GroupVerdict, Weights};
+
+use crate::cluster::start_roles;
+use crate::config::ClusterConfig;
+use crate::nats_server::{EmbeddedNats, EmbeddedOptions};
+use crate::streams::{ensure, TopologyConfig};
+
+pub struct UpOptions {
+    pub only_role: Option<String>,
+    pub windows: Option<u64>,
+}
+
+/// The file where `grail up` records its embedded server's URL for `grail tail`/`streams`.
+pub fn url_file(cfg: &ClusterConfig) -> std::path::PathBuf {
+    cfg.run_dir().join("nats.url")
+}
+
+/// The NATS URL to use: cluster.toml's, else the one a running `grail up` recorded.
+pub fn resolve_url(cfg: &ClusterConfig) -> anyhow::Result<String> {
+    if let Some(u) = &cfg.nats.url {
+        return Ok(u.clone());
+    }
+    std::fs::read_to_string(url_file(cfg))
+        .map(|s| s.trim().to_string())
+        .map_err(|_| anyhow::anyhow!("{} names no [nats] url and no `grail up` is running with it (no {}); start `grail up` first or pass --url", cfg.source.display(), url_file(cfg).display()))
+}
+
+pub fn topology(cfg: &ClusterConfig) -> TopologyConfig {
+    TopologyConfig {
+        max_message_bytes: cfg.nats.max_message_bytes,
+        memory: cfg.nats.storage == "memory",
+        retention: Duration::from_secs(cfg.nats.retention_hours * 3600),
+    }
+}
+
+/// Run until a signal or the window limit. Owns the embedded server, if any, and stops it
+/// on every exit path (its Drop runs when this function returns or unwinds).
+pub fn run(cfg: ClusterConfig, opts: UpOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(cfg.run_dir())?;
+    let embedded = match &cfg.nats.url {
+        Some(_) => None,
+        None if opts.only_role.is_some() => None,
+        None => {
+            let server = EmbeddedNats::start(EmbeddedOptions {
+                dir: cfg.run_dir().join("nats"),
+                max_payload: cfg.nats.max_message_bytes,
+                port: 0,
+            })?;
+            std::fs::write(url_file(&cfg), server.url())?;
+            tracing::info!(
+                url = server.url(),
+                pid = server.pid(),
+                "embedded nats-server started"
+            );
+            Some(server)
+        }
+    };
+    let url = match &embedded {
+        Some(s) => s.url().to_string(),
+        None => resolve_url(&cfg)?,
+    };
+    let result = actix::System::new().block_on(run_system(cfg.clone(), opts, url));
+    if embedded.is_some() {
+        let _ = std::fs::remove_file(url_file(&cfg));
+    }
+    drop(embedded);
+    result
+}
+
+async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let bus = Bus::connect(
+        &url,
+        &format!("grail-{}", cfg.cluster.name),
+        metrics.clone(),
+        cfg.nats.max_message_bytes,
+    )
+    .await?;
+    ensure(&bus.client, &bus.js, &topology(&cfg)).await?;
+    if let Some(listen) = &cfg.metrics.listen {
+        let addr = crate::metrics_server::serve(listen.parse()?, metrics.clone()).await?;
+        tracing::info!(%addr, "serving /metrics");
+    }
+    let roles = start_roles(&cfg, &bus, opts.only_role.as_deref())?;
+    println!(
+        "grail up: {} role actors on {url} (Ctrl-C to stop)",
+        roles.actors.len()
+    );
+    let limit = opts
+        .windows
+        .or(Some(cfg.cluster.windows))
+        .filter(|w| *w > 0);
+    let progress = actix_rt::spawn(show_progress(bus.clone(), limit));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => println!("interrupted; shutting down"),
+        _ = term.recv() => println!("terminated; shutting down"),
+        res = progress => {
+            if let Ok(Err(e)) = res {
+                tracing::error!(error = %e, "progress display failed");
+            }
+        }
+    }
+    let _ = bus.client.flush().await;
+    actix::System::current().stop();
+    Ok(())
+}
+
+#[derive(Default)]
+struct WindowLine {
+    verified: u32,
+    rejected: BTreeMap<String, u32>,
+    reward_sum: f64,
+    groups: u32,
+}
+
+/// Print one line per finalised window; return after `limit` windows.
+async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
+    let mut sub = bus
+        .client
+        .subscribe(subj::VERDICT_GROUP_ALL)
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribe: {e}"))?;
+    let mut weights = bus
+        .client
+        .subscribe(subj::WEIGHTS_ALL)
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribe: {e}"))?;
+    let mut lines: BTreeMap<u64, WindowLine> = BTreeMap::new();
+    let mut seen: std::collections::HashSet<(u64, String, u32)> = Default::default();
+    let mut curve = Vec::new();
+    let mut done = 0u64;
+    loop {
+        tokio::select! {
+            Some(msg) = sub.next() => {
+                let Ok((env, _)) = Envelope::<GroupVerdict>::open(&msg.payload, bus.max_message_bytes) else { continue };
+                let v = env.payload;
+                if !seen.insert((v.window, v.miner.clone(), v.group_index)) { continue }
+                let line = lines.entry(v.window).or_default();
+                line.groups += 1;
+                if v.accepted {
+                    line.verified += 1;
+                    line.reward_sum += v.mean_reward as f64;
+                } else {
+                    *line.rejected.entry(v.reason.unwrap_or_default()).or_default() += 1;
+                }
+            }
+            Some(msg) = weights.next() => {
+                let Ok((env, _)) = Envelope::<Weights>::open(&msg.payload, bus.max_message_bytes) else { continue };
+                let w = env.payload;
+                let line = lines.remove(&w.window).unwrap_or_default();
+                let mean = if line.verified > 0 { line.reward_sum / line.verified as f64 } else { 0.0 };
+                curve.push((w.window, mean));
+                let top: Vec<String> = w.entries.iter().filter(|e| e.weight > 0.0).map(|e| format!("{}…={:.2}", &e.miner[..6], e.weight)).collect();
+                println!(
+                    "window {:>4} | groups {:>3} verified {:>3} rejected {:>3} {:?} | mean reward {:.3} | weights {}",
+                    w.window, line.groups, line.verified, line.groups - line.verified, line.rejected, mean, top.join(" ")
+                );
+                done += 1;
+                if limit.is_some_and(|l| done >= l) {
+                    println!("summary: {} windows; mean-reward curve: {}", done,
+                        curve.iter().map(|(w, r)| format!("{w}:{r:.3}")).collect::<Vec<_>>().join(" "));
+                    return Ok(());
+                }
+            }
+            else => anyhow::bail!("subscriptions closed"),
+        }
+    }
+}
+
+/// `grail streams`: create or verify the topology and print it.
+pub async fn streams(url: &str, cfg: &ClusterConfig) -> anyhow::Result<()> {
+    let bus = Bus::connect(
+        url,
+        "grail-streams",
+        Arc::new(Metrics::new()),
+        cfg.nats.max_message_bytes,
+    )
+    .await?;
+    let report = ensure(&bus.client, &bus.js, &topology(cfg)).await?;
+    println!("server max_payload {} bytes", report.server_max_payload);
+    for l in report.lines {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+/// `grail tail`: print decoded grail messages as JSON lines.
+pub async fn tail(url: &str, pattern: &str, from_stream: bool, limit: usize) -> anyhow::Result<()> {
+    let client = async_nats::connect(url).await?;
+    let mut printed = 0usize;
+    let mut print = |subject: &str, payload: &[u8]| {
+        let decoded = messages::envelope::to_json(payload, messages::DEFAULT_MAX_MESSAGE_BYTES);
+        let line = match decoded {
+            Ok(v) => serde_json::json!({"subject": subject, "message": v}),
+            Err(e) => {
+                serde_json::json!({"subject": subject, "error": e.to_string(), "bytes": payload.len()})
+            }
+        };
+        println!("{line}");
+        printed += 1;
+        limit > 0 && printed >= limit
+    };
+    if from_stream {
+        let js = async_nats::jetstream::new(client.clone());
+        let stream_name = js
+            .stream_by_subject(pattern)
+            .await
+            .map_err(|e| anyhow::anyhow!("no stream holds {pattern}: {e}"))?;
+        let stream = js.get_stream(&stream_name).await?;
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: pattern.to_string(),
+                ..Default::default()
+            })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        while let Some(msg) = messages.next().await {
+            let msg = msg?;
+            if print(&msg.subject, &msg.payload) {
+                break;
+            }
+        }
+    } else {
+        let mut sub = client.subscribe(pattern.to_string()).await?;
+        while let Some(msg) = sub.next().await {
+            if matches!(subj::parse(&msg.subject), Err(_)) && !msg.subject.starts_with(subj::ROOT) {
+                continue;
+            }
+            if print(&msg.subject, &msg.payload) {
+                break;
+            }
+        }
+    }
+    let _ = Subject::Weights { window: 0 };
+    Ok(())
+}
