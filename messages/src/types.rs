@@ -146,7 +146,9 @@ pub struct MinerWindowVerdict {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+// Externally tagged on purpose: internally tagged enums are buffered by serde in a
+// human-readable intermediate form, which would turn `bin` digests into hex strings.
+#[serde(rename_all = "snake_case")]
 pub enum CheckpointKind {
     Full,
     /// Applies on top of `base`; `anchor` is the last full checkpoint of the chain.
