@@ -1,0 +1,190 @@
+//! The `grail` binary as a user runs it: `grail up` on a temp config with an embedded
+//! nats-server, /metrics served, `grail tail` decoding live messages, and a clean SIGTERM
+//! shutdown that leaves no nats-server behind.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn grail() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_grail"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn up_serves_metrics_tails_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[window]\nlength_secs = 1.5\nsubmit_fraction = 0.6\nchain_length = 1000\n[metrics]\nlisten = \"{metrics}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut up = grail()
+        .args(["up", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = up.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Wait for the first finalised window line.
+    let start = Instant::now();
+    let mut saw_window = false;
+    while start.elapsed() < Duration::from_secs(40) && !saw_window {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            saw_window = line.starts_with("window ");
+        }
+    }
+    assert!(saw_window, "no window finalised by grail up");
+
+    let body = http_get(&metrics, "/metrics");
+    for name in [
+        "grail_messages_out_total",
+        "grail_groups_verified_total",
+        "grail_roles_alive",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(body.contains(name), "/metrics lacks {name}");
+    }
+
+    let tail = grail()
+        .args(["tail", "grail.>", "--limit", "3", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        tail.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tail.stderr)
+    );
+    let text = String::from_utf8(tail.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines.iter().all(|l| l["message"]["verified"] == true),
+        "{text}"
+    );
+
+    let nats_pid: u32 = std::fs::read_dir(dir.path().join("run/nats/ports"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find_map(|n| {
+            n.strip_prefix("nats-server_")?
+                .strip_suffix(".ports")?
+                .parse()
+                .ok()
+        })
+        .expect("ports file names the server pid");
+    assert!(Path::new(&format!("/proc/{nats_pid}")).exists());
+    unsafe {
+        libc_kill(up.id() as i32, 15);
+    }
+    let status =
+        wait_timeout(&mut up, Duration::from_secs(20)).expect("grail up exits after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    let gone = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true)
+    };
+    assert!(gone(nats_pid), "nats-server {nats_pid} left running");
+}
+
+fn wait_timeout(child: &mut std::process::Child, t: Duration) -> Option<std::process::ExitStatus> {
+    let start = Instant::now();
+    while start.elapsed() < t {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    None
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn bad_config_names_the_key_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(&config, "[roles.miner]\ninstances = 0\n").unwrap();
+    let out = grail()
+        .args(["up", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("roles.miner.instances") && err.contains("fix:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn keys_new_show_and_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = dir.path().join("hot.json");
+    let out = grail()
+        .args(["keys", "new", "--out"])
+        .arg(&k)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let addr = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let show = grail().args(["keys", "show"]).arg(&k).output().unwrap();
+    assert!(String::from_utf8_lossy(&show.stdout).contains(&addr));
+    let imported = dir.path().join("imported.json");
+    let out = grail()
+        .args(["keys", "import"])
+        .arg(&k)
+        .arg("--out")
+        .arg(&imported)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&addr));
+}
