@@ -50,7 +50,7 @@ pub struct ClusterConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ClusterSection {
     pub name: String,
     /// Run directory: embedded nats-server data, generated keys, models, checkpoints.
@@ -70,7 +70,7 @@ impl Default for ClusterSection {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NatsSection {
     /// NATS URL; when absent, `grail up` starts a private embedded nats-server.
     pub url: Option<String>,
@@ -94,7 +94,7 @@ impl Default for NatsSection {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct WindowSection {
     /// Length of one window in seconds (mining until the deadline, then verification).
     pub length_secs: f64,
@@ -120,9 +120,19 @@ pub struct ModelSection {
     /// HF model directory or `.gguf` file. Relative to the config file.
     pub path: PathBuf,
     /// When set, a deterministic tiny model is generated at `path` if it does not exist.
+    #[serde(default)]
     pub tiny_arch: Option<String>,
+    #[serde(default = "default_tiny_seed")]
     pub tiny_seed: u64,
+    #[serde(default = "default_device")]
     pub device: String,
+}
+
+fn default_tiny_seed() -> u64 {
+    7
+}
+fn default_device() -> String {
+    "cpu".into()
 }
 
 impl Default for ModelSection {
@@ -156,7 +166,7 @@ impl Default for EnvSection {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MetricsSection {
     /// Address of the Prometheus `/metrics` endpoint; absent disables it.
     pub listen: Option<String>,
@@ -439,6 +449,13 @@ mod tests {
     fn repository_cluster_toml_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cluster.toml");
         ClusterConfig::load(&path).unwrap();
+    }
+
+    #[test]
+    fn farm_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/cluster.farm.toml");
+        let c = ClusterConfig::load(&path).unwrap();
+        assert_eq!(c.roles.miner.as_ref().unwrap().devices.len(), 8);
     }
 
     #[test]
