@@ -219,7 +219,7 @@ mod tests {
         type Output = u64;
         fn run(&mut self, job: &u64) -> anyhow::Result<u64> {
             // Panic on the first attempt of every odd job.
-            if job % 2 == 1 && self.calls.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            if job % 2 == 1 && self.calls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
                 panic!("simulated crash on job {job}");
             }
             Ok(job * 10)

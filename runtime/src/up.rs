@@ -9,7 +9,7 @@ use std::time::Duration;
 use actors::bus::Bus;
 use actors::metrics::Metrics;
 use futures::StreamExt;
-use messages::subjects::{self as subj, Subject};
+use messages::subjects as subj;
 use messages::{Envelope, GroupVerdict, Weights};
 
 use crate::cluster::start_roles;
@@ -236,7 +236,7 @@ pub async fn tail(url: &str, pattern: &str, from_stream: bool, limit: usize) -> 
     } else {
         let mut sub = client.subscribe(pattern.to_string()).await?;
         while let Some(msg) = sub.next().await {
-            if matches!(subj::parse(&msg.subject), Err(_)) && !msg.subject.starts_with(subj::ROOT) {
+            if subj::parse(&msg.subject).is_err() && !msg.subject.starts_with(subj::ROOT) {
                 continue;
             }
             if print(&msg.subject, &msg.payload) {
@@ -244,6 +244,5 @@ pub async fn tail(url: &str, pattern: &str, from_stream: bool, limit: usize) -> 
             }
         }
     }
-    let _ = Subject::Weights { window: 0 };
     Ok(())
 }

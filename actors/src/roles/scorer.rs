@@ -192,7 +192,7 @@ impl RoleLoop for Scorer {
                     .tallies
                     .keys()
                     .copied()
-                    .filter(|w| *w + 1 <= closed)
+                    .filter(|w| *w < closed)
                     .collect();
                 for window in ready {
                     let (tallies, entries) = scores.finalise(window, &params);

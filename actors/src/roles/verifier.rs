@@ -116,7 +116,7 @@ impl RoleLoop for Verifier {
                 .messages()
                 .await
                 .map_err(|e| anyhow::anyhow!("pulling groups: {e}"))?;
-            let result = messages
+            messages
                 .take_while(|_| futures::future::ready(!follower.is_finished()))
                 .for_each_concurrent(cfg.concurrency.max(1), |msg| {
                     let (ctx, pool, book, cfg) =
@@ -129,7 +129,6 @@ impl RoleLoop for Verifier {
                     }
                 })
                 .await;
-            let _ = result;
             anyhow::bail!("group stream ended")
         })
     }
