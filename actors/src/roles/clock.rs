@@ -151,6 +151,10 @@ impl RoleLoop for Clock {
                     for w in [window.saturating_sub(1), window] {
                         if w >= 1 && w > published_close && now >= info.deadline_ms(w) {
                             publish_close(&ctx, &chain, &info, w).await?;
+                            ctx.metrics()
+                                .window_phase_seconds
+                                .with_label_values(&["submission"])
+                                .observe(info.submit_ms as f64 / 1000.0);
                             published_close = w;
                         }
                     }

@@ -141,6 +141,9 @@ async fn mine_and_publish(
     m.groups_published.with_label_values(&[&me]).inc();
     m.tokens_generated.inc_by(tokens as u64);
     let secs = started.elapsed().as_secs_f64();
+    m.handle_seconds
+        .with_label_values(&["miner", "mine_group"])
+        .observe(secs);
     if secs > 0.0 {
         m.generation_tokens_per_second.set(tokens as f64 / secs);
     }

@@ -245,6 +245,9 @@ async fn handle(
         .with_label_values(&[result, &reason])
         .inc();
     m.verify_seconds.observe(started.elapsed().as_secs_f64());
+    m.handle_seconds
+        .with_label_values(&["verifier", "rollout_group"])
+        .observe(started.elapsed().as_secs_f64());
     m.reward_mean
         .with_label_values(&["verifier"])
         .set(outcome.mean_reward as f64);
