@@ -220,3 +220,34 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Messages of `stream` whose subject matches `filter`, read in order by an ephemeral
+/// consumer (nothing to ack: a restarted reader simply replays).
+pub type OrderedMessages = async_nats::jetstream::consumer::pull::Ordered;
+
+impl Bus {
+    pub async fn replay(
+        &self,
+        stream: &str,
+        filter: &str,
+        deliver: async_nats::jetstream::consumer::DeliverPolicy,
+    ) -> anyhow::Result<OrderedMessages> {
+        let s = self
+            .js
+            .get_stream(stream)
+            .await
+            .map_err(|e| anyhow::anyhow!("stream {stream}: {e} (run `grail streams`)"))?;
+        let consumer = s
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: filter.to_string(),
+                deliver_policy: deliver,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("ordered consumer on {stream} ({filter}): {e}"))?;
+        consumer
+            .messages()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading {stream} ({filter}): {e}"))
+    }
+}

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use async_nats::jetstream::consumer::{self, DeliverPolicy};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use futures::StreamExt;
 use messages::subjects as subj;
 use messages::{Hash32, WindowClose, WindowOpen};
@@ -170,22 +170,9 @@ impl WindowBook {
 /// Follow the clock stream from its start, feeding `book`. Returns on stream error (the
 /// caller's role loop restarts it).
 pub async fn follow_clock(bus: Bus, role: &'static str, book: WindowBook) -> anyhow::Result<()> {
-    let stream = bus
-        .js
-        .get_stream(subj::STREAM_CLOCK)
-        .await
-        .map_err(|e| anyhow::anyhow!("clock stream {}: {e}", subj::STREAM_CLOCK))?;
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("ordered consumer on {}: {e}", subj::STREAM_CLOCK))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| anyhow::anyhow!("clock messages: {e}"))?;
+    let mut messages = bus
+        .replay(subj::STREAM_CLOCK, subj::CLOCK_ALL, DeliverPolicy::All)
+        .await?;
     while let Some(msg) = messages.next().await {
         let msg = msg.map_err(|e| anyhow::anyhow!("clock stream: {e}"))?;
         let ok = match subj::parse(&msg.subject) {

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{self, DeliverPolicy};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use bytes::Bytes;
 use futures::StreamExt;
 use messages::subjects as subj;
@@ -149,24 +149,14 @@ impl RoleLoop for Scorer {
                 .flatten()
                 .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
                 .unwrap_or(0);
-            let stream = ctx
+            let mut verdicts = ctx
                 .bus
-                .js
-                .get_stream(subj::STREAM_VERDICTS)
-                .await
-                .map_err(|e| anyhow::anyhow!("stream {}: {e}", subj::STREAM_VERDICTS))?;
-            let consumer = stream
-                .create_consumer(consumer::pull::OrderedConfig {
-                    filter_subject: subj::VERDICT_GROUP_ALL.to_string(),
-                    deliver_policy: DeliverPolicy::All,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("verdict consumer: {e}"))?;
-            let mut verdicts = consumer
-                .messages()
-                .await
-                .map_err(|e| anyhow::anyhow!("verdict messages: {e}"))?;
+                .replay(
+                    subj::STREAM_VERDICTS,
+                    subj::VERDICT_GROUP_ALL,
+                    DeliverPolicy::All,
+                )
+                .await?;
             let mut scores = ScoreBook::default();
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{self, DeliverPolicy};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use futures::StreamExt;
 use messages::subjects as subj;
 use messages::{MinerWindowVerdict, RolloutGroup};
@@ -78,25 +78,11 @@ pub async fn groups_of(
     window: u64,
     miner: &str,
 ) -> anyhow::Result<Vec<RolloutGroup>> {
-    let stream = ctx
-        .bus
-        .js
-        .get_stream(subj::STREAM_ROLLOUTS)
-        .await
-        .map_err(|e| anyhow::anyhow!("stream {}: {e}", subj::STREAM_ROLLOUTS))?;
     let subject = subj::rollout(window, miner);
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subject.clone(),
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("consumer on {subject}: {e}"))?;
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| anyhow::anyhow!("messages on {subject}: {e}"))?;
+    let mut messages = ctx
+        .bus
+        .replay(subj::STREAM_ROLLOUTS, &subject, DeliverPolicy::All)
+        .await?;
     let mut groups = Vec::new();
     loop {
         match tokio::time::timeout(Duration::from_millis(300), messages.next()).await {
@@ -120,24 +106,14 @@ impl RoleLoop for Trainer {
         let ctx = self.ctx.clone();
         let pool = self.pool.clone();
         Box::pin(async move {
-            let stream = ctx
+            let mut verdicts = ctx
                 .bus
-                .js
-                .get_stream(subj::STREAM_VERDICTS)
-                .await
-                .map_err(|e| anyhow::anyhow!("stream {}: {e}", subj::STREAM_VERDICTS))?;
-            let consumer = stream
-                .create_consumer(consumer::pull::OrderedConfig {
-                    filter_subject: subj::VERDICT_MINER_ALL.to_string(),
-                    deliver_policy: DeliverPolicy::New,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("miner-verdict consumer: {e}"))?;
-            let mut verdicts = consumer
-                .messages()
-                .await
-                .map_err(|e| anyhow::anyhow!("miner verdicts: {e}"))?;
+                .replay(
+                    subj::STREAM_VERDICTS,
+                    subj::VERDICT_MINER_ALL,
+                    DeliverPolicy::New,
+                )
+                .await?;
             while let Some(msg) = verdicts.next().await {
                 let msg = msg.map_err(|e| anyhow::anyhow!("miner verdicts: {e}"))?;
                 let Ok((env, _)) = ctx.bus.open::<MinerWindowVerdict>("trainer", &msg.payload)
