@@ -58,10 +58,16 @@ impl MinerTally {
 pub struct ScoreBook {
     pub tallies: BTreeMap<u64, HashMap<String, MinerTally>>,
     pub history: HashMap<String, Vec<(u64, WindowOutcome)>>,
+    /// Highest window finalised so far: a verdict arriving later for it must not reopen it
+    /// (that would push a second outcome for the same window into the history).
+    pub finalised_upto: u64,
 }
 
 impl ScoreBook {
     pub fn record(&mut self, v: GroupVerdict) -> bool {
+        if v.window <= self.finalised_upto {
+            return false;
+        }
         let tally = self
             .tallies
             .entry(v.window)
@@ -81,6 +87,7 @@ impl ScoreBook {
         window: u64,
         params: &ScoringParams,
     ) -> (Vec<(String, MinerTally)>, Vec<WeightEntry>) {
+        self.finalised_upto = self.finalised_upto.max(window);
         let tallies: Vec<(String, MinerTally)> = self
             .tallies
             .remove(&window)
@@ -262,4 +269,58 @@ async fn publish_window(
         .with_label_values(&["scorer"])
         .set(window as i64);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(window: u64, miner: &str, group_index: u32, accepted: bool) -> GroupVerdict {
+        GroupVerdict {
+            version: WIRE_VERSION,
+            window,
+            miner: miner.into(),
+            group_index,
+            group_digest: Default::default(),
+            verifier: "v".into(),
+            accepted,
+            reason: (!accepted).then(|| "sketch_mismatch".into()),
+            deep_checked: true,
+            unique_rollouts: 16,
+            learning_signal: true,
+            mean_reward: 0.5,
+            server_ts_ms: 0,
+        }
+    }
+
+    #[test]
+    fn redelivered_and_late_verdicts_are_counted_once() {
+        let mut book = ScoreBook::default();
+        let p = ScoringParams::default();
+        assert!(book.record(verdict(1, "a", 0, true)));
+        assert!(!book.record(verdict(1, "a", 0, true)), "redelivery");
+        let (_, w) = book.finalise(1, &p);
+        assert_eq!(w.len(), 1);
+        assert!(
+            !book.record(verdict(1, "a", 1, true)),
+            "late verdict for a finalised window"
+        );
+        assert_eq!(book.history["a"].len(), 1);
+        assert!(book.tallies.is_empty());
+    }
+
+    #[test]
+    fn one_rejected_group_fails_the_miner_and_zeroes_its_weight() {
+        let mut book = ScoreBook::default();
+        let p = ScoringParams::default();
+        book.record(verdict(1, "honest", 0, true));
+        book.record(verdict(1, "cheat", 0, true));
+        book.record(verdict(1, "cheat", 1, false));
+        let (tallies, weights) = book.finalise(1, &p);
+        let cheat = tallies.iter().find(|(m, _)| m == "cheat").unwrap();
+        assert!(!cheat.1.outcome().0);
+        let w = |m: &str| weights.iter().find(|e| e.miner == m).unwrap().weight;
+        assert_eq!(w("cheat"), 0.0);
+        assert!((w("honest") - 1.0).abs() < 1e-6);
+    }
 }
