@@ -43,6 +43,24 @@ fn start_clock(bus: &Bus, length_ms: u64) {
     RoleActor::start(ctx(bus, "clock", 0), Arc::new(c));
 }
 
+/// One verifier role with model-free compute, supervised like in production.
+fn start_structural_verifier(bus: &Bus) {
+    let pool = WorkerPool::start(
+        PoolConfig::new("verifier", 1),
+        Arc::new(|_| Ok(VerifierWorker(Box::new(StructuralVerifier)))),
+        bus.metrics.clone(),
+    );
+    let vctx = ctx(bus, "verifier", 0);
+    let cfg = VerifierConfig {
+        concurrency: 2,
+        ack_wait: Duration::from_secs(10),
+    };
+    RoleActor::start(
+        vctx.clone(),
+        Arc::new(Verifier::new(vctx, cfg, Arc::new(pool))),
+    );
+}
+
 fn sample_group(id: &Identity, window: u64, group_index: u32) -> RolloutGroup {
     RolloutGroup {
         version: WIRE_VERSION,
@@ -400,23 +418,7 @@ fn a_panicking_miner_worker_is_restarted_and_its_groups_still_get_published_and_
                 Arc::new(pool),
             )),
         );
-        let vpool = WorkerPool::start(
-            PoolConfig::new("verifier", 1),
-            Arc::new(|_| Ok(VerifierWorker(Box::new(StructuralVerifier)))),
-            bus.metrics.clone(),
-        );
-        let vctx = ctx(&bus, "verifier", 0);
-        RoleActor::start(
-            vctx.clone(),
-            Arc::new(Verifier::new(
-                vctx,
-                VerifierConfig {
-                    concurrency: 2,
-                    ack_wait: Duration::from_secs(10),
-                },
-                Arc::new(vpool),
-            )),
-        );
+        start_structural_verifier(&bus);
 
         let mut verdicts = bus.client.subscribe(subj::VERDICT_GROUP_ALL).await.unwrap();
         let mut accepted = HashSet::new();
@@ -453,23 +455,7 @@ fn hostile_rollouts_are_refused_and_counted_while_the_verifier_keeps_working() {
     actix::System::new().block_on(async {
         let bus = nats.bus().await;
         start_clock(&bus, 1500);
-        let vpool = WorkerPool::start(
-            PoolConfig::new("verifier", 1),
-            Arc::new(|_| Ok(VerifierWorker(Box::new(StructuralVerifier)))),
-            bus.metrics.clone(),
-        );
-        let vctx = ctx(&bus, "verifier", 0);
-        RoleActor::start(
-            vctx.clone(),
-            Arc::new(Verifier::new(
-                vctx,
-                VerifierConfig {
-                    concurrency: 2,
-                    ack_wait: Duration::from_secs(10),
-                },
-                Arc::new(vpool),
-            )),
-        );
+        start_structural_verifier(&bus);
 
         let honest = Identity::generate();
         let thief = Identity::generate();
