@@ -108,7 +108,10 @@ pub async fn ensure(
             max_message_size: cfg.max_message_bytes as i32,
             // Retries of one logical message within this window are dropped by Nats-Msg-Id.
             duplicate_window: Duration::from_secs(600),
-            max_bytes: 8 << 30,
+            // No byte cap: JetStream reserves a stream's max_bytes against the server's disk
+            // budget up front, so 5 x 8 GiB refused to start on hosts with < ~54 GB free.
+            // Retention is by age (max_age); the server's own store limit still applies.
+            max_bytes: -1,
             ..Default::default()
         };
         let info = js
