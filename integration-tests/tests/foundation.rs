@@ -543,6 +543,7 @@ fn hostile_rollouts_are_refused_and_counted_while_the_verifier_keeps_working() {
                 group_index: 0,
                 miner: honest.address().to_string(),
                 miner_pubkey: honest.public(),
+                checkpoint: None,
             })
             .unwrap();
         bus.publish_durable(

@@ -9,6 +9,7 @@ use messages::subjects as subj;
 use messages::{Hash32, RolloutGroup};
 
 use crate::bus::{now_ms, MsgMeta};
+use crate::compute::ActiveCheckpoint;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
 use crate::windows::{follow_clock, WindowBook};
 use crate::worker_pool::{Worker, WorkerPool};
@@ -22,6 +23,9 @@ pub struct MineJob {
     pub group_index: u32,
     pub miner: String,
     pub miner_pubkey: [u8; 32],
+    /// The checkpoint valid for `window` (None: no checkpoint announced yet; model-free
+    /// compute ignores it, model compute refuses the job).
+    pub checkpoint: Option<ActiveCheckpoint>,
 }
 
 /// The compute behind a miner (model generation + proofs). Runs on a worker thread.
@@ -91,6 +95,7 @@ impl RoleLoop for Miner {
                     group_index: g,
                     miner: ctx.identity.address().to_string(),
                     miner_pubkey: ctx.identity.public(),
+                    checkpoint: None,
                 });
                 for job in jobs {
                     let (ctx, pool) = (ctx.clone(), pool.clone());

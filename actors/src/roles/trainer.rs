@@ -11,6 +11,7 @@ use futures::StreamExt;
 use messages::subjects as subj;
 use messages::{MinerWindowVerdict, RolloutGroup};
 
+use crate::compute::{ActiveCheckpoint, SharedWeights};
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
 use crate::worker_pool::{Worker, WorkerPool};
 
@@ -19,6 +20,9 @@ use crate::worker_pool::{Worker, WorkerPool};
 pub struct TrainJob {
     pub window: u64,
     pub groups: Vec<RolloutGroup>,
+    /// The latest published checkpoint: the trainer (re)starts from it when its own
+    /// weights are not a descendant of it (first job, or after a crash).
+    pub base: Option<ActiveCheckpoint>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -28,6 +32,10 @@ pub struct TrainReport {
     pub kl: f32,
     pub grad_norm: f32,
     pub mean_reward: f32,
+    /// The weights after this job's steps (None: nothing was trained).
+    pub weights: Option<SharedWeights>,
+    /// Digest of the checkpoint the trained weights descend from.
+    pub trained_from: Option<messages::Hash32>,
 }
 
 pub trait TrainerCompute: Send {
@@ -133,6 +141,7 @@ impl RoleLoop for Trainer {
                     .run(TrainJob {
                         window: v.window,
                         groups,
+                        base: None,
                     })
                     .await?;
                 let m = ctx.metrics();

@@ -14,6 +14,7 @@ use messages::subjects::{self as subj, Subject};
 use messages::{GroupVerdict, Hash32, RolloutGroup, WindowClose, WindowOpen, WIRE_VERSION};
 
 use crate::bus::{server_timestamp_ms, MsgMeta};
+use crate::compute::ActiveCheckpoint;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
 use crate::windows::{follow_clock, WindowBook};
 use crate::worker_pool::{Worker, WorkerPool};
@@ -25,6 +26,8 @@ pub struct VerifyJob {
     pub server_ts_ms: u64,
     pub open: WindowOpen,
     pub close: WindowClose,
+    /// The checkpoint valid for the group's window (None: model-free compute only).
+    pub checkpoint: Option<ActiveCheckpoint>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -189,6 +192,7 @@ async fn handle(
         server_ts_ms,
         open,
         close,
+        checkpoint: None,
     };
     let outcome = match pool.run(job).await {
         Ok(o) => o,
