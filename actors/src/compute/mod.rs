@@ -15,6 +15,7 @@ use messages::{Hash32, SamplingSpec};
 use policy::checkpoint::WeightSet;
 
 pub mod structural;
+pub mod trainer;
 
 /// A full weight set shared read-only between roles and workers (CPU tensors by HF name).
 #[derive(Clone)]

@@ -1,0 +1,190 @@
+//! GRPO training compute: turns the verified groups of a window into optimizer steps on the
+//! policy and hands back the new weights (the trainer role stores them as a checkpoint
+//! candidate for the publisher).
+//!
+//! The trainer keeps training its own weights from job to job. It (re)starts from the job's
+//! base checkpoint only when its weights do not descend from it: on the first job, after a
+//! crash (a fresh worker), or when another trainer's checkpoint was published meanwhile.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Context;
+use candle_core::{DType, Device, Tensor};
+use messages::{Hash32, RolloutGroup};
+use policy::checkpoint::{self, WeightSet};
+use policy::grpo::{GrpoConfig, GrpoSample, GrpoTrainer};
+use policy::ModelConfig;
+
+use crate::compute::{ActiveCheckpoint, SharedWeights};
+use crate::roles::trainer::{TrainJob, TrainReport, TrainerCompute};
+
+/// How the trainer turns a window's groups into steps.
+#[derive(Clone, Debug)]
+pub struct TrainerOptions {
+    pub grpo: GrpoConfig,
+    /// Passes over the job's samples (each pass = one optimizer step per mini-batch).
+    pub epochs: u32,
+    /// Rollouts per optimizer step (0: all of the job's rollouts in one step).
+    pub mini_batch: usize,
+    /// Dtype the trainable weights are kept in (f32 on CPU).
+    pub dtype: DType,
+    pub device: Device,
+}
+
+impl Default for TrainerOptions {
+    fn default() -> Self {
+        Self {
+            grpo: GrpoConfig::default(),
+            epochs: 1,
+            mini_batch: 0,
+            dtype: DType::F32,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// The live training state: the optimizer and every checkpoint digest it descends from.
+struct Live {
+    trainer: GrpoTrainer,
+    /// Digests this trainer started from or produced: a base in this set needs no reload.
+    lineage: HashSet<Hash32>,
+    /// Digest of the weights the trainer holds now.
+    head: Hash32,
+}
+
+pub struct GrpoTrainerCompute {
+    model: ModelConfig,
+    pad_id: u32,
+    opts: TrainerOptions,
+    live: Option<Live>,
+}
+
+impl GrpoTrainerCompute {
+    /// `model`/`pad_id` come from the base model directory every checkpoint shares.
+    pub fn new(model: ModelConfig, pad_id: u32, opts: TrainerOptions) -> Self {
+        Self {
+            model,
+            pad_id,
+            opts,
+            live: None,
+        }
+    }
+
+    fn restart_from(&mut self, base: &ActiveCheckpoint) -> anyhow::Result<()> {
+        let weights: HashMap<String, Tensor> = base
+            .weights
+            .0
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let trainer = GrpoTrainer::from_weights(
+            &self.model,
+            &weights,
+            self.opts.grpo.clone(),
+            self.pad_id,
+            self.opts.dtype,
+            &self.opts.device,
+        )
+        .with_context(|| format!("building the trainer from checkpoint {}", base.digest))?;
+        tracing::info!(checkpoint = %base.digest, seq = base.seq, "trainer (re)started from checkpoint");
+        self.live = Some(Live {
+            trainer,
+            lineage: HashSet::from([base.digest]),
+            head: base.digest,
+        });
+        Ok(())
+    }
+
+    /// A detached CPU copy of the trainer's weights in the base checkpoint's dtypes.
+    fn snapshot(trainer: &GrpoTrainer, like: &WeightSet) -> anyhow::Result<WeightSet> {
+        let mut out = WeightSet::new();
+        for (name, t) in trainer.weights() {
+            let dtype = like.get(&name).map(|b| b.dtype()).unwrap_or(DType::F32);
+            let t = t.to_device(&Device::Cpu)?.to_dtype(dtype)?.copy()?;
+            out.insert(name, t);
+        }
+        Ok(out)
+    }
+}
+
+/// The rollouts worth a gradient: groups whose rewards vary (zero-variance groups have zero
+/// advantages everywhere and only cost compute).
+pub fn samples_of(groups: &[RolloutGroup], max_length: usize) -> Vec<GrpoSample> {
+    groups
+        .iter()
+        .filter(|g| g.rollouts.iter().any(|r| r.advantage.abs() > 1e-6))
+        .flat_map(|g| g.rollouts.iter())
+        .filter(|r| r.tokens.0.len() <= max_length && r.completion().len() == r.logprobs.0.len())
+        .map(|r| GrpoSample {
+            tokens: r.tokens.0.clone(),
+            prompt_len: r.prompt_len as usize,
+            advantage: r.advantage,
+            behaviour_logprobs: r.logprobs.0.clone(),
+        })
+        .collect()
+}
+
+impl TrainerCompute for GrpoTrainerCompute {
+    fn train(&mut self, job: &TrainJob) -> anyhow::Result<TrainReport> {
+        let rewards: Vec<f32> = job
+            .groups
+            .iter()
+            .flat_map(|g| g.rollouts.iter().map(|r| r.reward))
+            .collect();
+        let mut report = TrainReport {
+            mean_reward: rewards.iter().sum::<f32>() / rewards.len().max(1) as f32,
+            ..Default::default()
+        };
+        let samples = samples_of(&job.groups, self.opts.grpo.max_length);
+        let Some(base) = &job.base else {
+            tracing::warn!(
+                window = job.window,
+                "no checkpoint announced yet: nothing to train from"
+            );
+            return Ok(report);
+        };
+        if samples.is_empty() {
+            return Ok(report);
+        }
+        let descends = self
+            .live
+            .as_ref()
+            .is_some_and(|l| l.lineage.contains(&base.digest));
+        if !descends {
+            self.restart_from(base)?;
+        }
+        let live = self.live.as_mut().context("trainer state missing")?;
+        let per_step = if self.opts.mini_batch == 0 {
+            samples.len()
+        } else {
+            self.opts.mini_batch
+        };
+        let (mut loss, mut kl, mut grad_norm, mut taken) = (0.0, 0.0, 0.0, 0u32);
+        for _ in 0..self.opts.epochs.max(1) {
+            for batch in samples.chunks(per_step) {
+                let stats = live.trainer.step(batch)?;
+                if stats.skipped {
+                    continue;
+                }
+                taken += 1;
+                loss += stats.loss;
+                kl += stats.kl;
+                grad_norm += stats.grad_norm;
+            }
+        }
+        if taken == 0 {
+            return Ok(report);
+        }
+        let weights = Self::snapshot(&live.trainer, &base.weights.0)?;
+        let digest = Hash32::from(checkpoint::digest(&weights)?);
+        report.trained_from = Some(live.head);
+        live.lineage.insert(digest);
+        live.head = digest;
+        report.steps = taken;
+        report.loss = (loss / taken as f64) as f32;
+        report.kl = (kl / taken as f64) as f32;
+        report.grad_norm = (grad_norm / taken as f64) as f32;
+        report.weights = Some(SharedWeights(std::sync::Arc::new(weights)));
+        Ok(report)
+    }
+}
