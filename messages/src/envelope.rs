@@ -57,6 +57,11 @@ signed!(RolloutGroup, "rollout_group", signer = miner);
 signed!(GroupVerdict, "group_verdict", signer = verifier);
 signed!(MinerWindowVerdict, "miner_verdict", signer = verifier);
 signed!(CheckpointAnnounce, "checkpoint");
+signed!(
+    CheckpointCandidate,
+    "checkpoint_candidate",
+    signer = trainer
+);
 signed!(Weights, "weights");
 signed!(Heartbeat, "heartbeat");
 
@@ -199,6 +204,7 @@ pub fn to_json(bytes: &[u8], limit: usize) -> Result<serde_json::Value, Envelope
         GroupVerdict::KIND => typed::<GroupVerdict>(bytes, limit),
         MinerWindowVerdict::KIND => typed::<MinerWindowVerdict>(bytes, limit),
         CheckpointAnnounce::KIND => typed::<CheckpointAnnounce>(bytes, limit),
+        CheckpointCandidate::KIND => typed::<CheckpointCandidate>(bytes, limit),
         Weights::KIND => typed::<Weights>(bytes, limit),
         Heartbeat::KIND => typed::<Heartbeat>(bytes, limit),
         other => Err(EnvelopeError::WrongKind {
@@ -305,6 +311,41 @@ mod tests {
         assert_eq!(
             json["payload"]["rollouts"][0]["tokens"],
             serde_json::json!([1, 2, 3, 4])
+        );
+    }
+
+    fn candidate(trainer: &Identity) -> CheckpointCandidate {
+        CheckpointCandidate {
+            version: WIRE_VERSION,
+            trainer: trainer.address().to_string(),
+            checkpoint: Hash32::from([1; 32]),
+            trained_from: Hash32::from([2; 32]),
+            object: "staging-0101".into(),
+            bytes: 1234,
+            object_digest: Hash32::from([3; 32]),
+            last_window: 9,
+            steps: 4,
+            created_at_ms: 77,
+        }
+    }
+
+    #[test]
+    fn checkpoint_candidates_are_bound_to_their_trainer_and_show_in_json() {
+        let trainer = Identity::generate();
+        let bytes = Envelope::seal(candidate(&trainer), &trainer).to_bytes();
+        let (env, _) = Envelope::<CheckpointCandidate>::open(&bytes, 1 << 20).unwrap();
+        assert_eq!(env.payload, candidate(&trainer));
+        let json = to_json(&bytes, 1 << 20).unwrap();
+        assert_eq!(json["kind"], "checkpoint_candidate");
+        assert_eq!(json["payload"]["last_window"], 9);
+        // Someone else re-signing a trainer's candidate is refused.
+        let other = Identity::generate();
+        let forged = Envelope::seal(candidate(&trainer), &other).to_bytes();
+        assert_eq!(
+            Envelope::<CheckpointCandidate>::open(&forged, 1 << 20)
+                .unwrap_err()
+                .reason(),
+            "signer_mismatch"
         );
     }
 

@@ -8,6 +8,7 @@
 //! | `grail.verdict.group.<window>.<miner>` | [`GroupVerdict`](crate::GroupVerdict) | `GRAIL_VERDICTS` |
 //! | `grail.verdict.miner.<window>.<miner>` | [`MinerWindowVerdict`](crate::MinerWindowVerdict) | `GRAIL_VERDICTS` |
 //! | `grail.checkpoint.<seq>` | [`CheckpointAnnounce`](crate::CheckpointAnnounce) | `GRAIL_CHECKPOINTS` |
+//! | `grail.checkpoint.candidate.<window>` | [`CheckpointCandidate`](crate::CheckpointCandidate) | `GRAIL_CHECKPOINTS` |
 //! | `grail.weights.<window>` | [`Weights`](crate::Weights) | `GRAIL_WEIGHTS` |
 //! | `grail.heartbeat.<role>.<instance>` | [`Heartbeat`](crate::Heartbeat) | core NATS |
 
@@ -30,6 +31,10 @@ pub const VERDICT_ALL: &str = "grail.verdict.>";
 pub const VERDICT_GROUP_ALL: &str = "grail.verdict.group.>";
 pub const VERDICT_MINER_ALL: &str = "grail.verdict.miner.>";
 pub const CHECKPOINT_ALL: &str = "grail.checkpoint.>";
+/// Announcements only (`grail.checkpoint.<seq>`: one token after the prefix).
+pub const CHECKPOINT_ANNOUNCE_ALL: &str = "grail.checkpoint.*";
+/// Trainer candidates only; they share the checkpoint stream, so no extra stream is needed.
+pub const CHECKPOINT_CANDIDATE_ALL: &str = "grail.checkpoint.candidate.>";
 pub const WEIGHTS_ALL: &str = "grail.weights.>";
 pub const HEARTBEAT_ALL: &str = "grail.heartbeat.>";
 
@@ -46,6 +51,11 @@ pub const CONSUMER_VERIFIERS: &str = "verifiers";
 pub const CONSUMER_TRAINER: &str = "trainer";
 /// Durable consumer of the scorer.
 pub const CONSUMER_SCORER: &str = "scorer";
+/// Durable consumer of the checkpoint publisher (trainer candidates).
+pub const CONSUMER_PUBLISHER: &str = "publisher";
+
+/// `grail_state` key: last window the trainer trained on (JSON u64, updated with CAS).
+pub const KV_TRAINER_LAST_WINDOW: &str = "trainer.last_window";
 
 /// Header names (readable metadata for people using the NATS CLI).
 pub const HDR_KIND: &str = "Grail-Kind";
@@ -77,6 +87,10 @@ pub fn miner_verdict(window: u64, miner: &str) -> String {
 pub fn checkpoint(seq: u64) -> String {
     format!("grail.checkpoint.{seq}")
 }
+/// A trainer's candidate after training on the groups of `window`.
+pub fn checkpoint_candidate(window: u64) -> String {
+    format!("grail.checkpoint.candidate.{window}")
+}
 pub fn weights(window: u64) -> String {
     format!("grail.weights.{window}")
 }
@@ -89,6 +103,11 @@ pub fn checkpoint_object(seq: u64, digest_hex: &str) -> String {
     format!("ckpt-{seq:08}-{}", &digest_hex[..digest_hex.len().min(16)])
 }
 
+/// Object name for a trainer's staged weights (deleted once the publisher consumed them).
+pub fn staging_object(digest_hex: &str) -> String {
+    format!("staging-{}", &digest_hex[..digest_hex.len().min(16)])
+}
+
 /// De-duplication ids: retries of the same logical message collapse in JetStream.
 pub fn rollout_msg_id(window: u64, miner: &str, group_index: u32) -> String {
     format!("rollout:{window}:{miner}:{group_index}")
@@ -98,6 +117,14 @@ pub fn verdict_msg_id(window: u64, miner: &str, group_index: u32) -> String {
 }
 pub fn clock_msg_id(window: u64, phase: &str) -> String {
     format!("clock:{window}:{phase}")
+}
+/// One announcement per weight digest: a restarted publisher re-announcing collapses.
+pub fn checkpoint_msg_id(digest_hex: &str) -> String {
+    format!("checkpoint:{digest_hex}")
+}
+/// One candidate per weight digest.
+pub fn candidate_msg_id(digest_hex: &str) -> String {
+    format!("candidate:{digest_hex}")
 }
 
 /// Replace characters NATS treats specially so free-form names stay one token.
@@ -119,6 +146,7 @@ pub enum Subject {
     GroupVerdict { window: u64, miner: String },
     MinerVerdict { window: u64, miner: String },
     Checkpoint { seq: u64 },
+    CheckpointCandidate { window: u64 },
     Weights { window: u64 },
     Heartbeat { role: String, instance: String },
 }
@@ -161,6 +189,9 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
             miner: miner(m)?,
         }),
         ["grail", "checkpoint", s] => Ok(Subject::Checkpoint { seq: num(s)? }),
+        ["grail", "checkpoint", "candidate", w] => {
+            Ok(Subject::CheckpointCandidate { window: num(w)? })
+        }
         ["grail", "weights", w] => Ok(Subject::Weights { window: num(w)? }),
         ["grail", "heartbeat", r, i] => Ok(Subject::Heartbeat {
             role: r.to_string(),
@@ -212,6 +243,10 @@ mod tests {
             parse(&checkpoint(4)).unwrap(),
             Subject::Checkpoint { seq: 4 }
         );
+        assert_eq!(
+            parse(&checkpoint_candidate(6)).unwrap(),
+            Subject::CheckpointCandidate { window: 6 }
+        );
         assert_eq!(parse(&weights(4)).unwrap(), Subject::Weights { window: 4 });
         assert_eq!(
             parse(&heartbeat("miner", "gpu.0")).unwrap(),
@@ -220,6 +255,31 @@ mod tests {
                 instance: "gpu_0".into()
             }
         );
+    }
+
+    /// Announcements and candidates share the checkpoint stream; the filters must split them.
+    #[test]
+    fn announcement_and_candidate_filters_do_not_overlap() {
+        fn matches(filter: &str, subject: &str) -> bool {
+            let (f, s): (Vec<&str>, Vec<&str>) =
+                (filter.split('.').collect(), subject.split('.').collect());
+            for (i, tok) in f.iter().enumerate() {
+                match *tok {
+                    ">" => return s.len() > i,
+                    "*" if i < s.len() => {}
+                    t if s.get(i) == Some(&t) => {}
+                    _ => return false,
+                }
+            }
+            f.len() == s.len()
+        }
+        let (announce, candidate) = (checkpoint(7), checkpoint_candidate(7));
+        assert!(matches(CHECKPOINT_ALL, &announce) && matches(CHECKPOINT_ALL, &candidate));
+        assert!(matches(CHECKPOINT_ANNOUNCE_ALL, &announce));
+        assert!(!matches(CHECKPOINT_ANNOUNCE_ALL, &candidate));
+        assert!(matches(CHECKPOINT_CANDIDATE_ALL, &candidate));
+        assert!(!matches(CHECKPOINT_CANDIDATE_ALL, &announce));
+        assert!(parse("grail.checkpoint.candidate.x").is_err());
     }
 
     #[test]

@@ -176,6 +176,30 @@ pub struct CheckpointAnnounce {
     pub created_at_ms: u64,
 }
 
+/// Trainer → publisher: new weights are staged in the checkpoint object store and ready to be
+/// announced. Only the publisher acts on it (after checking the trainer's signature, the
+/// object's byte digest and the weight digest); miners and verifiers never load staging objects.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointCandidate {
+    pub version: u16,
+    /// SS58 address of the trainer; must equal the envelope signer.
+    pub trainer: String,
+    /// Canonical digest of the trained weight set.
+    pub checkpoint: Hash32,
+    /// Digest of the announced checkpoint the training started from.
+    pub trained_from: Hash32,
+    /// Object-store name of the staged full weights (safetensors).
+    pub object: String,
+    pub bytes: u64,
+    /// BLAKE2b-256 of the staged bytes.
+    pub object_digest: Hash32,
+    /// Last window whose verified groups were trained on.
+    pub last_window: u64,
+    /// Optimizer steps since `trained_from`.
+    pub steps: u64,
+    pub created_at_ms: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WeightEntry {
     pub miner: String,
