@@ -6,5 +6,6 @@ pub mod config;
 pub mod keys;
 pub mod metrics_server;
 pub mod nats_server;
+pub mod progress;
 pub mod streams;
 pub mod up;

@@ -2,7 +2,6 @@
 //! create the topology, serve /metrics, start the roles, show progress per window, and shut
 //! everything down on Ctrl-C, SIGTERM or after `--windows N`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +9,6 @@ use actors::bus::Bus;
 use actors::metrics::Metrics;
 use futures::StreamExt;
 use messages::subjects as subj;
-use messages::{Envelope, GroupVerdict, Weights};
 
 use crate::cluster::start_roles;
 use crate::config::ClusterConfig;
@@ -102,7 +100,7 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
         .windows
         .or(Some(cfg.cluster.windows))
         .filter(|w| *w > 0);
-    let progress = actix_rt::spawn(show_progress(bus.clone(), limit));
+    let progress = actix_rt::spawn(crate::progress::show_progress(bus.clone(), limit));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => println!("interrupted; shutting down"),
@@ -116,68 +114,6 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
     let _ = bus.client.flush().await;
     actix::System::current().stop();
     Ok(())
-}
-
-#[derive(Default)]
-struct WindowLine {
-    verified: u32,
-    rejected: BTreeMap<String, u32>,
-    reward_sum: f64,
-    groups: u32,
-}
-
-/// Print one line per finalised window; return after `limit` windows.
-async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
-    let mut sub = bus
-        .client
-        .subscribe(subj::VERDICT_GROUP_ALL)
-        .await
-        .map_err(|e| anyhow::anyhow!("subscribe: {e}"))?;
-    let mut weights = bus
-        .client
-        .subscribe(subj::WEIGHTS_ALL)
-        .await
-        .map_err(|e| anyhow::anyhow!("subscribe: {e}"))?;
-    let mut lines: BTreeMap<u64, WindowLine> = BTreeMap::new();
-    let mut seen: std::collections::HashSet<(u64, String, u32)> = Default::default();
-    let mut curve = Vec::new();
-    let mut done = 0u64;
-    loop {
-        tokio::select! {
-            Some(msg) = sub.next() => {
-                let Ok((env, _)) = Envelope::<GroupVerdict>::open(&msg.payload, bus.max_message_bytes) else { continue };
-                let v = env.payload;
-                if !seen.insert((v.window, v.miner.clone(), v.group_index)) { continue }
-                let line = lines.entry(v.window).or_default();
-                line.groups += 1;
-                if v.accepted {
-                    line.verified += 1;
-                    line.reward_sum += v.mean_reward as f64;
-                } else {
-                    *line.rejected.entry(v.reason.unwrap_or_default()).or_default() += 1;
-                }
-            }
-            Some(msg) = weights.next() => {
-                let Ok((env, _)) = Envelope::<Weights>::open(&msg.payload, bus.max_message_bytes) else { continue };
-                let w = env.payload;
-                let line = lines.remove(&w.window).unwrap_or_default();
-                let mean = if line.verified > 0 { line.reward_sum / line.verified as f64 } else { 0.0 };
-                curve.push((w.window, mean));
-                let top: Vec<String> = w.entries.iter().filter(|e| e.weight > 0.0).map(|e| format!("{}…={:.2}", &e.miner[..6], e.weight)).collect();
-                println!(
-                    "window {:>4} | groups {:>3} verified {:>3} rejected {:>3} {:?} | mean reward {:.3} | weights {}",
-                    w.window, line.groups, line.verified, line.groups - line.verified, line.rejected, mean, top.join(" ")
-                );
-                done += 1;
-                if limit.is_some_and(|l| done >= l) {
-                    println!("summary: {} windows; mean-reward curve: {}", done,
-                        curve.iter().map(|(w, r)| format!("{w}:{r:.3}")).collect::<Vec<_>>().join(" "));
-                    return Ok(());
-                }
-            }
-            else => anyhow::bail!("subscriptions closed"),
-        }
-    }
 }
 
 /// `grail streams`: create or verify the topology and print it.

@@ -1,0 +1,155 @@
+//! What `grail up` prints: one line per finalised window (groups mined / verified / rejected
+//! by reason, mean verified reward, the checkpoint the window was mined on, how long the
+//! window took from open to weights) and a closing summary with the mean-reward curve.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use actors::bus::Bus;
+use futures::StreamExt;
+use messages::subjects as subj;
+use messages::{CheckpointAnnounce, Envelope, GroupVerdict, Weights, WindowOpen};
+
+#[derive(Default)]
+struct WindowLine {
+    verified: u32,
+    rejected: BTreeMap<String, u32>,
+    reward_sum: f64,
+    groups: u32,
+    opened: Option<Instant>,
+}
+
+/// The checkpoints announced so far, to name the one each window ran on.
+#[derive(Default)]
+struct Checkpoints(Vec<CheckpointAnnounce>);
+
+impl Checkpoints {
+    fn label(&self, window: u64) -> String {
+        self.0
+            .iter()
+            .filter(|a| a.valid_from_window <= window)
+            .max_by_key(|a| (a.valid_from_window, a.seq))
+            .map(|a| {
+                let kind = match a.kind {
+                    messages::CheckpointKind::Full => "full",
+                    messages::CheckpointKind::Delta { .. } => "delta",
+                };
+                format!("#{} {}… {kind}", a.seq, &a.checkpoint.to_string()[..8])
+            })
+            .unwrap_or_else(|| "none".into())
+    }
+}
+
+/// Mean of the first and last `k` points of the curve, and their ratio.
+pub fn curve_gain(curve: &[(u64, f64)], k: usize) -> Option<(f64, f64)> {
+    let k = k.min(curve.len() / 2);
+    if k == 0 {
+        return None;
+    }
+    let mean = |pts: &[(u64, f64)]| pts.iter().map(|(_, r)| r).sum::<f64>() / pts.len() as f64;
+    Some((mean(&curve[..k]), mean(&curve[curve.len() - k..])))
+}
+
+/// Print one line per finalised window; return after `limit` windows.
+pub async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
+    let subscribe = |subject: &'static str| {
+        let client = bus.client.clone();
+        async move {
+            client
+                .subscribe(subject)
+                .await
+                .map_err(|e| anyhow::anyhow!("subscribe {subject}: {e}"))
+        }
+    };
+    let mut verdicts = subscribe(subj::VERDICT_GROUP_ALL).await?;
+    let mut weights = subscribe(subj::WEIGHTS_ALL).await?;
+    let mut opens = subscribe(subj::CLOCK_ALL).await?;
+    let mut announces = subscribe(subj::CHECKPOINT_ALL).await?;
+    let max = bus.max_message_bytes;
+    let mut lines: BTreeMap<u64, WindowLine> = BTreeMap::new();
+    let mut checkpoints = Checkpoints::default();
+    let mut seen: HashSet<(u64, String, u32)> = HashSet::new();
+    let mut curve = Vec::new();
+    let mut done = 0u64;
+    loop {
+        tokio::select! {
+            Some(msg) = opens.next() => {
+                if let Ok((env, _)) = Envelope::<WindowOpen>::open(&msg.payload, max) {
+                    lines.entry(env.payload.window).or_default().opened.get_or_insert_with(Instant::now);
+                }
+            }
+            Some(msg) = announces.next() => {
+                if let Ok((env, _)) = Envelope::<CheckpointAnnounce>::open(&msg.payload, max) {
+                    checkpoints.0.push(env.payload);
+                }
+            }
+            Some(msg) = verdicts.next() => {
+                let Ok((env, _)) = Envelope::<GroupVerdict>::open(&msg.payload, max) else { continue };
+                let v = env.payload;
+                if !seen.insert((v.window, v.miner.clone(), v.group_index)) { continue }
+                let line = lines.entry(v.window).or_default();
+                line.groups += 1;
+                if v.accepted {
+                    line.verified += 1;
+                    line.reward_sum += v.mean_reward as f64;
+                } else {
+                    *line.rejected.entry(v.reason.unwrap_or_default()).or_default() += 1;
+                }
+            }
+            Some(msg) = weights.next() => {
+                let Ok((env, _)) = Envelope::<Weights>::open(&msg.payload, max) else { continue };
+                let w = env.payload;
+                let line = lines.remove(&w.window).unwrap_or_default();
+                lines.retain(|window, _| *window > w.window);
+                let mean = if line.verified > 0 { line.reward_sum / line.verified as f64 } else { 0.0 };
+                curve.push((w.window, mean));
+                let top: Vec<String> = w.entries.iter().filter(|e| e.weight > 0.0)
+                    .map(|e| format!("{}…={:.2}", &e.miner[..6], e.weight)).collect();
+                let took = line.opened.map(|t| format!("{:.1}s", t.elapsed().as_secs_f64())).unwrap_or_else(|| "?".into());
+                println!(
+                    "window {:>4} | groups {:>3} verified {:>3} rejected {:>3} {:?} | mean reward {:.3} | ckpt {} | open→weights {} | weights {}",
+                    w.window, line.groups, line.verified, line.groups - line.verified, line.rejected,
+                    mean, checkpoints.label(w.window), took, top.join(" ")
+                );
+                done += 1;
+                if limit.is_some_and(|l| done >= l) {
+                    print_summary(&curve, &checkpoints);
+                    return Ok(());
+                }
+            }
+            else => anyhow::bail!("subscriptions closed"),
+        }
+    }
+}
+
+fn print_summary(curve: &[(u64, f64)], checkpoints: &Checkpoints) {
+    println!(
+        "summary: {} windows, {} checkpoints announced; mean-reward curve: {}",
+        curve.len(),
+        checkpoints.0.len(),
+        curve
+            .iter()
+            .map(|(w, r)| format!("{w}:{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    if let Some((first, last)) = curve_gain(curve, 3) {
+        println!(
+            "summary: mean reward first windows {first:.3} → last windows {last:.3} ({:.2}×)",
+            if first > 0.0 { last / first } else { f64::INFINITY }
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curve_gain_compares_the_ends() {
+        let curve: Vec<(u64, f64)> = (0..10).map(|w| (w, w as f64)).collect();
+        assert_eq!(curve_gain(&curve, 3), Some((1.0, 8.0)));
+        assert_eq!(curve_gain(&curve[..1], 3), None);
+        assert_eq!(curve_gain(&curve[..4], 3), Some((0.5, 2.5)));
+    }
+}
