@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod learning;
+pub use learning::{CheckpointsSection, ComputeSection, SamplingSection, TrainerSection};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source} (pass --config PATH, or run from the repository root where cluster.toml lives)")]
@@ -40,6 +43,14 @@ pub struct ClusterConfig {
     pub env: EnvSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    #[serde(default)]
+    pub compute: ComputeSection,
+    #[serde(default)]
+    pub sampling: SamplingSection,
+    #[serde(default)]
+    pub trainer: TrainerSection,
+    #[serde(default)]
+    pub checkpoints: CheckpointsSection,
     #[serde(default)]
     pub roles: RolesSection,
     /// Directory of the config file; relative paths resolve against it.
@@ -168,8 +179,17 @@ impl Default for EnvSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsSection {
-    /// Address of the Prometheus `/metrics` endpoint; absent disables it.
+    /// Address of the Prometheus `/metrics` endpoint (default `127.0.0.1:9464`);
+    /// `listen = ""` disables it (None).
+    #[serde(deserialize_with = "listen_or_disabled")]
     pub listen: Option<String>,
+}
+
+/// An empty (or blank) `listen` means "no /metrics endpoint": TOML has no null, and leaving
+/// the key out keeps the default address.
+fn listen_or_disabled<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let listen = String::deserialize(d)?;
+    Ok(Some(listen).filter(|l| !l.trim().is_empty()))
 }
 
 impl Default for MetricsSection {
@@ -350,7 +370,7 @@ impl ClusterConfig {
                 return Err(self.invalid(
                     "metrics.listen",
                     format!("{listen:?} is not HOST:PORT"),
-                    "use e.g. \"127.0.0.1:9464\", or remove the key to disable /metrics",
+                    "use e.g. \"127.0.0.1:9464\", or listen = \"\" to disable /metrics",
                 ));
             }
         }
@@ -365,6 +385,8 @@ impl ClusterConfig {
         }
         check_device(&self.model.device)
             .map_err(|p| self.invalid("model.device", p, "use \"cpu\" or \"cuda:N\""))?;
+        learning::validate(&self.compute, &self.sampling, &self.trainer, &self.checkpoints)
+            .map_err(|(key, problem, fix)| self.invalid(key, problem, fix))?;
         for role in ROLE_NAMES {
             let Some(r) = self.roles.get(role) else {
                 continue;
@@ -479,6 +501,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("roles.verifier.devices"), "{e}");
+    }
+
+    #[test]
+    fn metrics_listen_defaults_on_and_an_empty_string_disables_it() {
+        let default = Some("127.0.0.1:9464".to_string());
+        assert_eq!(parse("").unwrap().metrics.listen, default);
+        assert_eq!(parse("[metrics]\n").unwrap().metrics.listen, default);
+        let c = parse("[metrics]\nlisten = \"0.0.0.0:9500\"\n").unwrap();
+        assert_eq!(c.metrics.listen.as_deref(), Some("0.0.0.0:9500"));
+        assert_eq!(
+            parse("[metrics]\nlisten = \"\"\n").unwrap().metrics.listen,
+            None
+        );
+        assert_eq!(
+            parse("[metrics]\nlisten = \"  \"\n")
+                .unwrap()
+                .metrics
+                .listen,
+            None
+        );
+        let e = parse("[metrics]\nlisten = 9464\n").unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
     }
 
     #[test]
