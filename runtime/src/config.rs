@@ -385,8 +385,13 @@ impl ClusterConfig {
         }
         check_device(&self.model.device)
             .map_err(|p| self.invalid("model.device", p, "use \"cpu\" or \"cuda:N\""))?;
-        learning::validate(&self.compute, &self.sampling, &self.trainer, &self.checkpoints)
-            .map_err(|(key, problem, fix)| self.invalid(key, problem, fix))?;
+        learning::validate(
+            &self.compute,
+            &self.sampling,
+            &self.trainer,
+            &self.checkpoints,
+        )
+        .map_err(|(key, problem, fix)| self.invalid(key, problem, fix))?;
         for role in ROLE_NAMES {
             let Some(r) = self.roles.get(role) else {
                 continue;
@@ -478,6 +483,14 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/cluster.farm.toml");
         let c = ClusterConfig::load(&path).unwrap();
         assert_eq!(c.roles.miner.as_ref().unwrap().devices.len(), 8);
+    }
+
+    #[test]
+    fn smollm2_gsm8k_example_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/cluster.smollm2-gsm8k.toml");
+        let c = ClusterConfig::load(&path).unwrap();
+        assert_eq!(c.env.id, "gsm8k");
+        assert_eq!(c.sampling.max_new_tokens, 256);
     }
 
     #[test]

@@ -189,11 +189,7 @@ pub fn validate(
         ));
     }
     if sampling.max_new_tokens == 0 {
-        return Err((
-            "sampling.max_new_tokens",
-            "is 0".into(),
-            "use at least 1",
-        ));
+        return Err(("sampling.max_new_tokens", "is 0".into(), "use at least 1"));
     }
     if !(trainer.lr.is_finite() && trainer.lr > 0.0) {
         return Err((
