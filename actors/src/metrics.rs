@@ -429,7 +429,8 @@ impl Metrics {
             worker_restarts: counter_vec(r, &WORKER_RESTARTS),
             actor_restarts: counter_vec(r, &ACTOR_RESTARTS),
             window: int_gauge_vec(r, &WINDOW),
-            window_phase_seconds: histogram_vec(r, &WINDOW_PHASE_SECONDS, fine()),
+            // 10 ms .. ~11 min: farm windows are minutes long.
+            window_phase_seconds: histogram_vec(r, &WINDOW_PHASE_SECONDS, exponential(0.01, 17)),
             groups_published: counter_vec(r, &GROUPS_PUBLISHED),
             groups_verified: counter_vec(r, &GROUPS_VERIFIED),
             verify_seconds: histogram(r, &VERIFY_SECONDS, exponential(0.001, 16)),
