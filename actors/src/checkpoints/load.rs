@@ -1,0 +1,182 @@
+//! Fetch-and-verify steps for one checkpoint object. IO is async; parsing, hashing and delta
+//! application run on tokio's blocking threads so a multi-GB checkpoint never stalls an actor.
+
+use std::sync::Arc;
+
+use messages::{CheckpointAnnounce, Hash32};
+use policy::checkpoint::{digest, from_safetensors_bytes, WeightSet};
+use policy::delta::{apply_delta, DeltaHeader};
+
+use super::store::{get_bytes, CheckpointStore, StoreError};
+
+/// Why a checkpoint could not be loaded. `reason()` labels metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("checkpoint seq {seq}: {source}")]
+    Store {
+        seq: u64,
+        #[source]
+        source: StoreError,
+    },
+    #[error("checkpoint seq {seq}: object {object} has {found_bytes} bytes / digest {found}, the announcement says {bytes} bytes / {expected} (corrupted or replaced in the store)")]
+    ObjectDigest {
+        seq: u64,
+        object: String,
+        found_bytes: u64,
+        bytes: u64,
+        found: Hash32,
+        expected: Hash32,
+    },
+    #[error("checkpoint seq {seq}: object {object} does not parse: {detail}")]
+    Corrupt {
+        seq: u64,
+        object: String,
+        detail: String,
+    },
+    #[error("checkpoint seq {seq}: weights hash to {found}, the announcement says {expected}")]
+    WeightDigest {
+        seq: u64,
+        found: Hash32,
+        expected: Hash32,
+    },
+    #[error("checkpoint seq {seq}: delta links {found_base} → {found_target}, the announcement says {base} → {target}")]
+    DeltaHeader {
+        seq: u64,
+        found_base: Hash32,
+        found_target: Hash32,
+        base: Hash32,
+        target: Hash32,
+    },
+    #[error("checkpoint seq {seq}: applying the delta failed: {detail}")]
+    DeltaApply { seq: u64, detail: String },
+    #[error("checkpoint seq {seq} depends on {base}, which is {why}")]
+    BaseUnavailable { seq: u64, base: Hash32, why: String },
+    #[error("checkpoint seq {seq}: worker thread failed: {detail}")]
+    Worker { seq: u64, detail: String },
+}
+
+impl LoadError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LoadError::Store { source, .. } => source.reason(),
+            LoadError::ObjectDigest { .. } => "object_digest_mismatch",
+            LoadError::Corrupt { .. } => "object_corrupt",
+            LoadError::WeightDigest { .. } => "weight_digest_mismatch",
+            LoadError::DeltaHeader { .. } => "delta_header_mismatch",
+            LoadError::DeltaApply { .. } => "delta_apply_failed",
+            LoadError::BaseUnavailable { .. } => "base_unavailable",
+            LoadError::Worker { .. } => "worker_failed",
+        }
+    }
+
+    /// Worth another try later (the store hiccupped), as opposed to a definite defect.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            LoadError::Store {
+                source: StoreError::Backend { .. },
+                ..
+            } | LoadError::Worker { .. }
+        )
+    }
+}
+
+/// Fetch the announced object and check its size and digest.
+pub async fn fetch_verified(
+    store: &dyn CheckpointStore,
+    a: &CheckpointAnnounce,
+    max_bytes: u64,
+) -> Result<Vec<u8>, LoadError> {
+    let (bytes, found) = get_bytes(store, &a.object, max_bytes.min(a.bytes))
+        .await
+        .map_err(|source| LoadError::Store { seq: a.seq, source })?;
+    if found != a.object_digest || bytes.len() as u64 != a.bytes {
+        return Err(LoadError::ObjectDigest {
+            seq: a.seq,
+            object: a.object.clone(),
+            found_bytes: bytes.len() as u64,
+            bytes: a.bytes,
+            found,
+            expected: a.object_digest,
+        });
+    }
+    Ok(bytes)
+}
+
+async fn blocking<T: Send + 'static>(
+    seq: u64,
+    f: impl FnOnce() -> Result<T, LoadError> + Send + 'static,
+) -> Result<T, LoadError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| LoadError::Worker {
+            seq,
+            detail: e.to_string(),
+        })?
+}
+
+/// Parse full safetensors bytes and check the weight digest against `expected`.
+pub async fn decode_full(
+    seq: u64,
+    object: String,
+    bytes: Vec<u8>,
+    expected: Hash32,
+) -> Result<Arc<WeightSet>, LoadError> {
+    blocking(seq, move || {
+        let weights = from_safetensors_bytes(&bytes, &object).map_err(|e| LoadError::Corrupt {
+            seq,
+            object: object.clone(),
+            detail: e.to_string(),
+        })?;
+        let found = Hash32::from(digest(&weights).map_err(|e| LoadError::Corrupt {
+            seq,
+            object,
+            detail: e.to_string(),
+        })?);
+        if found != expected {
+            return Err(LoadError::WeightDigest {
+                seq,
+                found,
+                expected,
+            });
+        }
+        Ok(Arc::new(weights))
+    })
+    .await
+}
+
+/// Apply delta bytes to `base` (whose digest is `base_digest`); the codec checks the base
+/// digest and the result digest, and the header must link the announced digests.
+pub async fn decode_delta(
+    seq: u64,
+    base: Arc<WeightSet>,
+    base_digest: Hash32,
+    bytes: Vec<u8>,
+    target: Hash32,
+) -> Result<Arc<WeightSet>, LoadError> {
+    blocking(seq, move || {
+        let header = DeltaHeader::parse(&bytes).map_err(|e| LoadError::DeltaApply {
+            seq,
+            detail: e.to_string(),
+        })?;
+        let (found_base, found_target) = (
+            Hash32::from(header.base_digest),
+            Hash32::from(header.target_digest),
+        );
+        if found_base != base_digest || found_target != target {
+            return Err(LoadError::DeltaHeader {
+                seq,
+                found_base,
+                found_target,
+                base: base_digest,
+                target,
+            });
+        }
+        let weights = apply_delta(&base, &bytes).map_err(|e| LoadError::DeltaApply {
+            seq,
+            detail: e.to_string(),
+        })?;
+        Ok(Arc::new(weights))
+    })
+    .await
+}

@@ -1,0 +1,49 @@
+//! Checkpoint hand-over: how trained weights travel from the trainer to every miner and
+//! verifier.
+//!
+//! ```text
+//! trainer ──put staging object──▶ store ◀──put full / delta── publisher ──▶ grail.checkpoint.<seq>
+//!    └──CheckpointCandidate (grail.checkpoint.candidate.<w>)──▶ publisher        │
+//!                                                   miners, verifiers, trainer ◀──┘ CheckpointBook
+//! ```
+//!
+//! * [`store`]: the [`CheckpointStore`] of named blobs (NATS object store, local directory;
+//!   S3 plugs in behind the same trait).
+//! * [`book`]: the [`CheckpointBook`] every consuming role follows: trusted announcements only,
+//!   object digest, reconstruction (full, or anchor + delta chain), weight digest, a small cache
+//!   of shared weight sets, and the answer to "which checkpoint governs window `w`?".
+//! * [`load`]: the fetch-and-verify steps the book runs (CPU work on blocking threads).
+//!
+//! # When a window's checkpoint is unavailable
+//!
+//! A window is governed by the announcement with the highest seq whose `valid_from_window` is
+//! at most the window. If that checkpoint cannot be reconstructed (its object or one of the
+//! deltas it depends on is missing or corrupt), the book does **not** substitute an older one:
+//! groups mined on other weights would fail verification anyway. Instead:
+//!
+//! * the **miner** skips the window (counted as `checkpoint_unavailable` in
+//!   `grail_messages_rejected_total{role="miner"}`) and mines again as soon as a window is
+//!   governed by a checkpoint it has;
+//! * the **verifier** naks the group with a delay while the checkpoint is still loading, and
+//!   publishes an explicit rejection with reason [`REASON_CHECKPOINT_UNAVAILABLE`] once the book
+//!   has given up on it (so the scorer sees a verdict instead of a silently dropped group);
+//! * the book itself recovers at the next **full anchor** it can reconstruct: anchors are
+//!   self-contained, so everything announced after a readable anchor loads again, and
+//!   [`CheckpointBook::latest`] (what the trainer starts from) falls back to the newest
+//!   checkpoint that did load.
+
+pub mod book;
+pub mod load;
+pub mod store;
+
+pub use book::{BookConfig, CheckpointBook, CheckpointStatus};
+pub use store::{
+    get_bytes, object_digest, put_bytes, CheckpointStore, LocalDirStore, NatsObjectStore,
+    ObjectReader, StoreError, StoredObject,
+};
+
+/// Verdict reason: the group names a checkpoint other than the one governing its window.
+/// (Not a `protocol::checks::RejectReason` yet; the structural and model verifiers share it.)
+pub const REASON_WRONG_CHECKPOINT: &str = "wrong_checkpoint";
+/// Verdict reason: the verifier could not reconstruct the checkpoint governing the window.
+pub const REASON_CHECKPOINT_UNAVAILABLE: &str = "checkpoint_unavailable";
