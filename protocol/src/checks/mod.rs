@@ -10,7 +10,7 @@ mod proof;
 mod structure;
 mod verdict;
 
-pub use copy::{CopyDetector, CopyFinding};
+pub use copy::{CopyDetector, CopyFinding, DEFAULT_COPY_THRESHOLD};
 pub use grpo::{
     check_advantages, check_reward, grpo_advantages, unique_completions, GroupAdvantages,
     RewardTolerance, ZERO_VARIANCE_STD,
@@ -21,8 +21,8 @@ pub use proof::{
 };
 pub use structure::{
     check_deadline, check_group_count, check_group_shape, check_problem_seed, check_termination,
-    check_unique_group_indices, check_unique_nonces, check_window, Limits, RolloutClaim,
-    MIN_EOS_PROBABILITY,
+    check_termination_shape, check_unique_group_indices, check_unique_nonces, check_window, Limits,
+    RolloutClaim, MIN_EOS_PROBABILITY,
 };
 pub use verdict::{SoftThresholds, WindowVerdict, WindowVerdictBuilder};
 
@@ -148,6 +148,12 @@ pub enum RejectReason {
         claimed: u64,
         expected: u64,
     },
+    #[error(
+        "group names checkpoint {claimed} but the checkpoint valid for its window is {expected}"
+    )]
+    CheckpointMismatch { claimed: String, expected: String },
+    #[error("group {field} does not match the problem re-derived from its seed: {detail}")]
+    PromptMismatch { field: String, detail: String },
     #[error("nonce {nonce} used twice by the same miner in one window")]
     DuplicateNonce { nonce: u64 },
     #[error("group index {group} submitted twice by the same miner in one window")]
@@ -186,6 +192,8 @@ impl RejectReason {
             LateSubmission { .. } => "late_submission",
             WrongWindow { .. } => "wrong_window",
             ProblemSeedMismatch { .. } => "problem_seed_mismatch",
+            CheckpointMismatch { .. } => "checkpoint_mismatch",
+            PromptMismatch { .. } => "prompt_mismatch",
             DuplicateNonce { .. } => "duplicate_nonce",
             DuplicateGroupIndex { .. } => "duplicate_group_index",
             TooManySoftFindings { .. } => "too_many_soft_findings",

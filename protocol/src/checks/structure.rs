@@ -206,6 +206,39 @@ pub fn check_deadline(server_timestamp_ms: u64, deadline_ms: u64) -> Result<(), 
     Ok(())
 }
 
+/// The token-only part of [`check_termination`] (no logits, so it runs on every group): no EOS
+/// before the end, and either a final EOS or exactly `max_new_tokens` tokens. Returns whether the
+/// completion ends with EOS (whose probability only the full check can judge).
+pub fn check_termination_shape(
+    rollout: u32,
+    completion: &[u32],
+    eos_ids: &[u32],
+    max_new_tokens: u32,
+) -> Result<bool, RejectReason> {
+    let length = u32::try_from(completion.len()).unwrap_or(u32::MAX);
+    let Some((&last, body)) = completion.split_last() else {
+        return Err(RejectReason::EmptyCompletion { rollout });
+    };
+    if let Some(position) = body.iter().position(|t| eos_ids.contains(t)) {
+        return Err(RejectReason::EosBeforeEnd {
+            rollout,
+            position: position as u32,
+        });
+    }
+    if eos_ids.contains(&last) {
+        return Ok(true);
+    }
+    if length == max_new_tokens {
+        Ok(false)
+    } else {
+        Err(RejectReason::MissingEos {
+            rollout,
+            length,
+            max: max_new_tokens,
+        })
+    }
+}
+
 /// Termination: either the completion ends with one of `eos_ids` (and contains no earlier EOS) whose
 /// unmasked probability at the final step is `≥ min_probability`, or it has exactly `max_new_tokens`
 /// tokens and no EOS at all. `final_logits` is the verifier's raw logits row that predicted the last
@@ -221,27 +254,12 @@ pub fn check_termination(
     params: &SamplingParams,
     min_probability: f64,
 ) -> Result<(), RejectReason> {
-    let length = u32::try_from(completion.len()).unwrap_or(u32::MAX);
-    let Some((&last, body)) = completion.split_last() else {
+    if !check_termination_shape(rollout, completion, eos_ids, max_new_tokens)? {
+        return Ok(());
+    }
+    let Some(&last) = completion.last() else {
         return Err(RejectReason::EmptyCompletion { rollout });
     };
-    if let Some(position) = body.iter().position(|t| eos_ids.contains(t)) {
-        return Err(RejectReason::EosBeforeEnd {
-            rollout,
-            position: position as u32,
-        });
-    }
-    if !eos_ids.contains(&last) {
-        return if length == max_new_tokens {
-            Ok(())
-        } else {
-            Err(RejectReason::MissingEos {
-                rollout,
-                length,
-                max: max_new_tokens,
-            })
-        };
-    }
     let probability = unmasked_logprob(final_logits, context, params, last).exp();
     if probability.is_nan() || probability < min_probability {
         return Err(RejectReason::LowEosProbability {

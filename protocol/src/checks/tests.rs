@@ -44,6 +44,14 @@ fn reasons_have_stable_snake_case_tags_and_severities() {
         late,
         RejectReason::DuplicateNonce { nonce: 1 },
         RejectReason::EmptyCompletion { rollout: 0 },
+        RejectReason::CheckpointMismatch {
+            claimed: "aa".into(),
+            expected: "bb".into(),
+        },
+        RejectReason::PromptMismatch {
+            field: "prompt".into(),
+            detail: "x".into(),
+        },
     ] {
         let value: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(value["reason"], r.code());
@@ -164,6 +172,18 @@ fn termination_rules() {
     };
     assert!(run(&[1, 2, 7], &likely_eos).is_ok());
     assert!(run(&[1, 2, 3, 4], &likely_eos).is_ok()); // exactly max_new_tokens
+                                                      // The token-only part agrees and reports whether the completion ends with EOS.
+    assert_eq!(check_termination_shape(0, &[1, 2, 7], &eos, 4), Ok(true));
+    assert_eq!(
+        check_termination_shape(0, &[1, 2, 3, 4], &eos, 4),
+        Ok(false)
+    );
+    assert_eq!(
+        check_termination_shape(0, &[1, 2, 3], &eos, 4)
+            .unwrap_err()
+            .code(),
+        "missing_eos"
+    );
     assert_eq!(
         run(&[1, 2, 3], &likely_eos).unwrap_err().code(),
         "missing_eos"

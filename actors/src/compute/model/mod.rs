@@ -1,0 +1,104 @@
+//! Model-backed compute: the real miner and verifier behind [`MinerCompute`] and
+//! [`VerifierCompute`], built on `policy` (candle engine), `protocol` (proof math,
+//! `docs/PROTOCOL.md`) and `envs` (problems and rewards).
+//!
+//! * [`base`]: [`ModelBase`], the config/tokenizer/template/device loaded once per process.
+//! * [`sampler`]: [`SeededSampler`], the replayable Gumbel-max sampler (PROTOCOL.md §4).
+//! * [`miner`]: [`ModelMiner`]: problem from the seed, G seeded completions, sketches,
+//!   log-probs, rewards, GRPO advantages.
+//! * [`verifier`]: [`ModelVerifier`]: cheap checks on every group, forward-pass checks
+//!   ([`deep`]) on the groups the close randomness selects.
+//! * [`registry`]: [`WindowRegistry`], the per-verifier-process memory of a window (duplicate
+//!   nonces and group indices, cross-miner copies, idempotent verdicts).
+//!
+//! [`MinerCompute`]: crate::roles::miner::MinerCompute
+//! [`VerifierCompute`]: crate::roles::verifier::VerifierCompute
+
+pub mod base;
+pub mod deep;
+pub mod miner;
+pub mod registry;
+pub mod sampler;
+pub mod verifier;
+
+pub use base::{checkpoint_from_weights, ModelBase};
+pub use miner::{MinerOptions, ModelMiner};
+pub use registry::{CopyRules, WindowRegistry};
+pub use sampler::SeededSampler;
+pub use verifier::{ModelVerifier, VerifierOptions};
+
+use messages::{Hash32, SamplingSpec};
+use policy::Model;
+use protocol::sampling::SamplingParams;
+
+use crate::compute::ActiveCheckpoint;
+
+/// Failures of the model compute itself (never a verdict on a miner: those are reason codes).
+#[derive(Debug, thiserror::Error)]
+pub enum ModelComputeError {
+    #[error("loading the base model from `{path}`: {message}")]
+    Load { path: String, message: String },
+    #[error("building a model from the weights of {origin}: {message} (the checkpoint must match the base model's config)")]
+    Weights { origin: String, message: String },
+    #[error("tokenizer on problem `{problem}`: {message}")]
+    Tokenizer { problem: String, message: String },
+    #[error("job for window {window} carries no checkpoint; model compute needs the checkpoint valid for the window (wire the checkpoint book into the role)")]
+    NoCheckpoint { window: u64 },
+    #[error("checkpoint sampling spec is not replayable: {0}")]
+    Sampling(String),
+    #[error("model: {0}")]
+    Policy(#[from] policy::PolicyError),
+    #[error("the verifier's recomputed rows are inconsistent (a verifier bug, never the miner's fault): {0}")]
+    VerifierRows(String),
+    #[error("sampler: {0}")]
+    Sampler(String),
+}
+
+/// The protocol's sampling parameters for a checkpoint's published spec.
+pub fn sampling_params(spec: &SamplingSpec) -> Result<SamplingParams, ModelComputeError> {
+    let params = SamplingParams {
+        temperature: spec.temperature,
+        top_k: spec.top_k,
+        top_p: spec.top_p,
+        repetition_penalty: spec.repetition_penalty,
+    };
+    params
+        .validate()
+        .map_err(|e| ModelComputeError::Sampling(e.to_string()))?;
+    Ok(params)
+}
+
+/// The model built from the checkpoint a worker last saw; rebuilt only when the digest changes.
+#[derive(Default)]
+pub struct LoadedCheckpoint {
+    current: Option<(Hash32, Model)>,
+}
+
+impl LoadedCheckpoint {
+    /// The model for `checkpoint`, swapping weights if its digest differs from the loaded one.
+    pub fn ensure(
+        &mut self,
+        base: &ModelBase,
+        checkpoint: &ActiveCheckpoint,
+    ) -> Result<&Model, ModelComputeError> {
+        let stale = self
+            .current
+            .as_ref()
+            .is_none_or(|(digest, _)| *digest != checkpoint.digest);
+        if stale {
+            let origin = format!("checkpoint {} (seq {})", checkpoint.digest, checkpoint.seq);
+            let model = base.build_model(&checkpoint.weights.0, &origin)?;
+            tracing::info!(checkpoint = %checkpoint.digest, seq = checkpoint.seq, "loaded checkpoint weights");
+            self.current = Some((checkpoint.digest, model));
+        }
+        Ok(&self.current.as_ref().expect("set above").1)
+    }
+
+    /// Digest of the loaded checkpoint (zero before the first job).
+    pub fn digest(&self) -> Hash32 {
+        self.current
+            .as_ref()
+            .map(|(digest, _)| *digest)
+            .unwrap_or_default()
+    }
+}
