@@ -146,6 +146,23 @@ pub struct CheckpointBook {
     inner: Arc<Inner>,
 }
 
+/// A running [`CheckpointBook::follow`] task, stopped when dropped (a restarted role starts
+/// a new one; the book keeps what was loaded).
+pub struct Follower(tokio::task::JoinHandle<anyhow::Result<()>>);
+
+impl Follower {
+    /// The stream was lost (the role should restart).
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One step of a chain rebuild: the entry's announcement and whether it is already loaded.
 type ChainStep = (CheckpointAnnounce, Option<SharedWeights>);
 
@@ -183,14 +200,28 @@ impl CheckpointBook {
         if !state.caught_up {
             return CheckpointStatus::Syncing;
         }
-        let Some(e) = state
+        match state
             .entries
             .values()
             .rev()
             .find(|e| e.announce.valid_from_window <= window)
-        else {
-            return CheckpointStatus::NotAnnounced;
-        };
+        {
+            Some(e) => Self::status_of_entry(e),
+            None => CheckpointStatus::NotAnnounced,
+        }
+    }
+
+    /// The state of announcement `seq` (whichever windows it governs).
+    pub fn status_of_seq(&self, seq: u64) -> CheckpointStatus {
+        let state = self.state();
+        match state.entries.get(&seq) {
+            Some(e) => Self::status_of_entry(e),
+            None if state.caught_up => CheckpointStatus::NotAnnounced,
+            None => CheckpointStatus::Syncing,
+        }
+    }
+
+    fn status_of_entry(e: &Entry) -> CheckpointStatus {
         let seq = e.announce.seq;
         match &e.loaded {
             Loaded::Ready(_) => CheckpointStatus::Ready(State::active(e).expect("ready")),
@@ -370,6 +401,12 @@ impl CheckpointBook {
             }
             self.load_pending(&bus.metrics, role).await;
         }
+    }
+
+    /// Run [`CheckpointBook::follow`] on the current (actix) runtime until the returned
+    /// handle is dropped.
+    pub fn spawn_follower(&self, bus: Bus, role: &'static str) -> Follower {
+        Follower(actix_rt::spawn(self.clone().follow(bus, role)))
     }
 
     fn offer_message(&self, bus: &Bus, role: &str, subject: &str, payload: &[u8]) {

@@ -36,7 +36,7 @@ pub mod book;
 pub mod load;
 pub mod store;
 
-pub use book::{BookConfig, CheckpointBook, CheckpointStatus};
+pub use book::{BookConfig, CheckpointBook, CheckpointStatus, Follower};
 pub use store::{
     get_bytes, object_digest, put_bytes, CheckpointStore, LocalDirStore, NatsObjectStore,
     ObjectReader, StoreError, StoredObject,

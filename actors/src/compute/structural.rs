@@ -8,12 +8,14 @@ use messages::{Hash32, PackedF32, PackedU32, Rollout, RolloutGroup, WIRE_VERSION
 use protocol::checks::{check_deadline, check_problem_seed, grpo_advantages, unique_completions};
 use protocol::randomness::{prf, problem_seed};
 
+use crate::checkpoints::REASON_WRONG_CHECKPOINT;
 use crate::roles::miner::{MineJob, MinerCompute};
 use crate::roles::verifier::{VerifierCompute, VerifyJob, VerifyOutcome};
 
 pub const GROUP_SIZE: usize = 16;
 
 pub struct StructuralMiner {
+    /// Named in groups when the job carries no checkpoint (clusters without a publisher).
     pub checkpoint: Hash32,
 }
 
@@ -59,7 +61,10 @@ impl MinerCompute for StructuralMiner {
             nonce: u64::from_le_bytes(
                 prf("grail-rs/nonce", &[&seed.to_le_bytes()])[..8].try_into()?,
             ),
-            checkpoint: self.checkpoint,
+            checkpoint: job
+                .checkpoint
+                .as_ref()
+                .map_or(self.checkpoint, |c| c.digest),
             env: "structural".into(),
             problem_seed: seed,
             problem_id: format!("structural/{seed}"),
@@ -90,6 +95,12 @@ impl VerifierCompute for StructuralVerifier {
         let g = &job.group;
         if let Err(r) = check_deadline(job.server_ts_ms, job.open.deadline_ms) {
             return Ok(reject(r.code()));
+        }
+        // Groups must be mined on the checkpoint governing their window.
+        if let Some(c) = &job.checkpoint {
+            if g.checkpoint != c.digest {
+                return Ok(reject(REASON_WRONG_CHECKPOINT));
+            }
         }
         if g.rollouts.len() != GROUP_SIZE {
             return Ok(reject("group_size"));

@@ -9,6 +9,7 @@ use messages::subjects as subj;
 use messages::{Hash32, RolloutGroup};
 
 use crate::bus::{now_ms, MsgMeta};
+use crate::checkpoints::CheckpointBook;
 use crate::compute::ActiveCheckpoint;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
 use crate::windows::{follow_clock, WindowBook};
@@ -55,11 +56,25 @@ pub struct Miner {
     ctx: RoleCtx,
     cfg: MinerConfig,
     pool: Arc<WorkerPool<MinerWorker>>,
+    /// None: mine without checkpoints (model-free compute).
+    book: Option<CheckpointBook>,
 }
 
 impl Miner {
     pub fn new(ctx: RoleCtx, cfg: MinerConfig, pool: Arc<WorkerPool<MinerWorker>>) -> Self {
-        Self { ctx, cfg, pool }
+        Self {
+            ctx,
+            cfg,
+            pool,
+            book: None,
+        }
+    }
+
+    /// Follow `book` and mine each window with the checkpoint governing it; windows without
+    /// a loaded checkpoint are skipped.
+    pub fn with_checkpoints(mut self, book: CheckpointBook) -> Self {
+        self.book = Some(book);
+        self
     }
 }
 
@@ -68,19 +83,40 @@ impl RoleLoop for Miner {
         let ctx = self.ctx.clone();
         let cfg = self.cfg.clone();
         let pool = self.pool.clone();
+        let checkpoints = self.book.clone();
         Box::pin(async move {
             let book = WindowBook::default();
             let follower = actix_rt::spawn(follow_clock(ctx.bus.clone(), "miner", book.clone()));
+            let ckpt_follower = checkpoints
+                .as_ref()
+                .map(|b| b.spawn_follower(ctx.bus.clone(), "miner"));
             let mut last_mined = 0u64;
+            let mut last_skipped = 0u64;
             loop {
                 if follower.is_finished() {
                     anyhow::bail!("lost the clock stream");
+                }
+                if ckpt_follower.as_ref().is_some_and(|f| f.is_finished()) {
+                    anyhow::bail!("lost the checkpoint stream");
                 }
                 book.changed(Duration::from_millis(500)).await;
                 let Some(open) = book.latest_open() else {
                     continue;
                 };
                 if open.window <= last_mined || now_ms() >= open.deadline_ms {
+                    continue;
+                }
+                let checkpoint = checkpoints.as_ref().and_then(|b| b.for_window(open.window));
+                if checkpoints.is_some() && checkpoint.is_none() {
+                    // Retried until the deadline: the checkpoint may still be loading.
+                    if last_skipped < open.window {
+                        last_skipped = open.window;
+                        ctx.metrics().reject("miner", "checkpoint_unavailable");
+                        tracing::info!(
+                            window = open.window,
+                            "no checkpoint loaded for the window; not mining it yet"
+                        );
+                    }
                     continue;
                 }
                 last_mined = open.window;
@@ -95,7 +131,7 @@ impl RoleLoop for Miner {
                     group_index: g,
                     miner: ctx.identity.address().to_string(),
                     miner_pubkey: ctx.identity.public(),
-                    checkpoint: None,
+                    checkpoint: checkpoint.clone(),
                 });
                 for job in jobs {
                     let (ctx, pool) = (ctx.clone(), pool.clone());

@@ -154,7 +154,7 @@ impl RoleLoop for Publisher {
 }
 
 async fn run_pipeline(ctx: &RoleCtx, p: &Pipeline) -> anyhow::Result<()> {
-    let follower = actix_rt::spawn(p.book.clone().follow(ctx.bus.clone(), "publisher"));
+    let follower = p.book.spawn_follower(ctx.bus.clone(), "publisher");
     let windows = WindowBook::default();
     let clock = actix_rt::spawn(follow_clock(ctx.bus.clone(), "publisher", windows.clone()));
     let result = async {
@@ -187,7 +187,6 @@ async fn run_pipeline(ctx: &RoleCtx, p: &Pipeline) -> anyhow::Result<()> {
         anyhow::bail!("candidate stream ended")
     }
     .await;
-    follower.abort();
     clock.abort();
     result
 }

@@ -276,9 +276,9 @@ impl RoleLoop for Trainer {
         let cfg = self.cfg.clone();
         let book = self.book.clone();
         Box::pin(async move {
-            let follower = match &book {
+            let _follower = match &book {
                 Some(b) => {
-                    let f = actix_rt::spawn(b.clone().follow(ctx.bus.clone(), "trainer"));
+                    let f = b.spawn_follower(ctx.bus.clone(), "trainer");
                     anyhow::ensure!(
                         b.wait_caught_up(Duration::from_secs(60)).await,
                         "could not replay {} within 60 s",
@@ -288,11 +288,7 @@ impl RoleLoop for Trainer {
                 }
                 None => None,
             };
-            let result = train_loop(&ctx, &pool, &cfg, book.as_ref()).await;
-            if let Some(f) = follower {
-                f.abort();
-            }
-            result
+            train_loop(&ctx, &pool, &cfg, book.as_ref()).await
         })
     }
 }

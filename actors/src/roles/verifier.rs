@@ -14,6 +14,7 @@ use messages::subjects::{self as subj, Subject};
 use messages::{GroupVerdict, Hash32, RolloutGroup, WindowClose, WindowOpen, WIRE_VERSION};
 
 use crate::bus::{server_timestamp_ms, MsgMeta};
+use crate::checkpoints::{CheckpointBook, CheckpointStatus, REASON_CHECKPOINT_UNAVAILABLE};
 use crate::compute::ActiveCheckpoint;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
 use crate::windows::{follow_clock, WindowBook};
@@ -68,13 +69,30 @@ pub struct Verifier {
     ctx: RoleCtx,
     cfg: VerifierConfig,
     pool: Arc<WorkerPool<VerifierWorker>>,
+    /// None: verify without checkpoints (model-free compute).
+    checkpoints: Option<CheckpointBook>,
 }
 
 impl Verifier {
     pub fn new(ctx: RoleCtx, cfg: VerifierConfig, pool: Arc<WorkerPool<VerifierWorker>>) -> Self {
-        Self { ctx, cfg, pool }
+        Self {
+            ctx,
+            cfg,
+            pool,
+            checkpoints: None,
+        }
+    }
+
+    /// Follow `book` and verify each group against the checkpoint governing its window
+    /// (naked while it loads; an explicit `checkpoint_unavailable` rejection if it cannot).
+    pub fn with_checkpoints(mut self, book: CheckpointBook) -> Self {
+        self.checkpoints = Some(book);
+        self
     }
 }
+
+/// Deliveries after which a group whose checkpoint cannot be loaded is rejected explicitly.
+const UNAVAILABLE_DELIVERIES: i64 = 3;
 
 /// The shared durable consumer every verifier pulls from.
 pub async fn verifier_consumer(
@@ -109,9 +127,13 @@ impl RoleLoop for Verifier {
         let ctx = self.ctx.clone();
         let cfg = self.cfg.clone();
         let pool = self.pool.clone();
+        let checkpoints = self.checkpoints.clone();
         Box::pin(async move {
             let book = WindowBook::default();
             let follower = actix_rt::spawn(follow_clock(ctx.bus.clone(), "verifier", book.clone()));
+            let _ckpt_follower = checkpoints
+                .as_ref()
+                .map(|b| b.spawn_follower(ctx.bus.clone(), "verifier"));
             let consumer = verifier_consumer(&ctx.bus.js, cfg.ack_wait).await?;
             let messages = consumer
                 .stream()
@@ -124,9 +146,12 @@ impl RoleLoop for Verifier {
                 .for_each_concurrent(cfg.concurrency.max(1), |msg| {
                     let (ctx, pool, book, cfg) =
                         (ctx.clone(), pool.clone(), book.clone(), cfg.clone());
+                    let checkpoints = checkpoints.clone();
                     async move {
                         match msg {
-                            Ok(msg) => handle(&ctx, &pool, &book, &cfg, msg).await,
+                            Ok(msg) => {
+                                handle(&ctx, &pool, &book, checkpoints.as_ref(), &cfg, msg).await
+                            }
                             Err(e) => tracing::warn!(error = %e, "pull error"),
                         }
                     }
@@ -147,6 +172,7 @@ async fn handle(
     ctx: &RoleCtx,
     pool: &WorkerPool<VerifierWorker>,
     book: &WindowBook,
+    checkpoints: Option<&CheckpointBook>,
     cfg: &VerifierConfig,
     msg: jetstream::Message,
 ) {
@@ -186,15 +212,42 @@ async fn handle(
         return settle(&msg, AckKind::Term).await;
     };
     let group_index = group.group_index;
-    let job = VerifyJob {
+    let checkpoint = match checkpoints.map(|b| b.status_for_window(window)) {
+        None => Ok(None),
+        Some(CheckpointStatus::Ready(c)) => Ok(Some(c)),
+        Some(CheckpointStatus::Syncing | CheckpointStatus::Loading { .. }) => {
+            return settle(&msg, AckKind::Nak(Some(Duration::from_secs(2)))).await;
+        }
+        Some(status) => {
+            let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+            if delivered < UNAVAILABLE_DELIVERIES {
+                return settle(&msg, AckKind::Nak(Some(Duration::from_secs(2)))).await;
+            }
+            tracing::warn!(
+                window,
+                miner,
+                group_index,
+                ?status,
+                "checkpoint unavailable; rejecting the group explicitly"
+            );
+            Err(crate::compute::structural::reject(
+                REASON_CHECKPOINT_UNAVAILABLE,
+            ))
+        }
+    };
+    let job = checkpoint.map(|checkpoint| VerifyJob {
         group,
         digest,
         server_ts_ms,
         open,
         close,
-        checkpoint: None,
+        checkpoint,
+    });
+    let run = match job {
+        Ok(job) => pool.run(job).await,
+        Err(unavailable) => Ok(unavailable),
     };
-    let outcome = match pool.run(job).await {
+    let outcome = match run {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!(error = %e, window, miner, group_index, "verification failed to run; redelivering");
