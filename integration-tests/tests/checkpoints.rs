@@ -337,6 +337,14 @@ fn publisher_chains_deltas_between_anchors_and_books_rebuild_bit_exactly_with_fa
                 a.bytes as f64 / full_bytes as f64
             );
         }
+        // For comparison: a dense update (every element nudged), as after many Adam steps.
+        let dense = policy::delta::encode_delta(&chain[0], &train_step(&chain[0], 99, 1.0))
+            .unwrap()
+            .len();
+        println!(
+            "| -   | delta, 100 % changed | {dense:>9} | {full_bytes:>10} | {:.3} |",
+            dense as f64 / full_bytes as f64
+        );
         assert!(
             announced[1].bytes * 3 < announced[0].bytes,
             "a 5 % delta is much smaller than a full checkpoint"
@@ -672,9 +680,12 @@ fn a_new_checkpoint_is_handed_over_to_miners_and_verifiers_from_its_window_on() 
     });
 }
 
+/// (window, base seq, group count) of every training job.
+type Jobs = Arc<Mutex<Vec<(u64, Option<u64>, usize)>>>;
+
 /// Trains by nudging the checkpoint each job starts from; remembers every job's base.
 struct NudgeTrainer {
-    jobs: Arc<Mutex<Vec<(u64, Option<u64>, usize)>>>,
+    jobs: Jobs,
 }
 
 impl TrainerCompute for NudgeTrainer {
@@ -697,8 +708,6 @@ impl TrainerCompute for NudgeTrainer {
         })
     }
 }
-
-type Jobs = Arc<Mutex<Vec<(u64, Option<u64>, usize)>>>;
 
 fn trainer_process(url: &str, trainer: &Identity, publisher: &Identity, jobs: &Jobs) -> Process {
     let (trainer, publisher, jobs) = (trainer.clone(), publisher.clone(), jobs.clone());

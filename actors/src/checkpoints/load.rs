@@ -39,13 +39,12 @@ pub enum LoadError {
         found: Hash32,
         expected: Hash32,
     },
-    #[error("checkpoint seq {seq}: delta links {found_base} → {found_target}, the announcement says {base} → {target}")]
+    #[error("checkpoint seq {seq}: delta links {found}, the announcement says {announced}")]
     DeltaHeader {
         seq: u64,
-        found_base: Hash32,
-        found_target: Hash32,
-        base: Hash32,
-        target: Hash32,
+        /// `base → target` digests as the delta header has them.
+        found: String,
+        announced: String,
     },
     #[error("checkpoint seq {seq}: applying the delta failed: {detail}")]
     DeltaApply { seq: u64, detail: String },
@@ -166,10 +165,8 @@ pub async fn decode_delta(
         if found_base != base_digest || found_target != target {
             return Err(LoadError::DeltaHeader {
                 seq,
-                found_base,
-                found_target,
-                base: base_digest,
-                target,
+                found: format!("{found_base} → {found_target}"),
+                announced: format!("{base_digest} → {target}"),
             });
         }
         let weights = apply_delta(&base, &bytes).map_err(|e| LoadError::DeltaApply {

@@ -316,7 +316,7 @@ async fn handle_candidate(
         return Ok(Some(AckKind::Term));
     };
     let cand = env.payload;
-    if !p.cfg.trusted_trainers.iter().any(|t| *t == env.signer) {
+    if !p.cfg.trusted_trainers.contains(&env.signer) {
         tracing::warn!(signer = %env.signer, "candidate from an untrusted trainer refused");
         return Ok(refuse(ctx, p, "candidate_untrusted_signer", None).await);
     }
