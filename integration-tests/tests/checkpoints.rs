@@ -653,7 +653,7 @@ fn a_new_checkpoint_is_handed_over_to_miners_and_verifiers_from_its_window_on() 
             if v.miner == cheater.address() {
                 assert_eq!(
                     (v.accepted, v.reason.as_deref()),
-                    (false, Some(actors::checkpoints::REASON_WRONG_CHECKPOINT))
+                    (false, Some("checkpoint_mismatch"))
                 );
             } else {
                 assert!(

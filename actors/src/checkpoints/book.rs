@@ -293,6 +293,27 @@ impl CheckpointBook {
         }
     }
 
+    /// Wait (up to `timeout`) until the newest announcement is loaded or given up on, then
+    /// return [`CheckpointBook::latest`]: what a trainer must start from.
+    pub async fn settled_latest(&self, timeout: Duration) -> Option<ActiveCheckpoint> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.inner.changed.notified();
+            let settled = {
+                let state = self.state();
+                state.caught_up
+                    && !state
+                        .entries
+                        .values()
+                        .next_back()
+                        .is_some_and(|e| matches!(e.loaded, Loaded::Pending { .. }))
+            };
+            if settled || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.latest();
+            }
+        }
+    }
+
     /// Record a checkpoint this process announced itself (the publisher): its weights are
     /// known, so the stream replay need not fetch them back.
     pub fn record_own(&self, announce: CheckpointAnnounce, weights: Arc<WeightSet>) {

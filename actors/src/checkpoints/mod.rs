@@ -42,8 +42,7 @@ pub use store::{
     ObjectReader, StoreError, StoredObject,
 };
 
-/// Verdict reason: the group names a checkpoint other than the one governing its window.
-/// (Not a `protocol::checks::RejectReason` yet; the structural and model verifiers share it.)
-pub const REASON_WRONG_CHECKPOINT: &str = "wrong_checkpoint";
 /// Verdict reason: the verifier could not reconstruct the checkpoint governing the window.
+/// (A group naming another checkpoint than the governing one is rejected with the protocol's
+/// `checkpoint_mismatch`.)
 pub const REASON_CHECKPOINT_UNAVAILABLE: &str = "checkpoint_unavailable";

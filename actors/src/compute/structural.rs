@@ -8,7 +8,6 @@ use messages::{Hash32, PackedF32, PackedU32, Rollout, RolloutGroup, WIRE_VERSION
 use protocol::checks::{check_deadline, check_problem_seed, grpo_advantages, unique_completions};
 use protocol::randomness::{prf, problem_seed};
 
-use crate::checkpoints::REASON_WRONG_CHECKPOINT;
 use crate::roles::miner::{MineJob, MinerCompute};
 use crate::roles::verifier::{VerifierCompute, VerifyJob, VerifyOutcome};
 
@@ -99,7 +98,11 @@ impl VerifierCompute for StructuralVerifier {
         // Groups must be mined on the checkpoint governing their window.
         if let Some(c) = &job.checkpoint {
             if g.checkpoint != c.digest {
-                return Ok(reject(REASON_WRONG_CHECKPOINT));
+                let mismatch = protocol::checks::RejectReason::CheckpointMismatch {
+                    claimed: g.checkpoint.to_string(),
+                    expected: c.digest.to_string(),
+                };
+                return Ok(reject(mismatch.code()));
             }
         }
         if g.rollouts.len() != GROUP_SIZE {

@@ -376,7 +376,10 @@ async fn train_window(
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let base = book.and_then(|b| b.latest());
+    let base = match book {
+        Some(b) => b.settled_latest(Duration::from_secs(120)).await,
+        None => None,
+    };
     let report = pool
         .run(TrainJob {
             window,
