@@ -42,15 +42,21 @@ pub struct RoleActor {
     ctx: RoleCtx,
     body: Arc<dyn RoleLoop>,
     restarts: Arc<AtomicU32>,
+    /// The actor's own address. An actix `Supervisor` restarts a stopped actor only while
+    /// some `Addr` to it is alive, so without this a caller that drops the `Addr` returned
+    /// by [`RoleActor::start`] would get a role that silently dies at its first failure.
+    /// A role runs until its actix System stops.
+    _keep_alive: Option<Addr<RoleActor>>,
 }
 
 impl RoleActor {
     pub fn start(ctx: RoleCtx, body: Arc<dyn RoleLoop>) -> Addr<RoleActor> {
         let restarts = Arc::new(AtomicU32::new(0));
-        Supervisor::start(move |_| RoleActor {
+        Supervisor::start(move |actor_ctx: &mut Context<RoleActor>| RoleActor {
             ctx,
             body,
             restarts,
+            _keep_alive: Some(actor_ctx.address()),
         })
     }
 }
