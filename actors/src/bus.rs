@@ -2,10 +2,12 @@
 //! (JetStream with de-duplication ids, retried until acked), and open incoming envelopes with
 //! every refusal counted by reason.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use messages::subjects as subj;
@@ -34,6 +36,9 @@ pub struct Bus {
     pub js: jetstream::Context,
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
+    /// Counts the client's (re)connections: readers of ephemeral consumers rebuild them
+    /// when it changes (a restarted server has forgotten them).
+    pub connections: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Metadata attached to a published message as NATS headers (readable with `nats sub`).
@@ -53,6 +58,8 @@ impl Bus {
         max_message_bytes: usize,
     ) -> Result<Self, BusError> {
         let m = metrics.clone();
+        let (connected, connections) = tokio::sync::watch::channel(0u64);
+        let connected = Arc::new(connected);
         let client = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
@@ -61,7 +68,11 @@ impl Bus {
             .subscription_capacity(65_536)
             .event_callback(move |event| {
                 let m = m.clone();
+                let connected = connected.clone();
                 async move {
+                    if matches!(event, async_nats::Event::Connected) {
+                        connected.send_modify(|n| *n += 1);
+                    }
                     let label = match &event {
                         async_nats::Event::Connected => "connected",
                         async_nats::Event::Disconnected => "disconnected",
@@ -88,6 +99,7 @@ impl Bus {
             js,
             metrics,
             max_message_bytes,
+            connections,
         })
     }
 
@@ -221,33 +233,148 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Messages of `stream` whose subject matches `filter`, read in order by an ephemeral
-/// consumer (nothing to ack: a restarted reader simply replays).
-pub type OrderedMessages = async_nats::jetstream::consumer::pull::Ordered;
+/// Messages of `stream` whose subject matches `filter`, in stream order, from an ephemeral
+/// ordered consumer (nothing to ack: a restarted reader simply replays). The reader survives
+/// reconnects and server restarts: it rebuilds its consumer from the next unread sequence
+/// (see [`Bus::replay`]). An `Err` item means the consumer could not be rebuilt for a while.
+pub type OrderedMessages = futures::stream::BoxStream<'static, anyhow::Result<jetstream::Message>>;
+
+/// Failed rebuilds (while connected) before a reader gives up and reports an error.
+const REPLAY_MAX_FAILURES: u32 = 8;
+
+struct ReplayState {
+    bus: Bus,
+    stream: String,
+    filter: String,
+    deliver: DeliverPolicy,
+    /// Stream sequence after the last message handed out (where a rebuild resumes).
+    next_sequence: Option<u64>,
+    inner: Option<jetstream::consumer::pull::Ordered>,
+    connections: tokio::sync::watch::Receiver<u64>,
+    failures: u32,
+}
+
+impl ReplayState {
+    fn open(&self) -> impl Future<Output = anyhow::Result<jetstream::consumer::pull::Ordered>> {
+        // Owned copies: `self` holds the (non-Sync) reader, so the future must not borrow it.
+        let (js, stream, filter) = (
+            self.bus.js.clone(),
+            self.stream.clone(),
+            self.filter.clone(),
+        );
+        let deliver = match self.next_sequence {
+            Some(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+            None => self.deliver,
+        };
+        async move {
+            let s = js
+                .get_stream(&stream)
+                .await
+                .map_err(|e| anyhow::anyhow!("stream {stream}: {e} (run `grail streams`)"))?;
+            let consumer = s
+                .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                    filter_subject: filter.clone(),
+                    deliver_policy: deliver,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("ordered consumer on {stream} ({filter}): {e}"))?;
+            consumer
+                .messages()
+                .await
+                .map_err(|e| anyhow::anyhow!("reading {stream} ({filter}): {e}"))
+        }
+    }
+
+    /// Drop the consumer after `error`; true when the reader should give up.
+    async fn failed(&mut self, error: &anyhow::Error) -> bool {
+        self.inner = None;
+        let connected =
+            self.bus.client.connection_state() == async_nats::connection::State::Connected;
+        if connected {
+            self.failures += 1;
+        }
+        tracing::warn!(stream = %self.stream, filter = %self.filter, error = %format!("{error:#}"),
+            failures = self.failures, "ordered reader failed; rebuilding its consumer");
+        if self.failures >= REPLAY_MAX_FAILURES {
+            return true;
+        }
+        let backoff = Duration::from_millis(100 << self.failures.min(4));
+        // A reconnect ends the wait early: that is when a rebuild can succeed.
+        let _ = tokio::time::timeout(backoff, self.connections.changed()).await;
+        false
+    }
+
+    async fn next(&mut self) -> Option<anyhow::Result<jetstream::Message>> {
+        loop {
+            let inner = match self.inner.as_mut() {
+                Some(inner) => inner,
+                None => match self.open().await {
+                    Ok(inner) => self.inner.insert(inner),
+                    Err(e) if self.failed(&e).await => return Some(Err(e)),
+                    Err(_) => continue,
+                },
+            };
+            tokio::select! {
+                msg = futures::StreamExt::next(inner) => match msg {
+                    Some(Ok(msg)) => {
+                        if let Ok(info) = msg.info() {
+                            self.next_sequence = Some(info.stream_sequence + 1);
+                        }
+                        self.failures = 0;
+                        return Some(Ok(msg));
+                    }
+                    Some(Err(e)) => {
+                        let e = anyhow::anyhow!("reading {} ({}): {e}", self.stream, self.filter);
+                        if self.failed(&e).await {
+                            return Some(Err(e));
+                        }
+                    }
+                    None => {
+                        let e = anyhow::anyhow!("{} ({}) reader ended", self.stream, self.filter);
+                        if self.failed(&e).await {
+                            return None;
+                        }
+                    }
+                },
+                // The client reconnected: if the server restarted, our ephemeral consumer is
+                // gone and the client would only notice after two missed 15 s heartbeats.
+                Ok(()) = self.connections.changed() => {
+                    tracing::info!(stream = %self.stream, filter = %self.filter, "reconnected; rebuilding ordered reader");
+                    self.inner = None;
+                }
+            }
+        }
+    }
+}
 
 impl Bus {
+    /// Read `stream` (subjects matching `filter`) in order from `deliver` on. Fails at once
+    /// when the stream or consumer cannot be created; afterwards it rebuilds the consumer
+    /// after reconnects and errors, resuming after the last message it returned.
     pub async fn replay(
         &self,
         stream: &str,
         filter: &str,
-        deliver: async_nats::jetstream::consumer::DeliverPolicy,
+        deliver: DeliverPolicy,
     ) -> anyhow::Result<OrderedMessages> {
-        let s = self
-            .js
-            .get_stream(stream)
-            .await
-            .map_err(|e| anyhow::anyhow!("stream {stream}: {e} (run `grail streams`)"))?;
-        let consumer = s
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                filter_subject: filter.to_string(),
-                deliver_policy: deliver,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("ordered consumer on {stream} ({filter}): {e}"))?;
-        consumer
-            .messages()
-            .await
-            .map_err(|e| anyhow::anyhow!("reading {stream} ({filter}): {e}"))
+        let mut connections = self.connections.clone();
+        connections.borrow_and_update();
+        let mut state = ReplayState {
+            bus: self.clone(),
+            stream: stream.to_string(),
+            filter: filter.to_string(),
+            deliver,
+            next_sequence: None,
+            inner: None,
+            connections,
+            failures: 0,
+        };
+        state.inner = Some(state.open().await?);
+        let messages = futures::stream::unfold(state, |mut state| async move {
+            let item = state.next().await?;
+            Some((item, state))
+        });
+        Ok(Box::pin(messages))
     }
 }
