@@ -59,6 +59,19 @@ impl World {
         }
     }
 
+    /// A world around any model directory or `.gguf` file (e.g. SmolLM2-135M) on CPU, f32.
+    pub fn from_model(path: &Path, spec: SamplingSpec) -> Self {
+        let base = Arc::new(ModelBase::load(path, &LoadOptions::default()).unwrap());
+        let checkpoint = base.base_checkpoint(spec).unwrap();
+        Self {
+            _dir: tempfile::tempdir().unwrap(),
+            base,
+            env: build(&EnvSpec::new("arith")).unwrap(),
+            checkpoint,
+            chain: HashChain::new([9; 32], 64),
+        }
+    }
+
     /// A checkpoint with the weights of another tiny model (another seed).
     pub fn foreign_checkpoint(&self, model_seed: u64) -> ActiveCheckpoint {
         let dir = tempfile::tempdir().unwrap();
