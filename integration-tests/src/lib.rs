@@ -3,6 +3,8 @@
 //! supervised actors, "processes" (an actix System on its own thread with its own NATS
 //! connection) that can be killed abruptly, and readers for what the streams hold.
 
+pub mod observe;
+
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
