@@ -1,6 +1,7 @@
 //! `grail bench policy`: generation, proof-forward and GRPO-training throughput of a model,
 //! with peak memory and achieved GFLOP/s against a measured f32 gemm peak.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -9,6 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::{Arch, ModelConfig};
+use crate::device::{default_dtype, parse_device, DeviceError};
 use crate::error::{LoadError, PolicyError};
 use crate::generate::{generate_group, GroupRequest, RandomSampler, SamplingParams, TokenSampler};
 use crate::grpo::{micro_batch_loss, GrpoConfig, GrpoSample, GrpoTrainer};
@@ -48,6 +50,12 @@ pub struct BenchOptions {
     pub max_new_tokens: usize,
     /// Optimizer steps to average the training measurement over.
     pub train_steps: usize,
+    /// `"cpu"`, `"cuda"` or `"cuda:N"`.
+    pub device: String,
+    /// Weight dtype; `None` = the device's default (f32 on CPU, bf16 on CUDA).
+    pub dtype: Option<DType>,
+    /// Challenged positions per sequence whose logits the verifier's proof forward computes.
+    pub challenged_positions: usize,
 }
 
 impl Default for BenchOptions {
@@ -58,6 +66,9 @@ impl Default for BenchOptions {
             prompt_len: 128,
             max_new_tokens: 128,
             train_steps: 2,
+            device: "cpu".into(),
+            dtype: None,
+            challenged_positions: 32,
         }
     }
 }
@@ -75,6 +86,8 @@ pub struct BenchRow {
 #[derive(Clone, Debug)]
 pub struct BenchReport {
     pub model: String,
+    /// Device and weight dtype, e.g. `cpu f32`, `cuda:0 bf16`.
+    pub device: String,
     pub parameters: usize,
     pub threads: usize,
     pub rows: Vec<BenchRow>,
@@ -90,9 +103,10 @@ impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "policy bench: {} ({:.2}M params), {} threads",
+            "policy bench: {} ({:.2}M params) on {}, {} CPU threads",
             self.model,
             self.parameters as f64 / 1e6,
+            self.device,
             self.threads
         )?;
         writeln!(
@@ -121,6 +135,8 @@ pub enum BenchError {
     Policy(#[from] PolicyError),
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
 }
 
 /// Peak resident set size in MiB (`VmHWM`), if /proc is available.
@@ -131,17 +147,20 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Measured f32 GFLOP/s of a 1024² matmul on `device` (best of 5).
-pub fn gemm_peak_gflops(device: &Device) -> candle_core::Result<f64> {
-    let n = 1024;
-    let a = Tensor::ones((n, n), DType::F32, device)?;
-    let b = Tensor::ones((n, n), DType::F32, device)?;
+/// Measured GFLOP/s of an `n × n × n` matmul of random `dtype` matrices on `device` (best of
+/// 5 after one warm-up): the gemm peak the model's products are compared with.
+pub fn gemm_peak_gflops(device: &Device, n: usize, dtype: DType) -> candle_core::Result<f64> {
+    let a = Tensor::randn(0f32, 1.0, (n, n), device)?.to_dtype(dtype)?;
+    let b = Tensor::randn(0f32, 1.0, (n, n), device)?.to_dtype(dtype)?;
+    a.matmul(&b)?;
+    device.synchronize()?;
     let mut best = f64::MAX;
     for _ in 0..5 {
         let t = Instant::now();
         let c = a.matmul(&b)?;
-        c.device().synchronize()?;
+        device.synchronize()?;
         best = best.min(t.elapsed().as_secs_f64());
+        drop(c);
     }
     Ok(2.0 * (n * n * n) as f64 / best / 1e9)
 }
@@ -166,10 +185,21 @@ fn small_config() -> ModelConfig {
 /// Forward FLOPs of one sequence of `len` tokens: 2 × (non-embedding params incl. the LM
 /// head) per token plus the full `len × len` attention products we compute.
 pub fn forward_flops(cfg: &ModelConfig, len: usize) -> f64 {
+    trunk_flops(cfg, len) + lm_head_flops(cfg, len)
+}
+
+/// Forward FLOPs of the decoder layers alone (no LM head) for one sequence of `len` tokens.
+pub fn trunk_flops(cfg: &ModelConfig, len: usize) -> f64 {
     let embed = cfg.vocab_size * cfg.hidden_size;
-    let dense = cfg.parameter_count() - if cfg.tie_word_embeddings { 0 } else { embed };
+    let untied_head = if cfg.tie_word_embeddings { 0 } else { embed };
+    let layers = cfg.parameter_count() - embed - untied_head;
     let attn = 4 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * len * len;
-    2.0 * dense as f64 * len as f64 + attn as f64
+    2.0 * layers as f64 * len as f64 + attn as f64
+}
+
+/// FLOPs of the LM head over `positions` rows.
+pub fn lm_head_flops(cfg: &ModelConfig, positions: usize) -> f64 {
+    2.0 * (cfg.vocab_size * cfg.hidden_size) as f64 * positions as f64
 }
 
 /// Counts the time spent choosing tokens.
@@ -196,25 +226,71 @@ fn row(name: &str, value: f64, unit: &str, note: impl Into<String>) -> BenchRow 
     }
 }
 
-/// Runs the benchmark on CPU in f32.
-pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
-    let device = Device::Cpu;
-    let (label, model, pad, weights) = match &opts.model {
-        BenchModel::Path(p) => {
-            let m = load_model(p, &LoadOptions::default())?;
-            (p.display().to_string(), m.model, m.pad_id, m.weights)
-        }
-        preset => {
-            let (label, cfg) = match preset {
-                BenchModel::Small => ("small (seeded, Llama-style)", small_config()),
-                _ => ("tiny (seeded, Qwen2)", tiny_config(Arch::Qwen2)),
-            };
-            let weights = seeded_weights(&cfg, 0, &device)?;
-            let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &device);
-            (label.to_string(), Model::new(&cfg, vb)?, 0, weights)
-        }
+/// The model under test, its pad id and its weights (to seed the trainer).
+type BenchSubject = (String, Model, u32, HashMap<String, Tensor>);
+
+fn load_subject(
+    opts: &BenchOptions,
+    device: &Device,
+    dtype: DType,
+) -> Result<BenchSubject, BenchError> {
+    if let BenchModel::Path(p) = &opts.model {
+        let load = LoadOptions {
+            device: device.clone(),
+            dtype,
+        };
+        let m = load_model(p, &load)?;
+        return Ok((p.display().to_string(), m.model, m.pad_id, m.weights));
+    }
+    let (label, cfg) = match opts.model {
+        BenchModel::Small => ("small (seeded, Llama-style)", small_config()),
+        _ => ("tiny (seeded, Qwen2)", tiny_config(Arch::Qwen2)),
     };
+    let weights = seeded_weights(&cfg, 0, &Device::Cpu)?
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.to_dtype(dtype)?.to_device(device)?)))
+        .collect::<candle_core::Result<HashMap<_, _>>>()?;
+    let vb = VarBuilder::from_tensors(weights.clone(), dtype, device);
+    Ok((label.to_string(), Model::new(&cfg, vb)?, 0, weights))
+}
+
+/// Loads kernels (CUDA modules are JIT-compiled on first use) and touches every code path once
+/// with small shapes, so first-call costs stay out of the measurements.
+fn warm_up(model: &Model, pad: u32) -> Result<(), BenchError> {
+    let vocab = model.config().vocab_size as u32;
+    let prompt: Vec<u32> = (0..8).map(|i| (i * 31 + 5) % vocab).collect();
+    let req = GroupRequest {
+        prompt: &prompt,
+        group_size: 2,
+        max_new_tokens: 4,
+        eos_ids: &[],
+    };
+    let group = generate_group(model, &req, &mut RandomSampler::new(Default::default(), 0))?;
+    let inputs: Vec<ProofInput> = group
+        .iter()
+        .map(|g| ProofInput {
+            tokens: &g.tokens,
+            logit_positions: &[1, 3],
+        })
+        .collect();
+    for next_token_logprobs in [true, false] {
+        let opts = ProofOptions {
+            pad_id: pad,
+            next_token_logprobs,
+            ..Default::default()
+        };
+        proof_forward(model, &inputs, &opts)?;
+    }
+    Ok(())
+}
+
+/// Runs the benchmark on `opts.device` (f32 on CPU, bf16 on CUDA unless `opts.dtype` says).
+pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let device = parse_device(&opts.device)?;
+    let dtype = opts.dtype.unwrap_or_else(|| default_dtype(&device));
+    let (label, model, pad, weights) = load_subject(opts, &device, dtype)?;
     let cfg = model.config().clone();
+    warm_up(&model, pad)?;
     let vocab = cfg.vocab_size as u32;
     let prompt: Vec<u32> = (0..opts.prompt_len as u32)
         .map(|i| (i * 7919 + 13) % vocab)
@@ -224,20 +300,23 @@ pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> 
     // Generation: one group, no eos so every row runs the full budget.
     let t = Instant::now();
     let mut cache = KvCache::new(&model, 1, opts.prompt_len)?;
-    model.forward_cached(
-        &Tensor::from_slice(&prompt, (1, prompt.len()), &device)?,
-        &mut cache,
-    )?;
+    model
+        .forward_cached(
+            &Tensor::from_slice(&prompt, (1, prompt.len()), &device)?,
+            &mut cache,
+        )?
+        .device()
+        .synchronize()?;
     let prefill_s = t.elapsed().as_secs_f64();
+    drop(cache);
     let req = GroupRequest {
         prompt: &prompt,
         group_size: opts.group_size,
         max_new_tokens: opts.max_new_tokens,
         eos_ids: &[],
     };
-    let params = SamplingParams::default();
     let mut sampler = TimedSampler {
-        inner: RandomSampler::new(params, 1),
+        inner: RandomSampler::new(SamplingParams::default(), 1),
         seconds: 0.0,
     };
     let t = Instant::now();
@@ -252,59 +331,91 @@ pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> 
         decode_s * 1e3 / opts.max_new_tokens.max(1) as f64, 100.0 * sampler.seconds / gen_s
     )));
 
-    // Proof forward over the group's full sequences.
+    // Proof forward over the group's full sequences, as the protocol uses it.
+    let len = prompt.len() + opts.max_new_tokens;
+    let k = opts.challenged_positions.min(opts.max_new_tokens);
+    let challenged: Vec<usize> = (0..k)
+        .map(|i| prompt.len() + i * opts.max_new_tokens / k.max(1))
+        .collect();
     let inputs: Vec<ProofInput> = group
         .iter()
         .map(|g| ProofInput {
             tokens: &g.tokens,
-            logit_positions: &[],
+            logit_positions: &challenged,
         })
         .collect();
-    let proof_opts = ProofOptions {
-        pad_id: pad,
-        ..Default::default()
-    };
-    let len = prompt.len() + opts.max_new_tokens;
     let ids: Vec<u32> = group
         .iter()
         .flat_map(|g| g.tokens.iter().copied())
         .collect();
     let ids = Tensor::from_vec(ids, (group.len(), len), &device)?;
     let t = Instant::now();
-    model.forward_hidden(&ids)?;
-    let hidden_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    proof_forward(&model, &inputs, &proof_opts)?;
-    let proof_s = t.elapsed().as_secs_f64();
+    model.forward_hidden(&ids)?.device().synchronize()?;
+    let trunk_s = t.elapsed().as_secs_f64();
+    let timed_proof = |next_token_logprobs: bool| -> Result<f64, BenchError> {
+        let proof_opts = ProofOptions {
+            pad_id: pad,
+            next_token_logprobs,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        proof_forward(&model, &inputs, &proof_opts)?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let miner_s = timed_proof(true)?;
+    let verifier_s = timed_proof(false)?;
     let proof_tokens = (group.len() * len) as f64;
-    let proof_tps = proof_tokens / proof_s;
+    let trunk = trunk_flops(&cfg, len) * group.len() as f64;
+    let head_all = lm_head_flops(&cfg, len) * group.len() as f64;
+    let head_k = lm_head_flops(&cfg, k) * group.len() as f64;
+    rows.push(row("proof forward, miner", proof_tokens / miner_s, "tok/s", format!(
+        "{} × {len} tok, hidden + next-token log-probs at every position; trunk {:.0}%, LM head + log-softmax {:.0}%",
+        group.len(), 100.0 * trunk_s / miner_s, 100.0 * (1.0 - trunk_s / miner_s).max(0.0)
+    )));
     rows.push(row(
-        "proof forward",
-        proof_tps,
+        "proof forward, verifier",
+        proof_tokens / verifier_s,
         "tok/s",
-        format!(
-            "{} × {len} tokens; trunk {:.0}%, LM head + log-softmax {:.0}%",
-            group.len(),
-            100.0 * hidden_s / proof_s,
-            100.0 * (1.0 - hidden_s / proof_s)
-        ),
+        format!("hidden at every position + full logits at {k} challenged positions per sequence"),
     ));
     rows.push(row(
-        "proof / generation speed",
-        proof_tps / gen_tps,
+        "proof (miner) / generation",
+        proof_tokens / miner_s / gen_tps,
         "×",
         "goal ≥ 10×",
     ));
-    let flops = forward_flops(&cfg, len) * group.len() as f64;
-    let achieved = flops / proof_s / 1e9;
-    let peak = gemm_peak_gflops(&device)?;
     rows.push(row(
-        "prefill (proof) compute",
-        achieved,
-        "GFLOP/s",
-        format!("{:.0}% of the measured gemm peak", 100.0 * achieved / peak),
+        "proof (verifier) / generation",
+        proof_tokens / verifier_s / gen_tps,
+        "×",
+        "goal ≥ 10×",
     ));
-    rows.push(row("gemm peak (1024² f32 matmul)", peak, "GFLOP/s", ""));
+    let (peak_n, peak_dtype) = if device.is_cuda() {
+        (8192, dtype)
+    } else {
+        (2048, DType::F32)
+    };
+    let peak = gemm_peak_gflops(&device, peak_n, peak_dtype)?;
+    let achieved = |flops: f64, s: f64| flops / s / 1e9;
+    for (name, flops, s) in [
+        ("trunk compute (decoder layers)", trunk, trunk_s),
+        ("proof compute, miner", trunk + head_all, miner_s),
+        ("proof compute, verifier", trunk + head_k, verifier_s),
+    ] {
+        let g = achieved(flops, s);
+        rows.push(row(
+            name,
+            g,
+            "GFLOP/s",
+            format!("{:.0}% of the measured gemm peak", 100.0 * g / peak),
+        ));
+    }
+    rows.push(row(
+        &format!("gemm peak ({peak_n}³ {peak_dtype:?} matmul)"),
+        peak,
+        "GFLOP/s",
+        "best of 5, random inputs",
+    ));
 
     // GRPO training on the same group (behaviour log-probs from generation).
     let grpo = GrpoConfig {
@@ -322,14 +433,16 @@ pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> 
             behaviour_logprobs: g.logprobs.clone(),
         })
         .collect();
-    let mut trainer =
-        GrpoTrainer::from_weights(&cfg, &weights, grpo.clone(), pad, DType::F32, &device)?;
+    let mut trainer = GrpoTrainer::from_weights(&cfg, &weights, grpo.clone(), pad, dtype, &device)?;
+    drop(weights);
     let micro: Vec<&GrpoSample> = samples.iter().take(grpo.micro_batch_size).collect();
     let t = Instant::now();
     let (loss, _) = micro_batch_loss(trainer.model(), None, &micro, &grpo, pad)?;
+    loss.device().synchronize()?;
     let fwd_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     loss.backward()?;
+    device.synchronize()?;
     let bwd_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut completion_tokens = 0;
@@ -339,18 +452,23 @@ pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> 
     let train_s = t.elapsed().as_secs_f64() / opts.train_steps.max(1) as f64;
     let micro_batches = samples.len().div_ceil(grpo.micro_batch_size) as f64;
     let optim_s = (train_s - micro_batches * (fwd_s + bwd_s)).max(0.0);
-    let total_tokens = proof_tokens / train_s;
-    rows.push(row("GRPO training", total_tokens, "tok/s", format!(
-        "{} sequences/step ({} completion tok), {:.0} ms/step: fwd+loss {:.0}%, backward {:.0}%, clip+AdamW {:.0}%",
+    rows.push(row("GRPO training", proof_tokens / train_s, "tok/s", format!(
+        "{} sequences/step ({} completion tok), {:.0} ms/step: fwd+loss {:.0}%, backward {:.0}%, grad copy + clip + AdamW {:.0}%",
         samples.len(), completion_tokens / opts.train_steps.max(1), train_s * 1e3,
         100.0 * micro_batches * fwd_s / train_s, 100.0 * micro_batches * bwd_s / train_s,
         100.0 * optim_s / train_s
     )));
     if let Some(rss) = peak_rss_mib() {
-        rows.push(row("peak RSS (VmHWM)", rss, "MiB", "whole process"));
+        rows.push(row(
+            "peak RSS (VmHWM)",
+            rss,
+            "MiB",
+            "whole process, host memory",
+        ));
     }
     Ok(BenchReport {
         model: label,
+        device: format!("{} {dtype:?}", opts.device),
         parameters: cfg.parameter_count(),
         threads: candle_core::utils::get_num_threads(),
         rows,

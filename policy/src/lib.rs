@@ -5,6 +5,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod delta;
+pub mod device;
 pub mod error;
 pub mod generate;
 pub mod gguf;
@@ -17,6 +18,7 @@ pub mod tiny;
 pub mod tokenizer;
 
 pub use config::{Arch, ModelConfig};
+pub use device::{default_dtype, parse_device, DeviceError};
 pub use error::{ConfigError, LoadError, PolicyError, PolicyResult};
 pub use loader::{load_model, LoadOptions, LoadedModel};
 pub use model::{KvCache, Model};

@@ -63,6 +63,11 @@ pub struct ProofOptions {
     pub pad_id: u32,
     /// Positions per LM-head chunk (bounds the `[batch, chunk, vocab]` logits buffer).
     pub logprob_chunk: usize,
+    /// Compute `next_token_logprobs` (the miner's behaviour log-probs). When false (the
+    /// verifier, which only needs hidden states and logits at the challenged positions), the
+    /// LM head runs only on the `logit_positions` rows and `next_token_logprobs` is empty:
+    /// the full-vocabulary head and log-softmax over every position are skipped.
+    pub next_token_logprobs: bool,
 }
 
 impl Default for ProofOptions {
@@ -71,6 +76,7 @@ impl Default for ProofOptions {
             pad_to: None,
             pad_id: 0,
             logprob_chunk: 256,
+            next_token_logprobs: true,
         }
     }
 }
@@ -166,6 +172,10 @@ pub fn proof_forward(
         })
         .collect();
 
+    if !opts.next_token_logprobs {
+        selected_logits(model, &hidden, inputs, padded, &mut outputs)?;
+        return Ok(outputs);
+    }
     let mut start = 0;
     while start < padded {
         let n = chunk.min(padded - start);
@@ -203,4 +213,50 @@ pub fn proof_forward(
         out.logits = ordered;
     }
     Ok(outputs)
+}
+
+/// Runs the LM head only on the hidden rows at each input's `logit_positions` (caller's
+/// order, duplicates kept), one `[positions, hidden] × [hidden, vocab]` product for the batch.
+fn selected_logits(
+    model: &Model,
+    hidden: &Tensor,
+    inputs: &[ProofInput],
+    padded: usize,
+    outputs: &mut [ProofOutput],
+) -> PolicyResult<()> {
+    let rows: Vec<u32> = inputs
+        .iter()
+        .enumerate()
+        .flat_map(|(row, input)| {
+            input
+                .logit_positions
+                .iter()
+                .map(move |&p| (row * padded + p) as u32)
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (batch, _, hidden_size) = hidden.dims3()?;
+    let index = Tensor::from_vec(rows, batch_len(inputs), hidden.device())?;
+    let picked = hidden
+        .reshape((batch * padded, hidden_size))?
+        .index_select(&index, 0)?;
+    let logits = model
+        .logits(&picked)?
+        .to_dtype(DType::F32)?
+        .to_vec2::<f32>()?;
+    let mut logits = logits.into_iter();
+    for (input, out) in inputs.iter().zip(outputs.iter_mut()) {
+        out.logits = input
+            .logit_positions
+            .iter()
+            .map(|&p| (p, logits.next().unwrap_or_default()))
+            .collect();
+    }
+    Ok(())
+}
+
+fn batch_len(inputs: &[ProofInput]) -> usize {
+    inputs.iter().map(|i| i.logit_positions.len()).sum()
 }

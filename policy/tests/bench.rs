@@ -11,14 +11,20 @@ fn bench_reports_every_measure_on_the_tiny_model() {
         prompt_len: 16,
         max_new_tokens: 8,
         train_steps: 1,
+        challenged_positions: 4,
+        ..Default::default()
     };
     let report = run_policy_bench(&opts).unwrap();
     for name in [
         "generation",
-        "proof forward",
-        "proof / generation speed",
-        "prefill (proof) compute",
-        "gemm peak (1024² f32 matmul)",
+        "proof forward, miner",
+        "proof forward, verifier",
+        "proof (miner) / generation",
+        "proof (verifier) / generation",
+        "trunk compute (decoder layers)",
+        "proof compute, miner",
+        "proof compute, verifier",
+        "gemm peak (2048³ F32 matmul)",
         "GRPO training",
     ] {
         let v = report.get(name).unwrap_or_else(|| panic!("missing {name}"));
@@ -29,4 +35,14 @@ fn bench_reports_every_measure_on_the_tiny_model() {
         table.contains("| generation") && table.contains("tok/s"),
         "{table}"
     );
+}
+
+#[test]
+fn bench_refuses_an_unknown_device_with_a_clear_error() {
+    let opts = BenchOptions {
+        device: "tpu:0".into(),
+        ..Default::default()
+    };
+    let e = run_policy_bench(&opts).unwrap_err();
+    assert!(e.to_string().contains("not recognised"), "{e}");
 }

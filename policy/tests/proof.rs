@@ -208,3 +208,37 @@ fn bit_identical_across_processes_and_thread_counts() {
         assert_eq!(child, here, "RAYON_NUM_THREADS={threads}");
     }
 }
+
+#[test]
+fn verifier_mode_skips_log_probs_and_keeps_hidden_and_challenged_logits() {
+    for arch in [Arch::Qwen2, Arch::Llama] {
+        let (_dir, m) = tiny(arch);
+        let full = run(&m, &sequences(), &ProofOptions::default());
+        let verifier = run(
+            &m,
+            &sequences(),
+            &ProofOptions {
+                next_token_logprobs: false,
+                ..Default::default()
+            },
+        );
+        for (f, v) in full.iter().zip(&verifier) {
+            assert!(v.next_token_logprobs.is_empty());
+            assert_eq!(
+                f.hidden, v.hidden,
+                "{arch:?}: same trunk, same hidden states"
+            );
+            let positions: Vec<usize> = v.logits.iter().map(|(p, _)| *p).collect();
+            assert_eq!(positions, vec![0, 5, 39]);
+            for ((_, a), (_, b)) in f.logits.iter().zip(&v.logits) {
+                // One [k, hidden] head product instead of chunked [b, chunk, hidden] ones:
+                // equal up to gemm blocking of the rows.
+                assert!(
+                    max_abs_diff(a, b) <= 1e-5,
+                    "{arch:?}: {}",
+                    max_abs_diff(a, b)
+                );
+            }
+        }
+    }
+}

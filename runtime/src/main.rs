@@ -138,6 +138,15 @@ enum BenchWhat {
         prompt_len: usize,
         #[arg(long, default_value_t = 128)]
         new_tokens: usize,
+        /// Completions per group.
+        #[arg(long, default_value_t = 16)]
+        group: usize,
+        /// `cpu`, `cuda` or `cuda:N` (CUDA needs a `--features cuda` build).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Weight dtype (`f32`, `bf16`, `f16`); default f32 on CPU, bf16 on CUDA.
+        #[arg(long)]
+        dtype: Option<String>,
     },
 }
 
@@ -248,6 +257,9 @@ fn main() -> anyhow::Result<()> {
                 model,
                 prompt_len,
                 new_tokens,
+                group,
+                device,
+                dtype,
             } => {
                 use policy::bench::{run_policy_bench, BenchModel, BenchOptions};
                 let model = match model.as_str() {
@@ -255,10 +267,19 @@ fn main() -> anyhow::Result<()> {
                     "small" => BenchModel::Small,
                     p => BenchModel::Path(PathBuf::from(p)),
                 };
+                let dtype = match dtype {
+                    Some(name) => Some(policy::device::parse_dtype(&name).ok_or_else(|| {
+                        anyhow::anyhow!("--dtype {name:?}: use f32, bf16, f16 or f64")
+                    })?),
+                    None => None,
+                };
                 let report = run_policy_bench(&BenchOptions {
                     model,
                     prompt_len,
                     max_new_tokens: new_tokens,
+                    group_size: group,
+                    device,
+                    dtype,
                     ..Default::default()
                 })?;
                 println!("{report}");
