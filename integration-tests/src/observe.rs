@@ -126,3 +126,56 @@ pub fn published(bus: &Bus, miner: &str) -> u64 {
         .with_label_values(&[miner])
         .get()
 }
+
+/// The clock stream checked as every role checks it: each open and close must verify
+/// against the hash chain (a [`WindowBook`] accepts it), no window may be opened with two
+/// different randomness values, and windows `1..=upto` must all be opened and closed.
+/// Returns the highest window opened.
+pub async fn assert_clock_record_complete(bus: &Bus, upto: u64) -> u64 {
+    use messages::{WindowClose, WindowOpen};
+    let book = WindowBook::default();
+    let mut opens: BTreeMap<u64, BTreeSet<[u8; 32]>> = BTreeMap::new();
+    let mut closes: BTreeSet<u64> = BTreeSet::new();
+    for (subject, payload) in stream_raw(bus, subj::STREAM_CLOCK, "grail.clock.").await {
+        match subj::parse(&subject) {
+            Ok(subj::Subject::WindowOpen { window }) => {
+                let (env, _) = messages::Envelope::<WindowOpen>::open(&payload, 1 << 20)
+                    .unwrap_or_else(|e| panic!("{subject}: {e}"));
+                let open = env.payload;
+                assert_eq!(open.window, window, "{subject}");
+                opens.entry(window).or_default().insert(open.randomness.0);
+                assert!(book.record_open(open), "{subject} fails the chain check");
+            }
+            Ok(subj::Subject::WindowClose { window }) => {
+                let (env, _) = messages::Envelope::<WindowClose>::open(&payload, 1 << 20)
+                    .unwrap_or_else(|e| panic!("{subject}: {e}"));
+                assert_eq!(env.payload.window, window, "{subject}");
+                assert!(
+                    book.record_close(env.payload),
+                    "{subject} fails the chain check"
+                );
+                closes.insert(window);
+            }
+            other => panic!("unexpected subject {subject} in the clock stream: {other:?}"),
+        }
+    }
+    for (w, values) in &opens {
+        assert_eq!(
+            values.len(),
+            1,
+            "window {w} opened with {} randomness values",
+            values.len()
+        );
+    }
+    let opened: Vec<u64> = opens.keys().copied().collect();
+    let last = opened.last().copied().unwrap_or(0);
+    assert_eq!(
+        opened,
+        (1..=last).collect::<Vec<_>>(),
+        "a window number was skipped"
+    );
+    assert!(last >= upto, "only {last} windows opened, expected {upto}");
+    let missing: Vec<u64> = (1..=upto).filter(|w| !closes.contains(w)).collect();
+    assert!(missing.is_empty(), "windows never closed: {missing:?}");
+    last
+}

@@ -6,6 +6,11 @@
 //! live in KV (`grail_clock/chain`), written once by the first clock, so a takeover continues
 //! the same windows and the same committed chain (all clocks share the chain seed file).
 //! Re-published phases collapse through `Nats-Msg-Id`.
+//!
+//! A clock that gains the lease first reads what the stream already holds and publishes
+//! every open and close its predecessor left out (up to [`MAX_CATCH_UP`] windows back), so a
+//! takeover slower than a window skips no window number and leaves no window unclosed
+//! (groups of an unclosed window would never be verified).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,16 +43,52 @@ struct Lease {
     until_ms: u64,
 }
 
+/// How many windows back a new leader publishes what its predecessor left out.
+pub const MAX_CATCH_UP: u64 = 16;
+
 pub struct Clock {
     ctx: RoleCtx,
     cfg: ClockConfig,
     chain: Arc<HashChain>,
+    /// Lease holder name: unique per clock, even for two processes started from the same
+    /// config (same instance name and key file), which would otherwise both "hold" it.
+    holder: String,
 }
 
 impl Clock {
     pub fn new(ctx: RoleCtx, cfg: ClockConfig) -> Self {
         let chain = Arc::new(HashChain::new(cfg.seed, cfg.chain_len));
-        Self { ctx, cfg, chain }
+        let holder = format!(
+            "{}:{}:{:016x}",
+            ctx.instance,
+            ctx.identity.address(),
+            rand::random::<u64>()
+        );
+        Self {
+            ctx,
+            cfg,
+            chain,
+            holder,
+        }
+    }
+}
+
+/// The highest window whose `phase` ("open" or "close") the clock stream holds (0: none).
+async fn last_published(ctx: &RoleCtx, phase: &str) -> anyhow::Result<u64> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let stream = ctx.bus.js.get_stream(subj::STREAM_CLOCK).await?;
+    match stream
+        .get_last_raw_message_by_subject(&format!("{}.clock.*.{phase}", subj::ROOT))
+        .await
+    {
+        Ok(msg) => match subj::parse(&msg.subject) {
+            Ok(subj::Subject::WindowOpen { window } | subj::Subject::WindowClose { window }) => {
+                Ok(window)
+            }
+            _ => anyhow::bail!("unexpected subject {} in the clock stream", msg.subject),
+        },
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -110,6 +151,7 @@ impl RoleLoop for Clock {
         let ctx = self.ctx.clone();
         let cfg = self.cfg.clone();
         let chain = self.chain.clone();
+        let holder = self.holder.clone();
         Box::pin(async move {
             let store = ctx
                 .bus
@@ -121,14 +163,28 @@ impl RoleLoop for Clock {
                 })?;
             let anchor = Hash32::from(chain.anchor());
             let info = chain_info(&store, &cfg, anchor).await?;
-            let me = format!("{}:{}", ctx.instance, ctx.identity.address());
             let mut published_open = 0u64;
             let mut published_close = 0u64;
             let mut leading = false;
             loop {
-                let lead = hold_lease(&store, &me, cfg.lease_ttl_ms).await;
+                let lead = hold_lease(&store, &holder, cfg.lease_ttl_ms).await;
+                if lead && !leading {
+                    // Resume from what the stream holds, not from what this clock published
+                    // before (another clock may have led since).
+                    match (
+                        last_published(&ctx, "open").await,
+                        last_published(&ctx, "close").await,
+                    ) {
+                        (Ok(open), Ok(close)) => (published_open, published_close) = (open, close),
+                        (Err(e), _) | (_, Err(e)) => {
+                            tracing::warn!(error = %format!("{e:#}"), "cannot read the clock stream; not leading this tick");
+                            tokio::time::sleep(Duration::from_millis(cfg.tick_ms)).await;
+                            continue;
+                        }
+                    }
+                }
                 if lead != leading {
-                    tracing::info!(instance = %ctx.instance, lead, "clock leadership changed");
+                    tracing::info!(instance = %ctx.instance, lead, published_open, published_close, "clock leadership changed");
                     leading = lead;
                 }
                 if lead {
@@ -142,21 +198,23 @@ impl RoleLoop for Clock {
                         .window
                         .with_label_values(&["clock"])
                         .set(window as i64);
-                    if published_open < window {
-                        publish_open(&ctx, &chain, &info, window).await?;
-                        published_open = window;
+                    let oldest = window.saturating_sub(MAX_CATCH_UP);
+                    for w in published_open.max(oldest) + 1..=window {
+                        publish_open(&ctx, &chain, &info, w).await?;
+                        published_open = w;
                     }
-                    // The previous window's close is due once its deadline passed; this
-                    // window's once its own deadline passes.
-                    for w in [window.saturating_sub(1), window] {
-                        if w >= 1 && w > published_close && now >= info.deadline_ms(w) {
-                            publish_close(&ctx, &chain, &info, w).await?;
-                            ctx.metrics()
-                                .window_phase_seconds
-                                .with_label_values(&["submission"])
-                                .observe(info.submit_ms as f64 / 1000.0);
-                            published_close = w;
+                    // A window's close is due once its deadline passed (catching up on any
+                    // earlier window left unclosed).
+                    for w in published_close.max(oldest) + 1..=window {
+                        if now < info.deadline_ms(w) {
+                            break;
                         }
+                        publish_close(&ctx, &chain, &info, w).await?;
+                        ctx.metrics()
+                            .window_phase_seconds
+                            .with_label_values(&["submission"])
+                            .observe(info.submit_ms as f64 / 1000.0);
+                        published_close = w;
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(cfg.tick_ms)).await;
