@@ -1,21 +1,32 @@
 //! Starting the roles a cluster.toml describes, inside the current actix System.
+//!
+//! `[compute] kind = "model"` (the product) gives miners and verifiers the policy engine,
+//! the trainer GRPO, and the publisher the checkpoint pipeline; every model-backed role
+//! follows the checkpoint book. `"structural"` runs the model-free compute used by the
+//! transport tests.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
 use actors::bus::Bus;
+use actors::checkpoints::{BookConfig, CheckpointBook};
+use actors::compute::model::{
+    MinerOptions, ModelMiner, ModelVerifier, VerifierOptions, WindowRegistry,
+};
 use actors::compute::structural::{StructuralMiner, StructuralVerifier};
+use actors::compute::trainer::{GrpoTrainerCompute, TrainerOptions};
 use actors::role::{RoleActor, RoleCtx, RoleLoop};
 use actors::roles::clock::{Clock, ClockConfig};
 use actors::roles::miner::{Miner, MinerConfig, MinerWorker};
+use actors::roles::publisher::{Publisher, PublisherConfig, PublisherSetup};
 use actors::roles::scorer::Scorer;
-use actors::roles::trainer::{CountingTrainer, Trainer, TrainerWorker};
+use actors::roles::trainer::{CountingTrainer, Trainer, TrainerConfig, TrainerWorker};
 use actors::roles::verifier::{Verifier, VerifierConfig, VerifierWorker};
 use actors::worker_pool::{PoolConfig, WorkerPool};
 use messages::Hash32;
 
+use crate::compute::{key_path, SharedCompute};
 use crate::config::{ClusterConfig, RoleSection, ROLE_NAMES};
 use crate::keys;
 
@@ -24,20 +35,13 @@ pub struct RunningRoles {
     pub actors: Vec<(&'static str, String, Addr<RoleActor>)>,
 }
 
-fn key_path(cfg: &ClusterConfig, role: &str, section: &RoleSection, i: usize) -> PathBuf {
-    section
-        .key_files
-        .get(i)
-        .map(|p| cfg.resolve(p))
-        .unwrap_or_else(|| cfg.run_dir().join("keys").join(format!("{role}-{i}.json")))
-}
-
 /// Start every role of `cfg` (or only `only`) as supervised actors on `bus`.
-pub fn start_roles(
+pub async fn start_roles(
     cfg: &ClusterConfig,
     bus: &Bus,
     only: Option<&str>,
 ) -> anyhow::Result<RunningRoles> {
+    let shared = Arc::new(SharedCompute::new(cfg));
     let mut actors = Vec::new();
     for role in ROLE_NAMES {
         if only.is_some_and(|o| o != role) {
@@ -47,7 +51,7 @@ pub fn start_roles(
             continue;
         };
         for i in 0..section.instances {
-            let identity = keys::load_or_create(&key_path(cfg, role, section, i))?;
+            let identity = keys::load_or_create(&key_path(cfg, role, Some(section), i))?;
             let instance = format!("{role}-{i}");
             let ctx = RoleCtx {
                 bus: bus.clone(),
@@ -55,7 +59,7 @@ pub fn start_roles(
                 role,
                 instance: instance.clone(),
             };
-            let body = build_role(cfg, role, section, ctx.clone())?;
+            let body = build_role(cfg, &shared, role, section, ctx.clone()).await?;
             tracing::info!(role, instance = %instance, address = %ctx.identity.address(), "starting");
             actors.push((role, instance, RoleActor::start(ctx, body)));
         }
@@ -67,13 +71,28 @@ fn pool_config(role: &str, section: &RoleSection) -> PoolConfig {
     PoolConfig::new(role, section.workers)
 }
 
-fn build_role(
+/// The device of worker `w` (devices are cycled over the workers).
+fn worker_device(section: &RoleSection, w: usize) -> String {
+    section.devices[w % section.devices.len()].clone()
+}
+
+async fn book(shared: &SharedCompute, bus: &Bus) -> anyhow::Result<CheckpointBook> {
+    let trusted = shared.trusted("publisher")?;
+    Ok(CheckpointBook::new(
+        BookConfig::trusting([trusted]),
+        shared.store(bus).await?,
+    ))
+}
+
+async fn build_role(
     cfg: &ClusterConfig,
+    shared: &Arc<SharedCompute>,
     role: &'static str,
     section: &RoleSection,
     ctx: RoleCtx,
 ) -> anyhow::Result<Arc<dyn RoleLoop>> {
     let metrics = ctx.bus.metrics.clone();
+    let model = shared.uses_model();
     Ok(match role {
         "clock" => {
             let length_ms = (cfg.window.length_secs * 1000.0) as u64;
@@ -92,48 +111,138 @@ fn build_role(
             ))
         }
         "miner" => {
-            let pool = WorkerPool::start(
-                pool_config(role, section),
-                Arc::new(|_| {
-                    Ok(MinerWorker(Box::new(StructuralMiner {
-                        checkpoint: Hash32::default(),
-                    })))
-                }),
-                metrics,
-            );
-            Arc::new(Miner::new(
-                ctx,
-                MinerConfig {
-                    groups_per_window: section.groups_per_window as u32,
-                },
-                Arc::new(pool),
-            ))
+            let miner_cfg = MinerConfig {
+                groups_per_window: section.groups_per_window as u32,
+            };
+            if model {
+                let env = shared.env()?;
+                let bases = (0..section.workers)
+                    .map(|w| shared.base(&worker_device(section, w)))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let pool = WorkerPool::start(
+                    pool_config(role, section),
+                    Arc::new(move |w| {
+                        Ok(MinerWorker(Box::new(ModelMiner::new(
+                            bases[w % bases.len()].clone(),
+                            env.clone(),
+                            MinerOptions::default(),
+                        ))))
+                    }),
+                    metrics,
+                );
+                let book = book(shared, &ctx.bus).await?;
+                Arc::new(Miner::new(ctx, miner_cfg, Arc::new(pool)).with_checkpoints(book))
+            } else {
+                let pool = WorkerPool::start(
+                    pool_config(role, section),
+                    Arc::new(|_| {
+                        Ok(MinerWorker(Box::new(StructuralMiner {
+                            checkpoint: Hash32::default(),
+                        })))
+                    }),
+                    metrics,
+                );
+                Arc::new(Miner::new(ctx, miner_cfg, Arc::new(pool)))
+            }
         }
         "verifier" => {
-            let pool = WorkerPool::start(
-                pool_config(role, section),
-                Arc::new(|_| Ok(VerifierWorker(Box::new(StructuralVerifier)))),
-                metrics,
-            );
-            Arc::new(Verifier::new(
-                ctx,
-                VerifierConfig {
-                    concurrency: section.workers * 2,
-                    ack_wait: Duration::from_secs(30),
-                },
-                Arc::new(pool),
-            ))
+            let verifier_cfg = VerifierConfig {
+                concurrency: section.workers * 2,
+                ack_wait: Duration::from_secs(30),
+            };
+            if model {
+                let env = shared.env()?;
+                let bases = (0..section.workers)
+                    .map(|w| shared.base(&worker_device(section, w)))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                // One window registry per verifier instance, shared by its workers.
+                let opts = VerifierOptions {
+                    deep_check_rate_ppm: (cfg.compute.deep_check_rate * 1e6).round() as u32,
+                    registry: Arc::new(WindowRegistry::default()),
+                    ..Default::default()
+                };
+                let pool = WorkerPool::start(
+                    pool_config(role, section),
+                    Arc::new(move |w| {
+                        Ok(VerifierWorker(Box::new(ModelVerifier::new(
+                            bases[w % bases.len()].clone(),
+                            env.clone(),
+                            opts.clone(),
+                        ))))
+                    }),
+                    metrics,
+                );
+                let book = book(shared, &ctx.bus).await?;
+                Arc::new(Verifier::new(ctx, verifier_cfg, Arc::new(pool)).with_checkpoints(book))
+            } else {
+                let pool = WorkerPool::start(
+                    pool_config(role, section),
+                    Arc::new(|_| Ok(VerifierWorker(Box::new(StructuralVerifier)))),
+                    metrics,
+                );
+                Arc::new(Verifier::new(ctx, verifier_cfg, Arc::new(pool)))
+            }
         }
         "trainer" => {
-            let pool = WorkerPool::start(
-                pool_config(role, section),
-                Arc::new(|_| Ok(TrainerWorker(Box::new(CountingTrainer)))),
-                metrics,
-            );
-            Arc::new(Trainer::new(ctx, Arc::new(pool)))
+            if model {
+                let base = shared.base(&worker_device(section, 0))?;
+                let t = &cfg.trainer;
+                let opts = TrainerOptions {
+                    grpo: t.grpo(),
+                    epochs: t.epochs,
+                    mini_batch: t.mini_batch,
+                    dtype: base.dtype,
+                    device: base.device.clone(),
+                };
+                let pool = WorkerPool::start(
+                    // One trainer thread: the optimizer state is not shared between workers.
+                    PoolConfig::new(role, 1),
+                    Arc::new(move |_| {
+                        Ok(TrainerWorker(Box::new(GrpoTrainerCompute::new(
+                            base.config.clone(),
+                            base.pad_id,
+                            opts.clone(),
+                        ))))
+                    }),
+                    metrics,
+                );
+                let book = book(shared, &ctx.bus).await?;
+                let trainer_cfg = TrainerConfig {
+                    max_staleness_seqs: t.max_staleness,
+                    ..Default::default()
+                };
+                Arc::new(Trainer::new(ctx, Arc::new(pool)).with_checkpoints(book, trainer_cfg))
+            } else {
+                let pool = WorkerPool::start(
+                    pool_config(role, section),
+                    Arc::new(|_| Ok(TrainerWorker(Box::new(CountingTrainer)))),
+                    metrics,
+                );
+                Arc::new(Trainer::new(ctx, Arc::new(pool)))
+            }
         }
         "scorer" => Arc::new(Scorer::new(ctx, Default::default())),
-        "publisher" => Arc::new(actors::roles::publisher::Publisher::new(ctx)),
+        "publisher" => {
+            if model {
+                let base = shared.base("cpu")?;
+                let c = &cfg.checkpoints;
+                let setup = PublisherSetup {
+                    cfg: PublisherConfig {
+                        anchor_every: c.anchor_every,
+                        keep_anchors: c.keep_anchors,
+                        lead_windows: c.lead_windows,
+                        trusted_trainers: vec![shared.trusted("trainer")?],
+                        ..Default::default()
+                    },
+                    store: shared.store(&ctx.bus).await?,
+                    base: Arc::new(base.base_weights().clone()),
+                    sampling: cfg.sampling.spec(),
+                };
+                Arc::new(Publisher::with_checkpoints(ctx, setup))
+            } else {
+                Arc::new(Publisher::new(ctx))
+            }
+        }
         other => anyhow::bail!("unknown role {other}"),
     })
 }

@@ -2,6 +2,7 @@
 //! the embedded nats-server and the /metrics endpoint. Integration tests use it directly.
 
 pub mod cluster;
+pub mod compute;
 pub mod config;
 pub mod keys;
 pub mod metrics_server;

@@ -91,7 +91,7 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
         let addr = crate::metrics_server::serve(listen.parse()?, metrics.clone()).await?;
         tracing::info!(%addr, "serving /metrics");
     }
-    let roles = start_roles(&cfg, &bus, opts.only_role.as_deref())?;
+    let roles = start_roles(&cfg, &bus, opts.only_role.as_deref()).await?;
     println!(
         "grail up: {} role actors on {url} (Ctrl-C to stop)",
         roles.actors.len()

@@ -1,0 +1,176 @@
+//! The compute a cluster's roles share in one process: the base model (loaded once, one per
+//! device), the environment, the checkpoint store and the hotkeys whose checkpoints are
+//! trusted. Built from cluster.toml; every failure names the key to fix.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actors::bus::Bus;
+use actors::checkpoints::{CheckpointStore, LocalDirStore, NatsObjectStore};
+use actors::compute::model::ModelBase;
+use anyhow::Context;
+use candle_core::{DType, Device};
+use envs::Environment;
+use policy::LoadOptions;
+
+use crate::config::{ClusterConfig, RoleSection};
+use crate::keys;
+
+/// Lazily built, process-wide resources for the model-backed roles.
+pub struct SharedCompute {
+    cfg: ClusterConfig,
+    bases: Mutex<HashMap<String, Arc<ModelBase>>>,
+    env: Mutex<Option<Arc<dyn Environment>>>,
+    store: tokio::sync::OnceCell<Arc<dyn CheckpointStore>>,
+}
+
+/// `"cpu"` or `"cuda:N"` (validated by the config) and the dtype the policy runs in there.
+pub fn device_of(spec: &str) -> anyhow::Result<(Device, DType)> {
+    match spec.strip_prefix("cuda:") {
+        None => Ok((Device::Cpu, DType::F32)),
+        Some(n) => {
+            let ordinal: usize = n.parse().context("device index")?;
+            let device = Device::new_cuda(ordinal).map_err(|e| {
+                anyhow::anyhow!(
+                    "device {spec:?}: {e} (build with `scripts/build-cuda.sh` / `--features cuda`, or use \"cpu\")"
+                )
+            })?;
+            Ok((device, DType::BF16))
+        }
+    }
+}
+
+/// The key file of instance `i` of `role` (configured, or generated under run_dir/keys).
+pub fn key_path(
+    cfg: &ClusterConfig,
+    role: &str,
+    section: Option<&RoleSection>,
+    i: usize,
+) -> std::path::PathBuf {
+    section
+        .and_then(|s| s.key_files.get(i))
+        .map(|p| cfg.resolve(p))
+        .unwrap_or_else(|| cfg.run_dir().join("keys").join(format!("{role}-{i}.json")))
+}
+
+impl SharedCompute {
+    pub fn new(cfg: &ClusterConfig) -> Self {
+        Self {
+            cfg: cfg.clone(),
+            bases: Mutex::new(HashMap::new()),
+            env: Mutex::new(None),
+            store: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub fn uses_model(&self) -> bool {
+        self.cfg.compute.kind == "model"
+    }
+
+    /// Writes the deterministic tiny model when `[model] tiny_arch` asks for one and the
+    /// directory does not exist yet.
+    pub fn ensure_model_files(&self) -> anyhow::Result<()> {
+        let path = self.cfg.resolve(&self.cfg.model.path);
+        let Some(arch) = &self.cfg.model.tiny_arch else {
+            return Ok(());
+        };
+        if path.join("config.json").exists() {
+            return Ok(());
+        }
+        let arch = match arch.as_str() {
+            "llama" => policy::Arch::Llama,
+            _ => policy::Arch::Qwen2,
+        };
+        policy::write_tiny_model(&path, arch, self.cfg.model.tiny_seed).with_context(|| {
+            format!(
+                "[model] tiny_arch: writing the tiny model to {}",
+                path.display()
+            )
+        })?;
+        tracing::info!(path = %path.display(), "wrote the tiny model");
+        Ok(())
+    }
+
+    /// The base model on `device` (loaded once per device and shared by every worker there).
+    pub fn base(&self, device: &str) -> anyhow::Result<Arc<ModelBase>> {
+        let mut bases = self.bases.lock().expect("model base lock");
+        if let Some(b) = bases.get(device) {
+            return Ok(b.clone());
+        }
+        self.ensure_model_files()?;
+        let (dev, dtype) = device_of(device)?;
+        let path = self.cfg.resolve(&self.cfg.model.path);
+        let base =
+            ModelBase::load(&path, &LoadOptions { device: dev, dtype }).with_context(|| {
+                format!(
+                    "[model] path = {:?} in {}: fix the path or run `grail model tiny --out {}`",
+                    self.cfg.model.path,
+                    self.cfg.source.display(),
+                    path.display()
+                )
+            })?;
+        let base = Arc::new(base);
+        bases.insert(device.to_string(), base.clone());
+        Ok(base)
+    }
+
+    /// The `[env]` environment (built once).
+    pub fn env(&self) -> anyhow::Result<Arc<dyn Environment>> {
+        let mut env = self.env.lock().expect("env lock");
+        if let Some(e) = env.as_ref() {
+            return Ok(e.clone());
+        }
+        let section = &self.cfg.env;
+        let params = serde_json::to_value(&section.params)?
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let spec = envs::EnvSpec {
+            id: section.id.clone(),
+            data_dir: section.data_dir.as_ref().map(|d| self.cfg.resolve(d)),
+            params,
+        };
+        let built = envs::build(&spec)
+            .with_context(|| format!("[env] in {}", self.cfg.source.display()))?;
+        *env = Some(built.clone());
+        Ok(built)
+    }
+
+    /// The checkpoint store named by `[checkpoints] store`.
+    pub async fn store(&self, bus: &Bus) -> anyhow::Result<Arc<dyn CheckpointStore>> {
+        let store = &self.cfg.checkpoints.store;
+        self.store
+            .get_or_try_init(|| async {
+                let s: Arc<dyn CheckpointStore> = if store == "nats" {
+                    Arc::new(NatsObjectStore::open(&bus.js).await.with_context(|| {
+                        "[checkpoints] store = \"nats\": the object store is missing (run `grail streams`)"
+                    })?)
+                } else {
+                    let dir = self.cfg.resolve(std::path::Path::new(store));
+                    Arc::new(LocalDirStore::open(&dir).with_context(|| {
+                        format!("[checkpoints] store = {store:?}: cannot use {}", dir.display())
+                    })?)
+                };
+                anyhow::Ok(s)
+            })
+            .await
+            .cloned()
+    }
+
+    /// The hotkey address trusted for `role` ("publisher" or "trainer"): the configured one,
+    /// else this cluster's own instance-0 key.
+    pub fn trusted(&self, role: &str) -> anyhow::Result<String> {
+        let configured = match role {
+            "publisher" => &self.cfg.checkpoints.publisher,
+            _ => &self.cfg.checkpoints.trainer,
+        };
+        if !configured.is_empty() {
+            return Ok(configured.clone());
+        }
+        let path = key_path(&self.cfg, role, self.cfg.roles.get(role), 0);
+        let id = keys::load_or_create(&path).with_context(|| {
+            format!("[checkpoints] {role} is empty, so this cluster's {role} key {} is trusted, but it cannot be read; set [checkpoints] {role} = \"<ss58>\"", path.display())
+        })?;
+        Ok(id.address().to_string())
+    }
+}
