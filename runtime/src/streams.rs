@@ -55,7 +55,7 @@ pub const STREAMS: [(&str, &str, &str); 5] = [
     (
         subj::STREAM_CHECKPOINTS,
         subj::CHECKPOINT_ALL,
-        "checkpoint announcements",
+        "checkpoint announcements and trainer candidates (kept forever)",
     ),
     (
         subj::STREAM_WEIGHTS,
@@ -104,7 +104,13 @@ pub async fn ensure(
             description: Some(description.to_string()),
             storage,
             retention: stream::RetentionPolicy::Limits,
-            max_age: cfg.retention,
+            // Checkpoint announcements never expire: a book joining later must still see the
+            // anchors its deltas build on (the publisher's retention prunes the objects).
+            max_age: if *name == subj::STREAM_CHECKPOINTS {
+                Duration::ZERO
+            } else {
+                cfg.retention
+            },
             max_message_size: cfg.max_message_bytes as i32,
             // Retries of one logical message within this window are dropped by Nats-Msg-Id.
             duplicate_window: Duration::from_secs(600),

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use messages::subjects as subj;
 use messages::{GroupVerdict, MinerWindowVerdict, WeightEntry, Weights, WIRE_VERSION};
+use protocol::checks::SoftThresholds;
 use protocol::scoring::{miner_score, weights, weights_to_u16_sum, ScoringParams, WindowOutcome};
 
 use crate::bus::MsgMeta;
@@ -27,15 +28,50 @@ pub struct MinerTally {
     pub groups: BTreeMap<u32, GroupVerdict>,
 }
 
+/// Reasons that say nothing bad about the miner: the group is not credited, the miner is
+/// not failed (lateness; a checkpoint the verifier could not load).
+const DISCARD_REASONS: [&str; 2] = ["late_submission", "checkpoint_unavailable"];
+
+/// Soft reasons an honest miner trips occasionally (PROTOCOL.md §5.2): they fail the window
+/// only above their share of the miner's groups.
+fn soft_share(reason: &str, t: &SoftThresholds) -> Option<f64> {
+    match reason {
+        "reward_mismatch" => Some(t.reward_mismatch),
+        "low_eos_probability" => Some(t.low_eos_probability),
+        _ => None,
+    }
+}
+
 impl MinerTally {
-    /// One failed hard check fails the miner for the window.
+    /// One failed hard check fails the miner for the window; soft findings fail it above
+    /// their threshold share; discarded groups are simply not credited.
     pub fn outcome(&self) -> (bool, Option<String>, WindowOutcome) {
-        if let Some(bad) = self.groups.values().find(|v| !v.accepted) {
-            return (false, bad.reason.clone(), WindowOutcome::Failed);
+        let soft = SoftThresholds::default();
+        let total = self.groups.len().max(1) as f64;
+        let mut soft_counts: BTreeMap<&str, u32> = BTreeMap::new();
+        for v in self.groups.values().filter(|v| !v.accepted) {
+            let reason = v.reason.as_deref().unwrap_or("unspecified");
+            if DISCARD_REASONS.contains(&reason) {
+                continue;
+            }
+            match soft_share(reason, &soft) {
+                Some(limit) => {
+                    let n = soft_counts.entry(reason).or_default();
+                    *n += 1;
+                    if *n as f64 / total > limit {
+                        return (
+                            false,
+                            Some(format!("too_many_soft_findings:{reason}")),
+                            WindowOutcome::Failed,
+                        );
+                    }
+                }
+                None => return (false, v.reason.clone(), WindowOutcome::Failed),
+            }
         }
         let mut signal = 0;
         let mut no_signal = 0;
-        for v in self.groups.values() {
+        for v in self.groups.values().filter(|v| v.accepted) {
             if v.learning_signal {
                 signal += v.unique_rollouts;
             } else {
@@ -307,6 +343,38 @@ mod tests {
         );
         assert_eq!(book.history["a"].len(), 1);
         assert!(book.tallies.is_empty());
+    }
+
+    #[test]
+    fn verifier_side_late_and_soft_findings_fail_only_above_their_share() {
+        let with = |reasons: &[&str]| {
+            let mut t = MinerTally::default();
+            for i in 0..16u32 {
+                let r = reasons.get(i as usize).copied();
+                let mut v = verdict(1, "a", i, r.is_none());
+                v.reason = r.map(str::to_string);
+                t.groups.insert(i, v);
+            }
+            t.outcome()
+        };
+        assert!(with(&[]).0);
+        assert!(
+            with(&["checkpoint_unavailable"]).0,
+            "the verifier's problem"
+        );
+        let (passed, _, outcome) = with(&["late_submission"]);
+        assert!(passed, "lateness is discarded, not punished");
+        assert_eq!(
+            outcome,
+            WindowOutcome::Credited {
+                signal_rollouts: 15 * 16,
+                no_signal_rollouts: 0
+            }
+        );
+        assert!(with(&["reward_mismatch"]).0, "1/16 is under the 10% share");
+        let (passed, reason, _) = with(&["reward_mismatch", "reward_mismatch"]);
+        assert!(!passed && reason.unwrap().contains("reward_mismatch"));
+        assert!(!with(&["sketch_mismatch"]).0, "hard");
     }
 
     #[test]
