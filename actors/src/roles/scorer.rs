@@ -250,8 +250,25 @@ async fn publish_window(
     entries: Vec<WeightEntry>,
 ) -> anyhow::Result<()> {
     let me = ctx.identity.address().to_string();
+    let m = ctx.metrics();
+    // Verification phase: from the window's first group verdict to its last one.
+    let times: Vec<u64> = tallies
+        .iter()
+        .flat_map(|(_, t)| t.groups.values().map(|v| v.server_ts_ms))
+        .filter(|t| *t > 0)
+        .collect();
+    if let (Some(first), Some(last)) = (times.iter().min(), times.iter().max()) {
+        m.window_phase_seconds
+            .with_label_values(&["verification"])
+            .observe((last - first) as f64 / 1000.0);
+    }
+    let scoring_started = std::time::Instant::now();
     for (miner, tally) in tallies {
         let (passed, reason, _) = tally.outcome();
+        let result = if passed { "passed" } else { "failed" };
+        m.miner_verdicts
+            .with_label_values(&[result, reason.as_deref().unwrap_or("none")])
+            .inc();
         let verdict = MinerWindowVerdict {
             version: WIRE_VERSION,
             window,
@@ -280,6 +297,11 @@ async fn publish_window(
             )
             .await?;
     }
+    for e in &entries {
+        m.miner_weight
+            .with_label_values(&[&e.miner])
+            .set(e.weight as f64);
+    }
     let weights = Weights {
         version: WIRE_VERSION,
         window,
@@ -300,10 +322,10 @@ async fn publish_window(
             Duration::from_secs(30),
         )
         .await?;
-    ctx.metrics()
-        .window
-        .with_label_values(&["scorer"])
-        .set(window as i64);
+    m.window_phase_seconds
+        .with_label_values(&["scoring"])
+        .observe(scoring_started.elapsed().as_secs_f64());
+    m.window.with_label_values(&["scorer"]).set(window as i64);
     Ok(())
 }
 

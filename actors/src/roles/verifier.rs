@@ -301,6 +301,7 @@ async fn handle(
     m.groups_verified
         .with_label_values(&[result, &reason])
         .inc();
+    m.window.with_label_values(&["verifier"]).set(window as i64);
     m.verify_seconds.observe(started.elapsed().as_secs_f64());
     m.handle_seconds
         .with_label_values(&["verifier", "rollout_group"])
