@@ -251,17 +251,6 @@ async fn publish_window(
 ) -> anyhow::Result<()> {
     let me = ctx.identity.address().to_string();
     let m = ctx.metrics();
-    // Verification phase: from the window's first group verdict to its last one.
-    let times: Vec<u64> = tallies
-        .iter()
-        .flat_map(|(_, t)| t.groups.values().map(|v| v.server_ts_ms))
-        .filter(|t| *t > 0)
-        .collect();
-    if let (Some(first), Some(last)) = (times.iter().min(), times.iter().max()) {
-        m.window_phase_seconds
-            .with_label_values(&["verification"])
-            .observe((last - first) as f64 / 1000.0);
-    }
     let scoring_started = std::time::Instant::now();
     for (miner, tally) in tallies {
         let (passed, reason, _) = tally.outcome();

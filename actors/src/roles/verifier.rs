@@ -212,6 +212,7 @@ async fn handle(
         return settle(&msg, AckKind::Term).await;
     };
     let group_index = group.group_index;
+    let deadline_ms = open.deadline_ms;
     let checkpoint = match checkpoints.map(|b| b.status_for_window(window)) {
         None => Ok(None),
         Some(CheckpointStatus::Ready(c)) => Ok(Some(c)),
@@ -302,6 +303,10 @@ async fn handle(
         .with_label_values(&[result, &reason])
         .inc();
     m.window.with_label_values(&["verifier"]).set(window as i64);
+    // Verification phase: the deadline (close reveal) to this group's verdict.
+    m.window_phase_seconds
+        .with_label_values(&["verification"])
+        .observe(crate::bus::now_ms().saturating_sub(deadline_ms) as f64 / 1000.0);
     m.verify_seconds.observe(started.elapsed().as_secs_f64());
     m.handle_seconds
         .with_label_values(&["verifier", "rollout_group"])
