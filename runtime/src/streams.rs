@@ -106,7 +106,7 @@ pub async fn ensure(
             retention: stream::RetentionPolicy::Limits,
             // Checkpoint announcements never expire: a book joining later must still see the
             // anchors its deltas build on (the publisher's retention prunes the objects).
-            max_age: if *name == subj::STREAM_CHECKPOINTS {
+            max_age: if name == subj::STREAM_CHECKPOINTS {
                 Duration::ZERO
             } else {
                 cfg.retention
