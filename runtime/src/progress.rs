@@ -136,7 +136,11 @@ fn print_summary(curve: &[(u64, f64)], checkpoints: &Checkpoints) {
     if let Some((first, last)) = curve_gain(curve, 3) {
         println!(
             "summary: mean reward first windows {first:.3} → last windows {last:.3} ({:.2}×)",
-            if first > 0.0 { last / first } else { f64::INFINITY }
+            if first > 0.0 {
+                last / first
+            } else {
+                f64::INFINITY
+            }
         );
     }
 }

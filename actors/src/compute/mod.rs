@@ -14,6 +14,7 @@ use std::sync::Arc;
 use messages::{Hash32, SamplingSpec};
 use policy::checkpoint::WeightSet;
 
+pub mod model;
 pub mod structural;
 pub mod trainer;
 
