@@ -167,10 +167,13 @@ fn quantile(values: &mut [f64], q: f64) -> f64 {
     values[((values.len() - 1) as f64 * q).round() as usize]
 }
 
+/// Raw logits the miner saw, by (rollout, absolute position).
+type DecodeLogits = HashMap<(usize, usize), Vec<f32>>;
+
 /// Records the raw logits the miner saw at each (row, absolute position) while sampling.
 struct Recording<'a> {
     inner: SeededSampler,
-    logits: &'a mut HashMap<(usize, usize), Vec<f32>>,
+    logits: &'a mut DecodeLogits,
 }
 
 impl TokenSampler for Recording<'_> {
@@ -181,7 +184,7 @@ impl TokenSampler for Recording<'_> {
 }
 
 /// The miner's decode-time logits for an honest group (replays its generation exactly).
-fn miner_logits(w: &World, group: &RolloutGroup) -> HashMap<(usize, usize), Vec<f32>> {
+fn miner_logits(w: &World, group: &RolloutGroup) -> DecodeLogits {
     let model = w
         .base
         .build_model(&w.checkpoint.weights.0, "replay")
@@ -226,7 +229,7 @@ fn evidence(
     groups: &[RolloutGroup],
     verifier: &ActiveCheckpoint,
     batch_rows: usize,
-    decode_logits: Option<&[HashMap<(usize, usize), Vec<f32>>]>,
+    decode_logits: Option<&[DecodeLogits]>,
 ) -> Evidence {
     let model = w.base.build_model(&verifier.weights.0, "verifier").unwrap();
     let opts = VerifierOptions::default();
