@@ -340,3 +340,102 @@ fn a_failing_role_is_restarted_even_when_nobody_keeps_its_address() {
         assert_eq!(restarts(), 2);
     });
 }
+
+/// Structural mining, but group 1 finishes only 400 ms before the window's deadline.
+struct FinishesLate;
+
+impl actors::roles::miner::MinerCompute for FinishesLate {
+    fn mine(
+        &mut self,
+        job: &actors::roles::miner::MineJob,
+    ) -> anyhow::Result<messages::RolloutGroup> {
+        if job.group_index == 1 {
+            let until = job.deadline_ms.saturating_sub(400);
+            std::thread::sleep(Duration::from_millis(until.saturating_sub(now_ms())));
+        }
+        structural().mine(job)
+    }
+    fn checkpoint(&self) -> messages::Hash32 {
+        Default::default()
+    }
+}
+
+#[test]
+fn an_outage_across_the_deadline_costs_an_honest_miner_nothing() {
+    let nats = TestNats::start();
+    actix::System::new().block_on(async {
+        let bus = nats.bus().await;
+        start_clock(&bus, WINDOW_MS);
+        let miner = start_miner(role_ctx(&bus, "miner", "miner-0"), 2, 2, |_| {
+            Box::new(FinishesLate)
+        });
+        start_verifier(
+            role_ctx(&bus, "verifier", "verifier-0"),
+            2,
+            Duration::from_secs(4),
+            |_| Box::new(StructuralVerifier),
+        );
+        start_scorer(&bus);
+        let book = follow_windows(&bus);
+        // The server dies just before group 1 is published and comes back after the
+        // deadline: the miner's publish lands late (or not at all).
+        let mut late_window = None;
+        for _ in 0..4 {
+            let open = loop {
+                match book.latest_open() {
+                    Some(o) if o.window >= 2 && now_ms() + 800 < o.deadline_ms => break o,
+                    _ => book.changed(Duration::from_millis(200)).await,
+                }
+            };
+            tokio::time::sleep(Duration::from_millis(
+                (open.deadline_ms - 700).saturating_sub(now_ms()),
+            ))
+            .await;
+            nats.crash_and_restart(Duration::from_millis(1000)).await;
+            let w = open.window;
+            let late = eventually_async(Duration::from_secs(10), || async {
+                stored_verdicts(&bus)
+                    .await
+                    .iter()
+                    .any(|(k, v)| k.0 == w && v[0].reason.as_deref() == Some("late_submission"))
+            })
+            .await;
+            if late {
+                late_window = Some(w);
+                break;
+            }
+        }
+        let w = late_window.expect("never produced a late group (publish across the outage)");
+        assert!(
+            eventually_async(Duration::from_secs(30), || async {
+                stream_messages::<Weights>(&bus, subj::STREAM_WEIGHTS, "grail.weights.")
+                    .await
+                    .iter()
+                    .any(|x| x.window >= w)
+            })
+            .await,
+            "window {w} never scored:{}",
+            summary(&bus).await
+        );
+        let verdicts = stream_messages::<messages::MinerWindowVerdict>(
+            &bus,
+            subj::STREAM_VERDICTS,
+            "grail.verdict.miner.",
+        )
+        .await;
+        let of_w = verdicts
+            .iter()
+            .find(|v| v.window == w && v.miner == miner)
+            .expect("the miner's verdict for the late window");
+        assert!(of_w.passed, "a late group failed an honest miner: {of_w:?}");
+        assert_eq!(of_w.groups_accepted, 1, "{of_w:?}");
+        let weights =
+            stream_messages::<Weights>(&bus, subj::STREAM_WEIGHTS, "grail.weights.").await;
+        let weight = weights
+            .iter()
+            .find(|x| x.window == w)
+            .and_then(|x| x.entries.iter().find(|e| e.miner == miner))
+            .map(|e| e.weight);
+        assert!(weight.is_some_and(|x| x > 0.0), "weight {weight:?}");
+    });
+}
