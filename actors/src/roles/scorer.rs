@@ -59,11 +59,7 @@ impl MinerTally {
                     let n = soft_counts.entry(reason).or_default();
                     *n += 1;
                     if *n as f64 / total > limit {
-                        return (
-                            false,
-                            Some(format!("too_many_soft_findings:{reason}")),
-                            WindowOutcome::Failed,
-                        );
+                        return (false, v.reason.clone(), WindowOutcome::Failed);
                     }
                 }
                 None => return (false, v.reason.clone(), WindowOutcome::Failed),
