@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use envs::{build, EnvSpec};
 use grail_actors::compute::trainer::{GrpoTrainerCompute, TrainerOptions};
 use grail_actors::compute::{ActiveCheckpoint, SharedWeights};
 use grail_actors::roles::trainer::{TrainJob, TrainerCompute};
-use envs::{build, EnvSpec};
 use messages::{Hash32, PackedF32, PackedU32, Rollout, RolloutGroup, SamplingSpec, WIRE_VERSION};
 use policy::checkpoint::{self, WeightSet};
 use policy::generate::{generate_group, GroupRequest, RandomSampler, SamplingParams};
@@ -214,5 +214,8 @@ fn grpo_on_arith_raises_the_mean_reward() {
         started.elapsed().as_secs_f64()
     );
     println!("curve: {curve:.3?}");
-    assert!(last >= 2.0 * first && last > first + 0.05, "reward did not rise: {curve:?}");
+    assert!(
+        last >= 2.0 * first && last > first + 0.05,
+        "reward did not rise: {curve:?}"
+    );
 }
