@@ -188,3 +188,43 @@ fn keys_new_show_and_import() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(&addr));
 }
+
+/// The product loop end to end through the binary: model-backed miners and verifiers, the
+/// GRPO trainer and the publisher; later windows are mined on checkpoints the trainer produced.
+#[test]
+fn up_runs_the_model_loop_with_checkpoint_hand_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        "[window]\nlength_secs = 3.0\nsubmit_fraction = 0.6\nchain_length = 1000\n\
+         [metrics]\nlisten = \"\"\n[compute]\nkind = \"model\"\n[sampling]\nmax_new_tokens = 6\n\
+         [trainer]\nlr = 0.003\nweight_decay = 0.0\nkl_coef = 0.0\nentropy_coef = 0.0\n\
+         [checkpoints]\nanchor_every = 3\n",
+    )
+    .unwrap();
+    let out = grail()
+        .args(["up", "--windows", "5", "--config"])
+        .arg(&config)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let windows: Vec<&str> = text.lines().filter(|l| l.starts_with("window ")).collect();
+    assert_eq!(windows.len(), 5, "{text}");
+    for line in &windows {
+        assert!(
+            line.contains("rejected   0"),
+            "an honest group was rejected: {line}"
+        );
+        assert!(!line.contains("verified   0"), "nothing verified: {line}");
+    }
+    // Seq 0 is the base model; the last windows must run on checkpoints the trainer made.
+    let last = windows.last().unwrap();
+    assert!(
+        !last.contains("ckpt #0 ") && !last.contains("ckpt none"),
+        "no trained checkpoint was handed over: {text}"
+    );
+    assert!(text.contains("summary: 5 windows"), "{text}");
+}
