@@ -39,16 +39,43 @@ if [ ! -x "$cuda_root/bin/nvcc" ]; then
     echo "installing the CUDA 13.0 toolkit wheels into $tk"
     python3 -m pip install --quiet --no-compile --target "$tk" "$wheels"
 fi
-# The linker wants the unversioned name (candle-kernels links cudart dynamically).
-ln -sf libcudart.so.13 "$cuda_root/lib/libcudart.so"
+# candle links cudarc with `dynamic-linking`: the linker wants unversioned names (the binary
+# records the sonames, resolved on the GPU machine through LD_LIBRARY_PATH).
+for lib in cudart.so.13 nvrtc.so.13 curand.so.10 cublas.so.13 cublasLt.so.13; do
+    ln -sf "lib$lib" "$cuda_root/lib/lib${lib%%.so.*}.so"
+done
 "$cuda_root/bin/nvcc" --version | tail -1
 
 export CUDA_ROOT="$cuda_root" CUDA_PATH="$cuda_root" CUDA_HOME="$cuda_root"
 export NVCC="$cuda_root/bin/nvcc"
 export PATH="$cuda_root/bin:$PATH"
-export LIBRARY_PATH="$cuda_root/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
+export LIBRARY_PATH="$cuda_root/lib:$cuda_root/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target/cuda}"
+
+# libcuda.so comes with the driver, not with the toolkit wheels. Link against a stub that
+# defines every driver symbol cudarc references (soname libcuda.so.1, like NVIDIA's own stub);
+# at run time the driver's real libcuda.so.1 is loaded instead.
+stub="$cuda_root/lib/stubs"
+if [ ! -f "$stub/libcuda.so" ]; then
+    echo "building the libcuda.so link stub"
+    mkdir -p "$stub"
+    # cudarc's driver symbols: fetch the crate and list the cu* functions its bindings declare.
+    cargo fetch --quiet
+    cudarc_src="$(dirname "$(cargo metadata --format-version 1 --all-features \
+        | python3 -c 'import json,sys
+pkgs = json.load(sys.stdin)["packages"]
+print(next(p["manifest_path"] for p in pkgs if p["name"] == "cudarc"))')")"
+    grep -rhoE '\bfn cu[A-Z][A-Za-z0-9_]*\(' "$cudarc_src/src/driver/sys" \
+        | sed -e 's/^fn //' -e 's/($//' | sort -u \
+        | awk '{ print "void " $1 "(void) {}" }' >"$stub/libcuda_stub.c"
+    if [ "$(wc -l <"$stub/libcuda_stub.c")" -lt 100 ]; then
+        echo "found too few driver symbols in $cudarc_src" >&2
+        rm -f "$stub/libcuda_stub.c"
+        exit 1
+    fi
+    cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub/libcuda.so" "$stub/libcuda_stub.c"
+fi
 
 if [ "$toolkit_only" = 1 ]; then
     echo "toolkit ready: CUDA_ROOT=$CUDA_ROOT"

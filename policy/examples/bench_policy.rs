@@ -1,7 +1,8 @@
 //! Prints the policy benchmark table.
 //!
 //! `cargo run --release -p grail-policy --example bench_policy -- [tiny|small|MODEL_PATH]
-//!  [--prompt-len N] [--new-tokens N] [--group N] [--device cpu|cuda:N] [--dtype f32|bf16]`
+//!  [--prompt-len N] [--new-tokens N] [--group N] [--device cpu|cuda:N] [--dtype f32|bf16]
+//!  [--micro-batch N]`
 
 use grail_policy::bench::{run_policy_bench, BenchOptions};
 use grail_policy::device::parse_dtype;
@@ -20,6 +21,7 @@ fn main() {
             "--new-tokens" => opts.max_new_tokens = number(value()),
             "--group" => opts.group_size = number(value()),
             "--device" => opts.device = value(),
+            "--micro-batch" => opts.train_micro_batch = number(value()),
             "--dtype" => {
                 let name = value();
                 opts.dtype = Some(parse_dtype(&name).unwrap_or_else(|| panic!("--dtype {name}")));

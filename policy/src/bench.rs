@@ -27,6 +27,9 @@ pub enum BenchModel {
     /// A seeded ~48M-parameter Llama-style model (vocab 32000, hidden 512, 10 layers, 8 heads,
     /// 4 kv heads, ffn 1536, tied), the size stack.md §6.3 measured.
     Small,
+    /// SmolLM2-135M's exact architecture (vocab 49152, hidden 576, 30 layers, 9 heads, 3 kv
+    /// heads, ffn 1536, tied) with seeded weights: the real model's throughput without its file.
+    Smollm2Shape,
     /// An HF model directory or GGUF file.
     Path(PathBuf),
 }
@@ -37,6 +40,7 @@ impl std::str::FromStr for BenchModel {
         Ok(match s {
             "tiny" => BenchModel::Tiny,
             "small" => BenchModel::Small,
+            "smollm2-shape" => BenchModel::Smollm2Shape,
             path => BenchModel::Path(PathBuf::from(path)),
         })
     }
@@ -56,6 +60,9 @@ pub struct BenchOptions {
     pub dtype: Option<DType>,
     /// Challenged positions per sequence whose logits the verifier's proof forward computes.
     pub challenged_positions: usize,
+    /// Sequences per GRPO micro-batch (activation memory grows with it: full-vocabulary
+    /// logits of every position are kept for the backward pass).
+    pub train_micro_batch: usize,
 }
 
 impl Default for BenchOptions {
@@ -69,6 +76,7 @@ impl Default for BenchOptions {
             device: "cpu".into(),
             dtype: None,
             challenged_positions: 32,
+            train_micro_batch: 8,
         }
     }
 }
@@ -182,6 +190,21 @@ fn small_config() -> ModelConfig {
     }
 }
 
+/// SmolLM2-135M-Instruct's config (as rebuilt from its GGUF).
+fn smollm2_config() -> ModelConfig {
+    ModelConfig {
+        hidden_size: 576,
+        num_hidden_layers: 30,
+        num_attention_heads: 9,
+        num_key_value_heads: 3,
+        vocab_size: 49_152,
+        rms_norm_eps: 1e-5,
+        rope_theta: 100_000.0,
+        max_position_embeddings: 8192,
+        ..small_config()
+    }
+}
+
 /// Forward FLOPs of one sequence of `len` tokens: 2 × (non-embedding params incl. the LM
 /// head) per token plus the full `len × len` attention products we compute.
 pub fn forward_flops(cfg: &ModelConfig, len: usize) -> f64 {
@@ -244,6 +267,7 @@ fn load_subject(
     }
     let (label, cfg) = match opts.model {
         BenchModel::Small => ("small (seeded, Llama-style)", small_config()),
+        BenchModel::Smollm2Shape => ("SmolLM2-135M shape (seeded)", smollm2_config()),
         _ => ("tiny (seeded, Qwen2)", tiny_config(Arch::Qwen2)),
     };
     let weights = seeded_weights(&cfg, 0, &Device::Cpu)?
@@ -284,13 +308,21 @@ fn warm_up(model: &Model, pad: u32) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// Progress on stderr, so a run that is cut off still shows how far it got.
+fn progress(phase: &str, started: Instant) {
+    eprintln!("bench: {phase} ({:.1} s)", started.elapsed().as_secs_f64());
+}
+
 /// Runs the benchmark on `opts.device` (f32 on CPU, bf16 on CUDA unless `opts.dtype` says).
 pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     let device = parse_device(&opts.device)?;
     let dtype = opts.dtype.unwrap_or_else(|| default_dtype(&device));
+    let started = Instant::now();
     let (label, model, pad, weights) = load_subject(opts, &device, dtype)?;
     let cfg = model.config().clone();
+    progress("model loaded", started);
     warm_up(&model, pad)?;
+    progress("warmed up", started);
     let vocab = cfg.vocab_size as u32;
     let prompt: Vec<u32> = (0..opts.prompt_len as u32)
         .map(|i| (i * 7919 + 13) % vocab)
@@ -325,6 +357,7 @@ pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> 
     let generated: usize = group.iter().map(|g| g.completion_len).sum();
     let gen_tps = generated as f64 / gen_s;
     let decode_s = (gen_s - prefill_s - sampler.seconds).max(0.0);
+    progress("generation measured", started);
     rows.push(row("generation", gen_tps, "tok/s", format!(
         "group of {}, prompt {}, {} new each; prefill {:.0} ms, decode {:.1} ms/step, sampling {:.0}%",
         opts.group_size, opts.prompt_len, opts.max_new_tokens, prefill_s * 1e3,
@@ -363,7 +396,9 @@ pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> 
         Ok(t.elapsed().as_secs_f64())
     };
     let miner_s = timed_proof(true)?;
+    progress("miner proof forward measured", started);
     let verifier_s = timed_proof(false)?;
+    progress("verifier proof forward measured", started);
     let proof_tokens = (group.len() * len) as f64;
     let trunk = trunk_flops(&cfg, len) * group.len() as f64;
     let head_all = lm_head_flops(&cfg, len) * group.len() as f64;
@@ -420,7 +455,7 @@ pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> 
     // GRPO training on the same group (behaviour log-probs from generation).
     let grpo = GrpoConfig {
         kl_coef: 0.0,
-        micro_batch_size: 8,
+        micro_batch_size: opts.train_micro_batch.max(1),
         ..Default::default()
     };
     let samples: Vec<GrpoSample> = group
@@ -444,17 +479,19 @@ pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> 
     loss.backward()?;
     device.synchronize()?;
     let bwd_s = t.elapsed().as_secs_f64();
+    progress("one training micro-batch measured", started);
     let t = Instant::now();
     let mut completion_tokens = 0;
     for _ in 0..opts.train_steps.max(1) {
         completion_tokens += trainer.step(&samples)?.completion_tokens;
     }
     let train_s = t.elapsed().as_secs_f64() / opts.train_steps.max(1) as f64;
+    progress("training steps measured", started);
     let micro_batches = samples.len().div_ceil(grpo.micro_batch_size) as f64;
     let optim_s = (train_s - micro_batches * (fwd_s + bwd_s)).max(0.0);
     rows.push(row("GRPO training", proof_tokens / train_s, "tok/s", format!(
-        "{} sequences/step ({} completion tok), {:.0} ms/step: fwd+loss {:.0}%, backward {:.0}%, grad copy + clip + AdamW {:.0}%",
-        samples.len(), completion_tokens / opts.train_steps.max(1), train_s * 1e3,
+        "{} sequences/step in micro-batches of {} ({} completion tok), {:.0} ms/step: fwd+loss {:.0}%, backward {:.0}%, grad copy + clip + AdamW {:.0}%",
+        samples.len(), grpo.micro_batch_size, completion_tokens / opts.train_steps.max(1), train_s * 1e3,
         100.0 * micro_batches * fwd_s / train_s, 100.0 * micro_batches * bwd_s / train_s,
         100.0 * optim_s / train_s
     )));

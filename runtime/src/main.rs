@@ -131,7 +131,7 @@ enum ModelAction {
 enum BenchWhat {
     /// Generation, proof forward and GRPO throughput of a model (tiny by default).
     Policy {
-        /// `tiny`, `small`, or a path to an HF directory / .gguf file.
+        /// `tiny`, `small`, `smollm2-shape` (seeded), or a path to an HF directory / .gguf file.
         #[arg(long, default_value = "tiny")]
         model: String,
         #[arg(long, default_value_t = 128)]
@@ -147,6 +147,9 @@ enum BenchWhat {
         /// Weight dtype (`f32`, `bf16`, `f16`); default f32 on CPU, bf16 on CUDA.
         #[arg(long)]
         dtype: Option<String>,
+        /// Sequences per GRPO micro-batch in the training measurement.
+        #[arg(long, default_value_t = 8)]
+        micro_batch: usize,
     },
 }
 
@@ -260,11 +263,13 @@ fn main() -> anyhow::Result<()> {
                 group,
                 device,
                 dtype,
+                micro_batch,
             } => {
                 use policy::bench::{run_policy_bench, BenchModel, BenchOptions};
                 let model = match model.as_str() {
                     "tiny" => BenchModel::Tiny,
                     "small" => BenchModel::Small,
+                    "smollm2-shape" => BenchModel::Smollm2Shape,
                     p => BenchModel::Path(PathBuf::from(p)),
                 };
                 let dtype = match dtype {
@@ -280,6 +285,7 @@ fn main() -> anyhow::Result<()> {
                     group_size: group,
                     device,
                     dtype,
+                    train_micro_batch: micro_batch,
                     ..Default::default()
                 })?;
                 println!("{report}");
