@@ -267,10 +267,7 @@ impl ReplayState {
             None => self.deliver,
         };
         async move {
-            let s = js
-                .get_stream(&stream)
-                .await
-                .map_err(|e| anyhow::anyhow!("stream {stream}: {e} (run `grail streams`)"))?;
+            let s = get_stream(&js, &stream).await?;
             let consumer = s
                 .create_consumer(jetstream::consumer::pull::OrderedConfig {
                     filter_subject: filter.clone(),
@@ -377,4 +374,32 @@ impl Bus {
         });
         Ok(Box::pin(messages))
     }
+}
+
+/// A stream of the topology, with an error that says how to create it.
+pub async fn get_stream(
+    js: &jetstream::Context,
+    name: &str,
+) -> anyhow::Result<jetstream::stream::Stream> {
+    js.get_stream(name)
+        .await
+        .map_err(|e| anyhow::anyhow!("stream {name}: {e} (run `grail streams`)"))
+}
+
+/// `(subject, message count)` for every subject of stream `name` matching `filter`.
+pub async fn subject_counts(
+    js: &jetstream::Context,
+    name: &str,
+    filter: &str,
+) -> anyhow::Result<Vec<(String, usize)>> {
+    let stream = get_stream(js, name).await?;
+    let mut subjects = stream
+        .info_with_subjects(filter)
+        .await
+        .map_err(|e| anyhow::anyhow!("stream {name} info ({filter}): {e}"))?;
+    let mut out = Vec::new();
+    while let Some(item) = futures::StreamExt::next(&mut subjects).await {
+        out.push(item.map_err(|e| anyhow::anyhow!("stream {name} subjects ({filter}): {e}"))?);
+    }
+    Ok(out)
 }

@@ -532,25 +532,11 @@ impl CheckpointBook {
 
 /// How many announcements the stream holds now (what the replay must read to catch up).
 async fn announcement_count(bus: &Bus) -> anyhow::Result<usize> {
-    let stream = bus
-        .js
-        .get_stream(subj::STREAM_CHECKPOINTS)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "stream {}: {e} (run `grail streams`)",
-                subj::STREAM_CHECKPOINTS
-            )
-        })?;
-    let mut subjects = stream
-        .info_with_subjects(subj::CHECKPOINT_ANNOUNCE_ALL)
-        .await
-        .map_err(|e| anyhow::anyhow!("stream {} info: {e}", subj::STREAM_CHECKPOINTS))?;
-    let mut total = 0;
-    while let Some(item) = subjects.next().await {
-        let (_, count) =
-            item.map_err(|e| anyhow::anyhow!("stream {} subjects: {e}", subj::STREAM_CHECKPOINTS))?;
-        total += count;
-    }
-    Ok(total)
+    let counts = crate::bus::subject_counts(
+        &bus.js,
+        subj::STREAM_CHECKPOINTS,
+        subj::CHECKPOINT_ANNOUNCE_ALL,
+    )
+    .await?;
+    Ok(counts.iter().map(|(_, n)| n).sum())
 }

@@ -196,12 +196,7 @@ pub async fn candidate_consumer(
     js: &jetstream::Context,
     ack_wait: Duration,
 ) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
-    let stream = js.get_stream(subj::STREAM_CHECKPOINTS).await.map_err(|e| {
-        anyhow::anyhow!(
-            "stream {}: {e} (run `grail streams`)",
-            subj::STREAM_CHECKPOINTS
-        )
-    })?;
+    let stream = crate::bus::get_stream(js, subj::STREAM_CHECKPOINTS).await?;
     stream
         .get_or_create_consumer(
             subj::CONSUMER_PUBLISHER,

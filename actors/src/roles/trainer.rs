@@ -231,28 +231,18 @@ impl Progress {
 /// The newest window this trainer published a candidate for (signature checked, so a
 /// forged candidate cannot make it skip windows).
 async fn last_candidate_window(ctx: &RoleCtx) -> anyhow::Result<Option<u64>> {
-    let stream = ctx
-        .bus
-        .js
-        .get_stream(subj::STREAM_CHECKPOINTS)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "stream {}: {e} (run `grail streams`)",
-                subj::STREAM_CHECKPOINTS
-            )
-        })?;
-    let mut subjects = stream
-        .info_with_subjects(subj::CHECKPOINT_CANDIDATE_ALL)
-        .await
-        .map_err(|e| anyhow::anyhow!("stream {} info: {e}", subj::STREAM_CHECKPOINTS))?;
-    let mut windows = Vec::new();
-    while let Some(item) = subjects.next().await {
-        let (subject, _) = item.map_err(|e| anyhow::anyhow!("candidate subjects: {e}"))?;
-        if let Ok(subj::Subject::CheckpointCandidate { window }) = subj::parse(&subject) {
-            windows.push((window, subject));
-        }
-    }
+    let js = &ctx.bus.js;
+    let stream = crate::bus::get_stream(js, subj::STREAM_CHECKPOINTS).await?;
+    let counts =
+        crate::bus::subject_counts(js, subj::STREAM_CHECKPOINTS, subj::CHECKPOINT_CANDIDATE_ALL)
+            .await?;
+    let mut windows: Vec<(u64, String)> = counts
+        .into_iter()
+        .filter_map(|(subject, _)| match subj::parse(&subject) {
+            Ok(subj::Subject::CheckpointCandidate { window }) => Some((window, subject)),
+            _ => None,
+        })
+        .collect();
     windows.sort_unstable();
     let me = ctx.identity.address();
     for (window, subject) in windows.into_iter().rev() {

@@ -99,12 +99,7 @@ pub async fn verifier_consumer(
     js: &jetstream::Context,
     ack_wait: Duration,
 ) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
-    let stream = js.get_stream(subj::STREAM_ROLLOUTS).await.map_err(|e| {
-        anyhow::anyhow!(
-            "stream {}: {e} (run `grail streams`)",
-            subj::STREAM_ROLLOUTS
-        )
-    })?;
+    let stream = crate::bus::get_stream(js, subj::STREAM_ROLLOUTS).await?;
     stream
         .get_or_create_consumer(
             subj::CONSUMER_VERIFIERS,
