@@ -242,21 +242,7 @@ async fn publish_open(
         opened_at_ms: info.start_ms(window),
         deadline_ms: info.deadline_ms(window),
     };
-    let meta = MsgMeta {
-        window: Some(window),
-        msg_id: Some(subj::clock_msg_id(window, "open")),
-        ..Default::default()
-    };
-    ctx.bus
-        .publish_durable(
-            "clock",
-            subj::window_open(window),
-            msg,
-            &ctx.identity,
-            meta,
-            Duration::from_secs(30),
-        )
-        .await?;
+    publish_phase(ctx, window, "open", subj::window_open(window), msg).await?;
     tracing::info!(window, "window opened");
     Ok(())
 }
@@ -279,21 +265,34 @@ async fn publish_close(
         chain_value: value.into(),
         closed_at_ms: now_ms(),
     };
+    publish_phase(ctx, window, "close", subj::window_close(window), msg).await?;
+    tracing::info!(window, "window closed");
+    Ok(())
+}
+
+/// Publish one clock message durably, de-duplicated per (window, phase) so a new leader
+/// re-publishing a phase the old one already sent is dropped by JetStream.
+async fn publish_phase<T: messages::SignedMessage>(
+    ctx: &RoleCtx,
+    window: u64,
+    phase: &str,
+    subject: String,
+    msg: T,
+) -> anyhow::Result<()> {
     let meta = MsgMeta {
         window: Some(window),
-        msg_id: Some(subj::clock_msg_id(window, "close")),
+        msg_id: Some(subj::clock_msg_id(window, phase)),
         ..Default::default()
     };
     ctx.bus
         .publish_durable(
             "clock",
-            subj::window_close(window),
+            subject,
             msg,
             &ctx.identity,
             meta,
             Duration::from_secs(30),
         )
         .await?;
-    tracing::info!(window, "window closed");
     Ok(())
 }
