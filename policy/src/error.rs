@@ -73,3 +73,16 @@ pub enum PolicyError {
 }
 
 pub type PolicyResult<T> = Result<T, PolicyError>;
+
+/// Fails with [`PolicyError::TokenOutOfRange`] on the first id outside `0..vocab` (an index
+/// the embedding would otherwise read out of bounds).
+pub fn check_token_range(tokens: &[u32], vocab: usize) -> PolicyResult<()> {
+    match tokens.iter().position(|&t| t as usize >= vocab) {
+        Some(index) => Err(PolicyError::TokenOutOfRange {
+            token: tokens[index],
+            index,
+            vocab,
+        }),
+        None => Ok(()),
+    }
+}

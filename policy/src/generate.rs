@@ -196,18 +196,7 @@ pub fn generate_group(
     if prompt_len == 0 {
         return Err(PolicyError::InvalidInput("empty prompt".into()));
     }
-    if let Some((index, &token)) = req
-        .prompt
-        .iter()
-        .enumerate()
-        .find(|(_, &t)| t as usize >= vocab)
-    {
-        return Err(PolicyError::TokenOutOfRange {
-            token,
-            index,
-            vocab,
-        });
-    }
+    crate::error::check_token_range(req.prompt, vocab)?;
     let mut rows: Vec<GeneratedSequence> = (0..req.group_size)
         .map(|_| GeneratedSequence {
             tokens: req.prompt.to_vec(),

@@ -160,18 +160,7 @@ fn layout(
                 s.tokens.len()
             )));
         }
-        if let Some((index, &token)) = s
-            .tokens
-            .iter()
-            .enumerate()
-            .find(|(_, &t)| t as usize >= vocab)
-        {
-            return Err(PolicyError::TokenOutOfRange {
-                token,
-                index,
-                vocab,
-            });
-        }
+        crate::error::check_token_range(&s.tokens, vocab)?;
         let p = s.prompt_len.min(cfg.max_length);
         let c = (s.tokens.len() - s.prompt_len).min(cfg.max_length.saturating_sub(p));
         let n_old = s.behaviour_logprobs.len();

@@ -95,18 +95,7 @@ fn validate(model: &Model, inputs: &[ProofInput], padded: usize) -> PolicyResult
                 input.tokens.len()
             )));
         }
-        if let Some((index, &token)) = input
-            .tokens
-            .iter()
-            .enumerate()
-            .find(|(_, &t)| t as usize >= vocab)
-        {
-            return Err(PolicyError::TokenOutOfRange {
-                token,
-                index,
-                vocab,
-            });
-        }
+        crate::error::check_token_range(input.tokens, vocab)?;
         if let Some(&p) = input
             .logit_positions
             .iter()
