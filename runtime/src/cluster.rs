@@ -12,7 +12,7 @@ use actix::Addr;
 use actors::bus::Bus;
 use actors::checkpoints::{BookConfig, CheckpointBook};
 use actors::compute::model::{
-    MinerOptions, ModelMiner, ModelVerifier, VerifierOptions, WindowRegistry,
+    MinerOptions, ModelBase, ModelMiner, ModelVerifier, VerifierOptions, WindowRegistry,
 };
 use actors::compute::structural::{StructuralMiner, StructuralVerifier};
 use actors::compute::trainer::{GrpoTrainerCompute, TrainerOptions};
@@ -76,6 +76,16 @@ fn worker_device(section: &RoleSection, w: usize) -> String {
     section.devices[w % section.devices.len()].clone()
 }
 
+/// The base model for each worker, by its device (shared between workers on one device).
+fn worker_bases(
+    shared: &SharedCompute,
+    section: &RoleSection,
+) -> anyhow::Result<Vec<Arc<ModelBase>>> {
+    (0..section.workers)
+        .map(|w| shared.base(&worker_device(section, w)))
+        .collect()
+}
+
 async fn book(shared: &SharedCompute, bus: &Bus) -> anyhow::Result<CheckpointBook> {
     let trusted = shared.trusted("publisher")?;
     Ok(CheckpointBook::new(
@@ -116,9 +126,7 @@ async fn build_role(
             };
             if model {
                 let env = shared.env()?;
-                let bases = (0..section.workers)
-                    .map(|w| shared.base(&worker_device(section, w)))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let bases = worker_bases(shared, section)?;
                 let pool = WorkerPool::start(
                     pool_config(role, section),
                     Arc::new(move |w| {
@@ -152,9 +160,7 @@ async fn build_role(
             };
             if model {
                 let env = shared.env()?;
-                let bases = (0..section.workers)
-                    .map(|w| shared.base(&worker_device(section, w)))
-                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let bases = worker_bases(shared, section)?;
                 // One window registry per verifier instance, shared by its workers.
                 let opts = VerifierOptions {
                     deep_check_rate_ppm: (cfg.compute.deep_check_rate * 1e6).round() as u32,
