@@ -8,6 +8,7 @@ use grail_policy::bench::{run_policy_bench, BenchOptions};
 use grail_policy::device::parse_dtype;
 
 fn main() {
+    grail_policy::allocator::retain_freed_memory();
     let mut opts = BenchOptions::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {

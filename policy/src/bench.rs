@@ -383,7 +383,7 @@ pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> 
         .collect();
     let ids = Tensor::from_vec(ids, (group.len(), len), &device)?;
     let t = Instant::now();
-    model.forward_hidden(&ids)?.device().synchronize()?;
+    model.infer_hidden(&ids)?.device().synchronize()?;
     let trunk_s = t.elapsed().as_secs_f64();
     let timed_proof = |next_token_logprobs: bool| -> Result<f64, BenchError> {
         let proof_opts = ProofOptions {
@@ -404,7 +404,7 @@ pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> 
     let head_all = lm_head_flops(&cfg, len) * group.len() as f64;
     let head_k = lm_head_flops(&cfg, k) * group.len() as f64;
     rows.push(row("proof forward, miner", proof_tokens / miner_s, "tok/s", format!(
-        "{} × {len} tok, hidden + next-token log-probs at every position; trunk {:.0}%, LM head + log-softmax {:.0}%",
+        "{} × {len} tok, hidden + next-token log-probs at every position; trunk {:.0}%, LM head + token log-probs {:.0}%",
         group.len(), 100.0 * trunk_s / miner_s, 100.0 * (1.0 - trunk_s / miner_s).max(0.0)
     )));
     rows.push(row(

@@ -6,13 +6,13 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
 use crate::error::{PolicyError, PolicyResult};
-use crate::model::Model;
+use crate::model::{token_logprob_entropy, Model};
 use crate::optim::{sorted_vars, AdamWConfig, FusedAdamW, GradAccumulator};
 
 /// One rollout to learn from.
@@ -228,19 +228,9 @@ fn scored_logprobs(
 ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
     let hidden = model.forward_hidden(&l.ids)?;
     let logits = model.logits(&hidden.narrow(1, l.start, l.width)?)?;
-    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let targets = l
-        .ids
-        .narrow(1, l.start + 1, l.width)?
-        .unsqueeze(2)?
-        .contiguous()?;
-    let picked = logp.gather(&targets, 2)?.squeeze(2)?;
-    let entropy = if with_entropy {
-        Some((logp.exp()? * &logp)?.sum(D::Minus1)?.neg()?)
-    } else {
-        None
-    };
-    Ok((picked, entropy))
+    let targets = l.ids.narrow(1, l.start + 1, l.width)?;
+    let (picked, entropy) = token_logprob_entropy(&logits, &targets)?;
+    Ok((picked, with_entropy.then_some(entropy)))
 }
 
 /// Host-side numbers of one micro-batch loss.

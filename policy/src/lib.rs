@@ -1,6 +1,7 @@
 //! grail-policy: the candle model engine (model, loaders, generation, proof forward, GRPO,
 //! checkpoints).
 
+pub mod allocator;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;

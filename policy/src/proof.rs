@@ -19,10 +19,10 @@
 //!   devices (CUDA vs CPU) and different CPU ISAs (AVX2 vs AVX-512 gemm kernels) at rounding
 //!   level; all of these need a tolerance.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
 use crate::error::{PolicyError, PolicyResult};
-use crate::model::Model;
+use crate::model::{token_logprobs, Model};
 
 /// One sequence to run: prompt + completion ids and the positions whose full logit rows are
 /// wanted (e.g. the challenged positions).
@@ -61,7 +61,8 @@ pub struct ProofOptions {
     pub pad_to: Option<usize>,
     /// The padding token (its value never affects real positions under the causal mask).
     pub pad_id: u32,
-    /// Positions per LM-head chunk (bounds the `[batch, chunk, vocab]` logits buffer).
+    /// Positions per LM-head chunk: bounds the `[batch, chunk, vocab]` f32 logits buffer
+    /// (16 × 64 × 49,152 = 201 MB for SmolLM2); larger chunks are not faster.
     pub logprob_chunk: usize,
     /// Compute `next_token_logprobs` (the miner's behaviour log-probs). When false (the
     /// verifier, which only needs hidden states and logits at the challenged positions), the
@@ -75,7 +76,7 @@ impl Default for ProofOptions {
         Self {
             pad_to: None,
             pad_id: 0,
-            logprob_chunk: 256,
+            logprob_chunk: 64,
             next_token_logprobs: true,
         }
     }
@@ -141,7 +142,7 @@ pub fn proof_forward(
         .collect();
     let next = Tensor::from_vec(next, (batch, padded), device)?;
     let ids = Tensor::from_vec(ids, (batch, padded), device)?;
-    let hidden = model.forward_hidden(&ids)?; // [b, padded, h]
+    let hidden = model.infer_hidden(&ids)?; // [b, padded, h]
     let hidden_size = model.config().hidden_size;
     let hidden_f32 = hidden.to_dtype(DType::F32)?.to_vec3::<f32>()?;
 
@@ -171,9 +172,8 @@ pub fn proof_forward(
         let logits = model
             .logits(&hidden.narrow(1, start, n)?)?
             .to_dtype(DType::F32)?;
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let targets = next.narrow(1, start, n)?.unsqueeze(2)?.contiguous()?;
-        let picked = logp.gather(&targets, 2)?.squeeze(2)?.to_vec2::<f32>()?;
+        let targets = next.narrow(1, start, n)?;
+        let picked = token_logprobs(&logits, &targets)?.to_vec2::<f32>()?;
         for (row, (input, out)) in inputs.iter().zip(outputs.iter_mut()).enumerate() {
             let scored_end = (start + n).min(input.tokens.len().saturating_sub(1));
             if scored_end > start {

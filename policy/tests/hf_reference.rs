@@ -18,9 +18,18 @@ fn python_has_transformers() -> bool {
 }
 
 fn hf_outputs(dir: &std::path::Path, sequences: &[Vec<u32>]) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/hf_reference.py");
+    // Relative to the working directory first (cargo runs tests from the package root; a test
+    // binary carried to another machine runs from its copy of the repository), then the
+    // source tree it was built from.
+    let script = ["../scripts/hf_reference.py", "scripts/hf_reference.py"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/hf_reference.py").into()
+        });
     let mut child = Command::new("python3")
-        .arg(script)
+        .arg(&script)
         .arg(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

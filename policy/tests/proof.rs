@@ -235,3 +235,39 @@ fn verifier_mode_skips_log_probs_and_keeps_hidden_and_challenged_logits() {
         }
     }
 }
+
+/// The proof forward runs candle's fused RMSNorm/RoPE/softmax; training runs the
+/// differentiable ops. Both must compute the same function (rounding-level differences only),
+/// or the trainer's log-probs would drift from the miners' behaviour log-probs.
+#[test]
+fn fused_inference_kernels_match_the_differentiable_forward() {
+    for arch in [Arch::Qwen2, Arch::Llama] {
+        let (_d, m) = tiny(arch);
+        let seqs = sequences();
+        let padded = seqs.iter().map(Vec::len).max().unwrap();
+        let ids: Vec<u32> = seqs
+            .iter()
+            .flat_map(|s| s.iter().copied().chain(std::iter::repeat(0)).take(padded))
+            .collect();
+        let ids =
+            candle_core::Tensor::from_vec(ids, (seqs.len(), padded), &candle_core::Device::Cpu)
+                .unwrap();
+        let fused = m.model.infer_hidden(&ids).unwrap();
+        let plain = m.model.forward_hidden(&ids).unwrap();
+        let diff = (fused - plain)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        println!("{arch:?}: max |fused - differentiable| hidden = {diff:e}");
+        assert!(
+            diff < 1e-5,
+            "{arch:?}: fused and differentiable forwards differ by {diff}"
+        );
+    }
+}

@@ -186,6 +186,8 @@ fn role(c: &ConfigArg, name: &str) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Before any worker thread exists: model compute reuses freed tensor buffers.
+    policy::allocator::retain_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {

@@ -1,5 +1,6 @@
-//! The building blocks of a Qwen2/Llama decoder layer, written only with candle ops that have a
-//! backward pass (candle-nn 0.11's fused `rms_norm`, `softmax_last_dim` and `rope` have none).
+//! The building blocks of a Qwen2/Llama decoder layer. Training needs ops with a backward pass
+//! (candle-nn 0.11's fused `rms_norm`, `softmax_last_dim` and `rope` have none), inference wants
+//! the fused ones (fewer passes over memory, fewer allocations): [`Ops`] picks per forward.
 
 use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
@@ -12,6 +13,32 @@ pub fn compute_dtype(dtype: DType) -> DType {
         DType::F16 | DType::BF16 => DType::F32,
         other => other,
     }
+}
+
+/// Which kernels a forward uses. Both compute the same functions in the same dtypes; results
+/// differ at f32 rounding level (summation order inside the norm and softmax).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ops {
+    /// Only ops with a backward pass: training and gradient checks.
+    Differentiable,
+    /// candle's fused RMSNorm, RoPE and softmax: generation and the proof forward.
+    Fused,
+}
+
+/// `x: [.., in] -> [.., out]` as one 2-D product: candle's `Linear` multiplies a 3-D input
+/// batch by batch against a broadcast weight, which gives the matmul kernel many short
+/// products instead of one tall one.
+fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    if dims.len() <= 2 {
+        return layer.forward(x);
+    }
+    let inner = dims[dims.len() - 1];
+    let rows = x.elem_count() / inner;
+    let y = layer.forward(&x.reshape((rows, inner))?)?;
+    let mut out_dims = dims.to_vec();
+    *out_dims.last_mut().expect("at least 3 dims") = y.dim(1)?;
+    y.reshape(out_dims)
 }
 
 /// RMSNorm computed in the compute dtype; the result stays in the compute dtype.
@@ -30,9 +57,13 @@ impl RmsNorm {
     }
 
     /// Returns the normalised input in `compute_dtype(x.dtype())`.
-    pub fn forward_compute(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward_compute(&self, x: &Tensor, ops: Ops) -> Result<Tensor> {
         let cd = compute_dtype(x.dtype());
         let x = x.to_dtype(cd)?;
+        if ops == Ops::Fused {
+            let x = x.contiguous()?;
+            return candle_nn::ops::rms_norm(&x, &self.weight.to_dtype(cd)?, self.eps as f32);
+        }
         let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
         let inv_rms = (mean_sq + self.eps)?.sqrt()?.recip()?;
         x.broadcast_mul(&inv_rms)?
@@ -40,8 +71,8 @@ impl RmsNorm {
     }
 
     /// Normalises and casts back to the input dtype.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_compute(x)?.to_dtype(x.dtype())
+    pub fn forward(&self, x: &Tensor, ops: Ops) -> Result<Tensor> {
+        self.forward_compute(x, ops)?.to_dtype(x.dtype())
     }
 }
 
@@ -53,6 +84,9 @@ impl RmsNorm {
 pub struct RopeTables {
     pub cos: Tensor,
     pub sin: Tensor,
+    /// The first halves, `[len, head_dim / 2]`: what the fused kernel takes.
+    cos_half: Tensor,
+    sin_half: Tensor,
 }
 
 impl RopeTables {
@@ -82,17 +116,24 @@ impl RopeTables {
             }
         }
         let cd = compute_dtype(dtype);
+        let cos = Tensor::from_vec(cos, (len, d), dev)?.to_dtype(cd)?;
+        let sin = Tensor::from_vec(sin, (len, d), dev)?.to_dtype(cd)?;
         Ok(Self {
-            cos: Tensor::from_vec(cos, (len, d), dev)?.to_dtype(cd)?,
-            sin: Tensor::from_vec(sin, (len, d), dev)?.to_dtype(cd)?,
+            cos_half: cos.narrow(1, 0, half)?.contiguous()?,
+            sin_half: sin.narrow(1, 0, half)?.contiguous()?,
+            cos,
+            sin,
         })
     }
 
     /// Applies the rotation to `x: [b, heads, len, head_dim]` (HF `rotate_half` convention).
     /// The result is in the compute dtype.
-    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn apply(&self, x: &Tensor, ops: Ops) -> Result<Tensor> {
         let cd = compute_dtype(x.dtype());
         let x = x.to_dtype(cd)?;
+        if ops == Ops::Fused {
+            return candle_nn::rotary_emb::rope(&x.contiguous()?, &self.cos_half, &self.sin_half);
+        }
         let half = x.dim(D::Minus1)? / 2;
         let x1 = x.narrow(D::Minus1, 0, half)?;
         let x2 = x.narrow(D::Minus1, half, half)?;
@@ -167,6 +208,7 @@ impl Attention {
         rope: &RopeTables,
         mask: Option<&Tensor>,
         kv: KvSource,
+        ops: Ops,
     ) -> Result<Tensor> {
         let (b, len, _) = x.dims3()?;
         let dtype = x.dtype();
@@ -175,11 +217,11 @@ impl Attention {
         let split = |t: Tensor, heads: usize| -> Result<Tensor> {
             t.reshape((b, len, heads, hd))?.transpose(1, 2)
         };
-        let q = rope.apply(&split(self.q_proj.forward(x)?, self.heads)?)?;
+        let q = rope.apply(&split(linear(&self.q_proj, x)?, self.heads)?, ops)?;
         let k = rope
-            .apply(&split(self.k_proj.forward(x)?, kvh)?)?
+            .apply(&split(linear(&self.k_proj, x)?, kvh)?, ops)?
             .to_dtype(dtype)?;
-        let v = split(self.v_proj.forward(x)?, kvh)?;
+        let v = split(linear(&self.v_proj, x)?, kvh)?;
         let (k, v) = match kv {
             KvSource::Fresh => (k.contiguous()?, v.contiguous()?),
             KvSource::Cache {
@@ -213,13 +255,17 @@ impl Attention {
                 .reshape((b, kvh, rep * len, keys))?,
             None => scores,
         };
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.to_dtype(dtype)?;
+        let probs = match ops {
+            Ops::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
+            Ops::Fused => candle_nn::ops::softmax_last_dim(&scores.contiguous()?)?,
+        }
+        .to_dtype(dtype)?;
         let out = probs
             .matmul(&v)?
             .reshape((b, self.heads, len, hd))?
             .transpose(1, 2)?
             .reshape((b, len, self.heads * hd))?;
-        self.o_proj.forward(&out)
+        linear(&self.o_proj, &out)
     }
 }
 
@@ -242,8 +288,8 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?.silu()?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+        let gate = linear(&self.gate_proj, x)?.silu()?;
+        linear(&self.down_proj, &(gate * linear(&self.up_proj, x)?)?)
     }
 }
 
@@ -273,14 +319,14 @@ impl DecoderLayer {
         rope: &RopeTables,
         mask: Option<&Tensor>,
         kv: KvSource,
+        ops: Ops,
     ) -> Result<Tensor> {
-        let attn = self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x)?, rope, mask, kv)?;
+        let normed = self.input_layernorm.forward(x, ops)?;
+        let attn = self.self_attn.forward(&normed, rope, mask, kv, ops)?;
         let x = (x + attn)?;
         let mlp = self
             .mlp
-            .forward(&self.post_attention_layernorm.forward(&x)?)?;
+            .forward(&self.post_attention_layernorm.forward(&x, ops)?)?;
         x + mlp
     }
 }

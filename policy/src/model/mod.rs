@@ -10,10 +10,12 @@
 mod init;
 mod kv_cache;
 mod layers;
+mod token_stats;
 
 pub use init::{init_seeded, seeded_weights, SplitMix64};
 pub use kv_cache::KvCache;
-pub use layers::{causal_mask, compute_dtype, RmsNorm, RopeTables};
+pub use layers::{causal_mask, compute_dtype, Ops, RmsNorm, RopeTables};
+pub use token_stats::{token_logprob_entropy, token_logprobs};
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -81,18 +83,29 @@ impl Model {
     /// Final-norm hidden states `[b, len, hidden]` in the compute dtype for right-padded token
     /// ids `[b, len]` (u32). Stateless and differentiable.
     pub fn forward_hidden(&self, ids: &Tensor) -> Result<Tensor> {
+        self.forward_stateless(ids, Ops::Differentiable)
+    }
+
+    /// [`Self::forward_hidden`] with the fused inference kernels (no backward pass): the proof
+    /// forward. Differs from it at f32 rounding level only.
+    pub fn infer_hidden(&self, ids: &Tensor) -> Result<Tensor> {
+        self.forward_stateless(ids, Ops::Fused)
+    }
+
+    fn forward_stateless(&self, ids: &Tensor, ops: Ops) -> Result<Tensor> {
         let (_, len) = ids.dims2()?;
         let rope = RopeTables::new(&self.cfg, 0, len, self.dtype, &self.device)?;
         let mask = causal_mask(len, 0, self.compute_dtype(), &self.device)?;
         let mut x = self.embed_tokens.forward(ids)?;
         for layer in &self.layers {
-            x = layer.forward(&x, &rope, Some(&mask), KvSource::Fresh)?;
+            x = layer.forward(&x, &rope, Some(&mask), KvSource::Fresh, ops)?;
         }
-        self.norm.forward_compute(&x)
+        self.norm.forward_compute(&x, ops)
     }
 
     /// Runs `ids: [b, len]` at positions `cache.len()..` for every row, writing keys and
     /// values into `cache`, and returns the final-norm hidden states of the new positions.
+    /// Inference only (fused kernels, as [`Self::infer_hidden`]).
     pub fn forward_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let (b, len) = ids.dims2()?;
         let offset = cache.len();
@@ -117,16 +130,25 @@ impl Model {
         };
         let mut x = self.embed_tokens.forward(ids)?;
         for (layer, (k, v)) in self.layers.iter().zip(cache.layers()) {
-            x = layer.forward(&x, &rope, mask.as_ref(), KvSource::Cache { k, v, offset })?;
+            let kv = KvSource::Cache { k, v, offset };
+            x = layer.forward(&x, &rope, mask.as_ref(), kv, Ops::Fused)?;
         }
         cache.advance(len);
-        self.norm.forward_compute(&x)
+        self.norm.forward_compute(&x, Ops::Fused)
     }
 
     /// Logits `[.., vocab]` in the compute dtype from final-norm hidden states `[.., hidden]`.
+    /// One 2-D product: a batched product against the broadcast head would re-pack the
+    /// `[hidden, vocab]` matrix for every batch row.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.to_dtype(self.compute_dtype())?;
-        hidden.broadcast_matmul(&w.t()?)
+        let dims = hidden.dims().to_vec();
+        let (&h, lead) = dims.split_last().expect("hidden states have a last dim");
+        let rows = lead.iter().product::<usize>();
+        let logits = hidden.reshape((rows, h))?.matmul(&w.t()?)?;
+        let mut out = lead.to_vec();
+        out.push(self.cfg.vocab_size);
+        logits.reshape(out)
     }
 
     /// Log-probability of each next token: for `ids: [b, len]` returns `[b, len - 1]` where
@@ -134,8 +156,6 @@ impl Model {
     pub fn next_token_logprobs(&self, hidden: &Tensor, ids: &Tensor) -> Result<Tensor> {
         let (_, len) = ids.dims2()?;
         let logits = self.logits(&hidden.narrow(1, 0, len - 1)?)?;
-        let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?;
-        let next = ids.narrow(1, 1, len - 1)?.unsqueeze(2)?.contiguous()?;
-        logp.gather(&next, 2)?.squeeze(2)
+        Ok(token_logprob_entropy(&logits, &ids.narrow(1, 1, len - 1)?)?.0)
     }
 }
