@@ -91,12 +91,17 @@ fn contiguous<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> Result<&'a [
     }
 }
 
-fn check_targets(targets: &[u32], vocab: usize) -> Result<()> {
+/// The u32 target ids, contiguous and inside the vocabulary.
+fn targets_of<'a>(targets: &'a CpuStorage, layout: &Layout, vocab: usize) -> Result<&'a [u32]> {
+    let CpuStorage::U32(targets) = targets else {
+        candle_core::bail!("token log-probs: targets must be u32");
+    };
+    let targets = contiguous(targets, layout, "targets")?;
     match targets.iter().find(|&&t| t as usize >= vocab) {
         Some(bad) => {
             candle_core::bail!("token log-probs: target {bad} is outside the vocabulary of {vocab}")
         }
-        None => Ok(()),
+        None => Ok(targets),
     }
 }
 
@@ -150,11 +155,7 @@ impl CustomOp2 for TokenStats {
         targets_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (rows, vocab) = logits_layout.shape().dims2()?;
-        let CpuStorage::U32(targets) = targets else {
-            candle_core::bail!("token log-probs: targets must be u32");
-        };
-        let targets = contiguous(targets, targets_layout, "targets")?;
-        check_targets(targets, vocab)?;
+        let targets = targets_of(targets, targets_layout, vocab)?;
         let storage = match logits {
             CpuStorage::F32(z) => CpuStorage::F32(forward(
                 contiguous(z, logits_layout, "logits")?,
@@ -204,10 +205,7 @@ impl CustomOp3 for TokenStatsGrad {
         grads_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (_, vocab) = logits_layout.shape().dims2()?;
-        let CpuStorage::U32(targets) = targets else {
-            candle_core::bail!("token log-probs: targets must be u32");
-        };
-        let targets = contiguous(targets, targets_layout, "targets")?;
+        let targets = targets_of(targets, targets_layout, vocab)?;
         let storage = match (logits, grads) {
             (CpuStorage::F32(z), CpuStorage::F32(g)) => CpuStorage::F32(backward(
                 contiguous(z, logits_layout, "logits")?,
