@@ -4,7 +4,8 @@
 //!
 //! # Reproducibility
 //! On CPU the result is a pure function of (weights, batch composition, padded length, dtype,
-//! `logprob_chunk`, CPU kernel selection):
+//! CPU kernel selection); `logprob_chunk` does not change a bit (each chunk is one 2-D head
+//! product whose rows do not interact; tested):
 //! * **bit-identical** across processes, repeated calls and `RAYON_NUM_THREADS` values
 //!   (candle's gemm splits work over M and N, never over the K reduction), tested in
 //!   `tests/proof.rs`;
@@ -54,7 +55,8 @@ impl ProofOutput {
     }
 }
 
-/// Batch layout knobs. Changing any of them may change results at rounding level.
+/// Batch layout knobs. `pad_to` changes results at rounding level; `logprob_chunk` only
+/// bounds memory.
 #[derive(Clone, Debug)]
 pub struct ProofOptions {
     /// Right-pad every row to this length (default: the longest row).
