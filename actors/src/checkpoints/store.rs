@@ -157,6 +157,16 @@ impl<R> HashingReader<R> {
             Hash32::from(<[u8; 32]>::from(self.hasher.finalize())),
         )
     }
+
+    /// What a store reports for the object `name` this reader has fed it.
+    pub fn into_stored(self, name: &str) -> StoredObject {
+        let (bytes, digest) = self.finish();
+        StoredObject {
+            name: name.to_string(),
+            bytes,
+            digest,
+        }
+    }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
@@ -259,12 +269,7 @@ impl CheckpointStore for NatsObjectStore {
                 .put(meta, &mut hashing)
                 .await
                 .map_err(|e| self.backend("put", name, e))?;
-            let (bytes, digest) = hashing.finish();
-            Ok(StoredObject {
-                name: name.to_string(),
-                bytes,
-                digest,
-            })
+            Ok(hashing.into_stored(name))
         })
     }
 
@@ -373,12 +378,7 @@ impl CheckpointStore for LocalDirStore {
                 let _ = tokio::fs::remove_file(&partial).await;
                 return Err(self.io("write", name, e));
             }
-            let (bytes, digest) = hashing.finish();
-            Ok(StoredObject {
-                name: name.to_string(),
-                bytes,
-                digest,
-            })
+            Ok(hashing.into_stored(name))
         })
     }
 
