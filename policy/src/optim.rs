@@ -5,7 +5,7 @@
 //! host f32 buffers, the global norm is clipped, and the AdamW update runs as one pass over
 //! each parameter (parallel over chunks with rayon) before being written back with `Var::set`.
 
-use candle_core::{backprop::GradStore, DType, Result, Tensor, Var};
+use candle_core::{backprop::GradStore, CpuStorage, DType, Result, Storage, Tensor, Var};
 use candle_nn::VarMap;
 use rayon::prelude::*;
 
@@ -47,6 +47,14 @@ fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 
+/// `acc += x`, in parallel.
+fn add_into(acc: &mut [f32], x: &[f32]) {
+    const CHUNK: usize = 1 << 14;
+    acc.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(a, x)| a.iter_mut().zip(x).for_each(|(a, x)| *a += x));
+}
+
 /// Sums gradients of several backward passes into host f32 buffers, one per var.
 #[derive(Debug)]
 pub struct GradAccumulator {
@@ -66,10 +74,18 @@ impl GradAccumulator {
     /// Adds `grads` (vars without a gradient contribute zeros).
     pub fn add(&mut self, vars: &[(String, Var)], grads: &GradStore) -> Result<()> {
         for ((_, var), buf) in vars.iter().zip(self.buffers.iter_mut()) {
-            if let Some(g) = grads.get(var.as_tensor()) {
-                for (b, x) in buf.iter_mut().zip(host_f32(g)?) {
-                    *b += x;
-                }
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            // CPU f32 gradients are read in place; others are copied to the host first.
+            let (storage, layout) = g.storage_and_layout();
+            if let (Storage::Cpu(CpuStorage::F32(data)), Some((from, to))) =
+                (&*storage, layout.contiguous_offsets())
+            {
+                add_into(buf, &data[from..to]);
+            } else {
+                drop(storage);
+                add_into(buf, &host_f32(g)?);
             }
         }
         Ok(())

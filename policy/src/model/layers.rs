@@ -5,6 +5,7 @@
 use candle_core::{DType, Device, Result, Tensor, D};
 use candle_nn::{Linear, Module, VarBuilder};
 
+use super::kernels::{self, has_cpu_kernel};
 use crate::config::ModelConfig;
 
 /// Norms, RoPE, attention scores and the LM head run in f32 when weights are half precision.
@@ -19,7 +20,9 @@ pub fn compute_dtype(dtype: DType) -> DType {
 /// differ at f32 rounding level (summation order inside the norm and softmax).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ops {
-    /// Only ops with a backward pass: training and gradient checks.
+    /// Only ops with a backward pass: training and gradient checks. On CPU (f32/f64) the
+    /// norms, RoPE, attention softmax and SwiGLU gate are [`kernels`] with hand-written
+    /// backward passes; elsewhere composite candle ops.
     Differentiable,
     /// candle's fused RMSNorm, RoPE and softmax: generation and the proof forward.
     Fused,
@@ -28,7 +31,14 @@ pub enum Ops {
 /// `x: [.., in] -> [.., out]` as one 2-D product: candle's `Linear` multiplies a 3-D input
 /// batch by batch against a broadcast weight, which gives the matmul kernel many short
 /// products instead of one tall one.
-fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+fn linear(layer: &Linear, x: &Tensor, ops: Ops) -> Result<Tensor> {
+    if ops == Ops::Differentiable && has_cpu_kernel(x) {
+        let y = kernels::linear(x, layer.weight())?;
+        return match layer.bias() {
+            Some(bias) => y.broadcast_add(bias),
+            None => Ok(y),
+        };
+    }
     let dims = x.dims();
     if dims.len() <= 2 {
         return layer.forward(x);
@@ -63,6 +73,9 @@ impl RmsNorm {
         if ops == Ops::Fused {
             let x = x.contiguous()?;
             return candle_nn::ops::rms_norm(&x, &self.weight.to_dtype(cd)?, self.eps as f32);
+        }
+        if has_cpu_kernel(&x) {
+            return kernels::rms_norm(&x, &self.weight.to_dtype(cd)?, self.eps);
         }
         let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
         let inv_rms = (mean_sq + self.eps)?.sqrt()?.recip()?;
@@ -133,6 +146,9 @@ impl RopeTables {
         let x = x.to_dtype(cd)?;
         if ops == Ops::Fused {
             return candle_nn::rotary_emb::rope(&x.contiguous()?, &self.cos_half, &self.sin_half);
+        }
+        if has_cpu_kernel(&x) {
+            return kernels::rope(&x, &self.cos_half, &self.sin_half);
         }
         let half = x.dim(D::Minus1)? / 2;
         let x1 = x.narrow(D::Minus1, 0, half)?;
@@ -217,11 +233,11 @@ impl Attention {
         let split = |t: Tensor, heads: usize| -> Result<Tensor> {
             t.reshape((b, len, heads, hd))?.transpose(1, 2)
         };
-        let q = rope.apply(&split(linear(&self.q_proj, x)?, self.heads)?, ops)?;
+        let q = rope.apply(&split(linear(&self.q_proj, x, ops)?, self.heads)?, ops)?;
         let k = rope
-            .apply(&split(linear(&self.k_proj, x)?, kvh)?, ops)?
+            .apply(&split(linear(&self.k_proj, x, ops)?, kvh)?, ops)?
             .to_dtype(dtype)?;
-        let v = split(linear(&self.v_proj, x)?, kvh)?;
+        let v = split(linear(&self.v_proj, x, ops)?, kvh)?;
         let (k, v) = match kv {
             KvSource::Fresh => (k.contiguous()?, v.contiguous()?),
             KvSource::Cache {
@@ -248,16 +264,22 @@ impl Attention {
             hd,
         ))?;
         let scores = q.matmul(&k.t()?)?.to_dtype(cd)?;
-        let scores = match mask {
-            Some(m) => scores
-                .reshape((b, kvh, rep, len, keys))?
-                .broadcast_add(m)?
-                .reshape((b, kvh, rep * len, keys))?,
-            None => scores,
-        };
-        let probs = match ops {
-            Ops::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
-            Ops::Fused => candle_nn::ops::softmax_last_dim(&scores.contiguous()?)?,
+        let probs = if ops == Ops::Differentiable && has_cpu_kernel(&scores) {
+            // `mask` is the causal mask of these `len` queries over `keys` keys (or no mask
+            // for one query); the kernel applies it without materialising it.
+            kernels::causal_softmax(&scores, len)?
+        } else {
+            let scores = match mask {
+                Some(m) => scores
+                    .reshape((b, kvh, rep, len, keys))?
+                    .broadcast_add(m)?
+                    .reshape((b, kvh, rep * len, keys))?,
+                None => scores,
+            };
+            match ops {
+                Ops::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
+                Ops::Fused => candle_nn::ops::softmax_last_dim(&scores.contiguous()?)?,
+            }
         }
         .to_dtype(dtype)?;
         let out = probs
@@ -265,7 +287,7 @@ impl Attention {
             .reshape((b, self.heads, len, hd))?
             .transpose(1, 2)?
             .reshape((b, len, self.heads * hd))?;
-        linear(&self.o_proj, &out)
+        linear(&self.o_proj, &out, ops)
     }
 }
 
@@ -287,9 +309,17 @@ impl Mlp {
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = linear(&self.gate_proj, x)?.silu()?;
-        linear(&self.down_proj, &(gate * linear(&self.up_proj, x)?)?)
+    pub fn forward(&self, x: &Tensor, ops: Ops) -> Result<Tensor> {
+        let (gate, up) = (
+            linear(&self.gate_proj, x, ops)?,
+            linear(&self.up_proj, x, ops)?,
+        );
+        let gated = if ops == Ops::Differentiable && has_cpu_kernel(&gate) {
+            kernels::swiglu(&gate, &up)?
+        } else {
+            (gate.silu()? * up)?
+        };
+        linear(&self.down_proj, &gated, ops)
     }
 }
 
@@ -326,7 +356,7 @@ impl DecoderLayer {
         let x = (x + attn)?;
         let mlp = self
             .mlp
-            .forward(&self.post_attention_layernorm.forward(&x, ops)?)?;
+            .forward(&self.post_attention_layernorm.forward(&x, ops)?, ops)?;
         x + mlp
     }
 }

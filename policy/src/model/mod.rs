@@ -1,21 +1,23 @@
 //! Decoder-only Qwen2/Qwen2.5 and Llama (SmolLM2) model with HF weight names.
 //!
 //! * [`Model::forward_hidden`] is stateless (`&self`) and differentiable end to end: training
-//!   and the proof forward use it.
+//!   uses it (on CPU through the hand-written kernels of `kernels`, each one graph node with
+//!   its own backward). [`Model::infer_hidden`] is the same forward on candle's fused
+//!   inference kernels: the proof forward.
 //! * [`Model::forward_cached`] writes keys/values into a preallocated [`KvCache`] for
 //!   generation (no per-step concatenation of the whole cache).
 //! * Weights may be f32 (CPU), f64 (gradient checks) or bf16/f16 (CUDA); norms, RoPE tables,
 //!   attention softmax, the LM head and everything after it run in f32 (f64 for f64 weights).
 
 mod init;
+mod kernels;
 mod kv_cache;
 mod layers;
-mod token_stats;
 
 pub use init::{init_seeded, seeded_weights, SplitMix64};
+pub use kernels::{token_logprob_entropy, token_logprobs};
 pub use kv_cache::KvCache;
 pub use layers::{causal_mask, compute_dtype, Ops, RmsNorm, RopeTables};
-pub use token_stats::{token_logprob_entropy, token_logprobs};
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -142,6 +144,11 @@ impl Model {
     /// `[hidden, vocab]` matrix for every batch row.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.to_dtype(self.compute_dtype())?;
+        if kernels::has_cpu_kernel(hidden) {
+            // The same product as one graph node: its backward writes the (vocab-sized)
+            // weight gradient in place of a transposed copy.
+            return kernels::linear(hidden, &w);
+        }
         let dims = hidden.dims().to_vec();
         let (&h, lead) = dims.split_last().expect("hidden states have a last dim");
         let rows = lead.iter().product::<usize>();

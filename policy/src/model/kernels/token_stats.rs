@@ -11,6 +11,8 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use super::{contiguous, Real};
+
 /// `(log p(targets), entropy)`, each shaped like `targets`, for `logits: [.., vocab]` and u32
 /// `targets: [..]`. Differentiable w.r.t. the logits.
 pub fn token_logprob_entropy(logits: &Tensor, targets: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -45,23 +47,6 @@ pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     Ok(token_logprob_entropy(&logits.detach(), targets)?.0)
 }
 
-/// The float types the CPU kernels run on.
-trait Real: candle_core::WithDType + Send + Sync {
-    fn exp(self) -> Self;
-}
-
-impl Real for f32 {
-    fn exp(self) -> Self {
-        f32::exp(self)
-    }
-}
-
-impl Real for f64 {
-    fn exp(self) -> Self {
-        f64::exp(self)
-    }
-}
-
 /// `(max, Σ e^(z−max), Σ e^(z−max)·z)` of one row, sums in f64.
 fn row_moments<T: Real>(row: &[T]) -> (T, f64, f64) {
     let max = row.iter().copied().fold(
@@ -84,19 +69,12 @@ fn row_lse_entropy<T: Real>(row: &[T]) -> (f64, f64) {
     (lse, lse - weighted / sum)
 }
 
-fn contiguous<'a, T>(data: &'a [T], layout: &Layout, what: &str) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("token log-probs: {what} must be contiguous"),
-    }
-}
-
 /// The u32 target ids, contiguous and inside the vocabulary.
 fn targets_of<'a>(targets: &'a CpuStorage, layout: &Layout, vocab: usize) -> Result<&'a [u32]> {
     let CpuStorage::U32(targets) = targets else {
         candle_core::bail!("token log-probs: targets must be u32");
     };
-    let targets = contiguous(targets, layout, "targets")?;
+    let targets = contiguous(targets, layout, "token log-probs: targets")?;
     match targets.iter().find(|&&t| t as usize >= vocab) {
         Some(bad) => {
             candle_core::bail!("token log-probs: target {bad} is outside the vocabulary of {vocab}")
@@ -158,12 +136,12 @@ impl CustomOp2 for TokenStats {
         let targets = targets_of(targets, targets_layout, vocab)?;
         let storage = match logits {
             CpuStorage::F32(z) => CpuStorage::F32(forward(
-                contiguous(z, logits_layout, "logits")?,
+                contiguous(z, logits_layout, "token log-probs: logits")?,
                 targets,
                 vocab,
             )),
             CpuStorage::F64(z) => CpuStorage::F64(forward(
-                contiguous(z, logits_layout, "logits")?,
+                contiguous(z, logits_layout, "token log-probs: logits")?,
                 targets,
                 vocab,
             )),
@@ -208,15 +186,15 @@ impl CustomOp3 for TokenStatsGrad {
         let targets = targets_of(targets, targets_layout, vocab)?;
         let storage = match (logits, grads) {
             (CpuStorage::F32(z), CpuStorage::F32(g)) => CpuStorage::F32(backward(
-                contiguous(z, logits_layout, "logits")?,
+                contiguous(z, logits_layout, "token log-probs: logits")?,
                 targets,
-                contiguous(g, grads_layout, "gradient")?,
+                contiguous(g, grads_layout, "token log-probs: gradient")?,
                 vocab,
             )),
             (CpuStorage::F64(z), CpuStorage::F64(g)) => CpuStorage::F64(backward(
-                contiguous(z, logits_layout, "logits")?,
+                contiguous(z, logits_layout, "token log-probs: logits")?,
                 targets,
-                contiguous(g, grads_layout, "gradient")?,
+                contiguous(g, grads_layout, "token log-probs: gradient")?,
                 vocab,
             )),
             _ => candle_core::bail!("token log-probs: logits and gradient dtypes differ"),
@@ -227,6 +205,7 @@ impl CustomOp3 for TokenStatsGrad {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::max_diff;
     use super::*;
     use candle_core::{Device, Var};
 
@@ -244,21 +223,6 @@ mod tests {
             .neg()
             .unwrap();
         (picked, entropy)
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
     }
 
     fn inputs(dtype: DType) -> (Tensor, Tensor) {
