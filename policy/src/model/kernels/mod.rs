@@ -94,12 +94,53 @@ fn dot<T: Real>(a: &[T], b: &[T]) -> f64 {
 
 #[cfg(test)]
 pub(crate) mod testing {
-    use candle_core::{DType, Tensor};
+    use candle_core::{DType, Device, Tensor, Var};
 
     pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
         (a - b)
             .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_dtype(DType::F64))
             .and_then(|m| m.to_scalar::<f64>())
             .expect("tensors of one shape")
+    }
+
+    /// Gradients of `Σ f(inputs)·upstream` w.r.t. each input, by candle's autograd.
+    fn autograd(
+        inputs: &[Tensor],
+        f: &dyn Fn(&[Tensor]) -> Tensor,
+        upstream: &Tensor,
+    ) -> Vec<Tensor> {
+        let vars: Vec<Tensor> = inputs
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap().as_tensor().clone())
+            .collect();
+        let grads = (f(&vars) * upstream)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        vars.iter()
+            .map(|v| grads.get(v).expect("every input gets a gradient").clone())
+            .collect()
+    }
+
+    /// The kernel's hand-written backward equals autograd through the reference ops, for a
+    /// random upstream gradient (inputs in f64).
+    pub fn assert_same_gradients(
+        inputs: &[Tensor],
+        kernel: &dyn Fn(&[Tensor]) -> Tensor,
+        reference: &dyn Fn(&[Tensor]) -> Tensor,
+    ) {
+        let out = reference(inputs);
+        let upstream = Tensor::randn(0f64, 1.0, out.dims(), &Device::Cpu).unwrap();
+        let got = autograd(inputs, kernel, &upstream);
+        let want = autograd(inputs, reference, &upstream);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let diff = max_diff(g, w);
+            assert!(
+                diff < 1e-12,
+                "input {i}: gradient differs from autograd by {diff}"
+            );
+        }
     }
 }

@@ -124,9 +124,9 @@ impl CustomOp3 for SwiGluGrad {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::max_diff;
+    use super::super::testing::{assert_same_gradients, max_diff};
     use super::*;
-    use candle_core::{DType, Device, Var};
+    use candle_core::{DType, Device};
 
     fn inputs(dtype: DType) -> (Tensor, Tensor) {
         let dev = Device::Cpu;
@@ -152,22 +152,8 @@ mod tests {
     #[test]
     fn gradients_match_autograd_of_silu_times_up() {
         let (a, u) = inputs(DType::F64);
-        let upstream = Tensor::randn(0f64, 1.0, a.dims(), &Device::Cpu).unwrap();
-        let grads = |f: &dyn Fn(&Tensor, &Tensor) -> Tensor| {
-            let (av, uv) = (Var::from_tensor(&a).unwrap(), Var::from_tensor(&u).unwrap());
-            let loss = (f(av.as_tensor(), uv.as_tensor()) * &upstream)
-                .unwrap()
-                .sum_all()
-                .unwrap();
-            let g = loss.backward().unwrap();
-            (
-                g.get(av.as_tensor()).unwrap().clone(),
-                g.get(uv.as_tensor()).unwrap().clone(),
-            )
-        };
-        let (da, du) = grads(&|a, u| swiglu(a, u).unwrap());
-        let (da_ref, du_ref) = grads(&reference);
-        assert!(max_diff(&da, &da_ref) < 1e-12, "∂gate");
-        assert!(max_diff(&du, &du_ref) < 1e-12, "∂up");
+        assert_same_gradients(&[a, u], &|t| swiglu(&t[0], &t[1]).unwrap(), &|t| {
+            reference(&t[0], &t[1])
+        });
     }
 }
