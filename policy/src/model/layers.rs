@@ -21,8 +21,8 @@ pub fn compute_dtype(dtype: DType) -> DType {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ops {
     /// Only ops with a backward pass: training and gradient checks. On CPU (f32/f64) the
-    /// norms, RoPE, attention softmax and SwiGLU gate are [`kernels`] with hand-written
-    /// backward passes; elsewhere composite candle ops.
+    /// norms, linear layers, RoPE, attention softmax and SwiGLU gate are the `kernels` module's
+    /// ops with hand-written backward passes; elsewhere composite candle ops.
     Differentiable,
     /// candle's fused RMSNorm, RoPE and softmax: generation and the proof forward.
     Fused,
