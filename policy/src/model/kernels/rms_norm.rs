@@ -97,11 +97,17 @@ impl Kernel for RmsNormGrad {
         let h = w.len();
         let mut out = vec![T::zero(); x.len() + h];
         let (dx, dw) = out.split_at_mut(x.len());
+        // 1/rms per row, shared by the ∂x and ∂w passes.
+        let inv: Vec<f64> = x
+            .par_chunks(h)
+            .with_min_len(ROWS_PER_TASK)
+            .map(|x| inv_rms(x, self.eps))
+            .collect();
         dx.par_chunks_mut(h)
             .zip(x.par_chunks(h).zip(g.par_chunks(h)))
+            .zip(inv.par_iter())
             .with_min_len(ROWS_PER_TASK)
-            .for_each(|(dx, (x, g))| {
-                let r = inv_rms(x, self.eps);
+            .for_each(|((dx, (x, g)), &r)| {
                 // mean(g·w·n) = r·mean(g·w·x)
                 let c: f64 = x
                     .iter()
@@ -122,10 +128,10 @@ impl Kernel for RmsNormGrad {
         let partials: Vec<Vec<f64>> = x
             .par_chunks(block)
             .zip(g.par_chunks(block))
-            .map(|(x, g)| {
+            .zip(inv.par_chunks(ROWS_PER_TASK))
+            .map(|((x, g), inv)| {
                 let mut acc = vec![0f64; h];
-                for (x, g) in x.chunks(h).zip(g.chunks(h)) {
-                    let r = inv_rms(x, self.eps);
+                for ((x, g), &r) in x.chunks(h).zip(g.chunks(h)).zip(inv) {
                     for ((a, &x), &g) in acc.iter_mut().zip(x).zip(g) {
                         *a += g.to_f64() * x.to_f64() * r;
                     }

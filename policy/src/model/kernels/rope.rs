@@ -41,6 +41,8 @@ impl Kernel for Rope {
         let (x, cos, sin) = (inputs[0], inputs[1], inputs[2]);
         let half = self.half;
         let head = 2 * cos.len(); // one head's [len, 2·half] block
+                                  // The backward rotates by the opposite angle; × ±1 is exact.
+        let sign = T::from_f64(if self.inverse { -1.0 } else { 1.0 });
         let mut y = vec![T::zero(); x.len()];
         y.par_chunks_mut(head)
             .zip(x.par_chunks(head))
@@ -51,8 +53,7 @@ impl Kernel for Rope {
                     let (y1, y2) = y.split_at_mut(half);
                     let (x1, x2) = x.split_at(half);
                     for i in 0..half {
-                        let (c, s) = (cos[i], sin[i]);
-                        let s = if self.inverse { T::zero() - s } else { s };
+                        let (c, s) = (cos[i], sin[i] * sign);
                         y1[i] = x1[i] * c - x2[i] * s;
                         y2[i] = x2[i] * c + x1[i] * s;
                     }
