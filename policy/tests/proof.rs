@@ -20,6 +20,19 @@ fn sequences() -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// A GRPO-like batch: one 30-token prompt and five completions of different lengths, the
+/// first three of which also start with the same two tokens.
+fn group() -> Vec<Vec<u32>> {
+    let prompt: Vec<u32> = (0..30u32).map(|i| (i * 11 + 3) % 259).collect();
+    (0..5u32)
+        .map(|r| {
+            let own = (0..(8 + 9 * r)).map(|i| (i * 13 + r * 37 + 1) % 259);
+            let lead = if r < 3 { vec![7, 8] } else { vec![9 + r] };
+            prompt.iter().copied().chain(lead).chain(own).collect()
+        })
+        .collect()
+}
+
 fn run(m: &LoadedModel, seqs: &[Vec<u32>], opts: &ProofOptions) -> Vec<ProofOutput> {
     let positions = [0usize, 5, 39];
     let inputs: Vec<ProofInput> = seqs
@@ -177,16 +190,22 @@ fn proof_digest_child() {
         return;
     };
     let m = load_model(std::path::Path::new(&dir), &LoadOptions::default()).unwrap();
-    println!(
-        "DIGEST={}",
-        digest(&run(&m, &sequences(), &ProofOptions::default()))
-    );
+    let mut outputs = run(&m, &sequences(), &ProofOptions::default());
+    outputs.extend(run(&m, &group(), &ProofOptions::default()));
+    println!("DIGEST={}", digest(&outputs));
 }
 
 #[test]
 fn bit_identical_across_processes_and_thread_counts() {
     let (dir, m) = tiny(Arch::Qwen2);
-    let here = digest(&run(&m, &sequences(), &ProofOptions::default()));
+    let mut outputs = run(&m, &sequences(), &ProofOptions::default());
+    outputs.extend(run(&m, &group(), &ProofOptions::default()));
+    assert_eq!(
+        outputs.last().unwrap().shared_prefix,
+        30,
+        "the group runs shared"
+    );
+    let here = digest(&outputs);
     for threads in ["1", "2", "3"] {
         let out = Command::new(std::env::current_exe().unwrap())
             .args([
@@ -270,5 +289,63 @@ fn fused_inference_kernels_match_the_differentiable_forward() {
             diff < 1e-5,
             "{arch:?}: fused and differentiable forwards differ by {diff}"
         );
+    }
+}
+
+/// A group's rows share their prompt: it runs once and the completions run against its cached
+/// keys/values. Same function as the full-sequence forward, rounding-level differences only,
+/// for hidden states, next-token log-probs (including the prefix's last position, which
+/// predicts each row's own first token) and challenged logits inside and after the prefix.
+#[test]
+fn shared_prefix_matches_the_full_sequence_forward() {
+    let seqs = group();
+    let positions = [0usize, 5, 29, 30, 31, 32, 37];
+    let inputs: Vec<ProofInput> = seqs
+        .iter()
+        .map(|s| ProofInput {
+            tokens: s,
+            logit_positions: &positions,
+        })
+        .collect();
+    for arch in [Arch::Qwen2, Arch::Llama] {
+        let (_d, m) = tiny(arch);
+        let opts = |share_prefix| ProofOptions {
+            share_prefix,
+            logprob_chunk: 7,
+            ..Default::default()
+        };
+        let shared = proof_forward(&m.model, &inputs, &opts(true)).unwrap();
+        let whole = proof_forward(&m.model, &inputs, &opts(false)).unwrap();
+        // The prompt (30) and the two tokens rows 0-2 start with are not shared by rows 3-4.
+        assert!(shared.iter().all(|o| o.shared_prefix == 30));
+        assert!(whole.iter().all(|o| o.shared_prefix == 0));
+        let three = proof_forward(&m.model, &inputs[..3], &opts(true)).unwrap();
+        assert_eq!(three[0].shared_prefix, 32);
+        let mut worst = [0f32; 3];
+        for ((s, w), seq) in shared.iter().zip(&whole).zip(&seqs) {
+            assert_eq!((s.len, s.hidden.len()), (w.len, w.hidden.len()));
+            assert_eq!(s.next_token_logprobs.len(), seq.len() - 1);
+            worst[0] = worst[0].max(max_abs_diff(&s.hidden, &w.hidden));
+            worst[1] = worst[1].max(max_abs_diff(&s.next_token_logprobs, &w.next_token_logprobs));
+            for ((sp, srow), (wp, wrow)) in s.logits.iter().zip(&w.logits) {
+                assert_eq!(sp, wp);
+                worst[2] = worst[2].max(max_abs_diff(srow, wrow));
+                // The head row at p scores token p + 1 exactly as the log-prob pass did.
+                let lse = srow.iter().map(|&l| (l as f64).exp()).sum::<f64>().ln() as f32;
+                let lp = srow[seq[sp + 1] as usize] - lse;
+                assert!(
+                    (lp - s.next_token_logprobs[*sp]).abs() < 1e-5,
+                    "{arch:?} @ {sp}"
+                );
+            }
+        }
+        for (a, b) in three.iter().zip(&shared) {
+            assert!(max_abs_diff(&a.hidden, &b.hidden) < 1e-4);
+        }
+        println!(
+            "{arch:?}: shared prefix vs full sequence max |Δ| hidden {:.3e}, log-prob {:.3e}, logits {:.3e}",
+            worst[0], worst[1], worst[2]
+        );
+        assert!(worst.iter().all(|&w| w < 1e-4), "{arch:?}: {worst:?}");
     }
 }
