@@ -33,16 +33,18 @@ fn group() -> Vec<Vec<u32>> {
         .collect()
 }
 
-fn run(m: &LoadedModel, seqs: &[Vec<u32>], opts: &ProofOptions) -> Vec<ProofOutput> {
-    let positions = [0usize, 5, 39];
-    let inputs: Vec<ProofInput> = seqs
-        .iter()
+/// Every sequence with the same challenged `positions`.
+fn inputs<'a>(seqs: &'a [Vec<u32>], positions: &'a [usize]) -> Vec<ProofInput<'a>> {
+    seqs.iter()
         .map(|s| ProofInput {
             tokens: s,
-            logit_positions: &positions,
+            logit_positions: positions,
         })
-        .collect();
-    proof_forward(&m.model, &inputs, opts).unwrap()
+        .collect()
+}
+
+fn run(m: &LoadedModel, seqs: &[Vec<u32>], opts: &ProofOptions) -> Vec<ProofOutput> {
+    proof_forward(&m.model, &inputs(seqs, &[0, 5, 39]), opts).unwrap()
 }
 
 fn digest(outputs: &[ProofOutput]) -> String {
@@ -299,14 +301,7 @@ fn fused_inference_kernels_match_the_differentiable_forward() {
 #[test]
 fn shared_prefix_matches_the_full_sequence_forward() {
     let seqs = group();
-    let positions = [0usize, 5, 29, 30, 31, 32, 37];
-    let inputs: Vec<ProofInput> = seqs
-        .iter()
-        .map(|s| ProofInput {
-            tokens: s,
-            logit_positions: &positions,
-        })
-        .collect();
+    let inputs = inputs(&seqs, &[0, 5, 29, 30, 31, 32, 37]);
     for arch in [Arch::Qwen2, Arch::Llama] {
         let (_d, m) = tiny(arch);
         let opts = |share_prefix| ProofOptions {
