@@ -535,6 +535,10 @@ pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> 
         bwd_s = bwd_s.min(t.elapsed().as_secs_f64());
     }
     progress("one training micro-batch measured (twice)", started);
+    // Untimed warm-up step on one micro-batch: the first step allocates (and page-faults) the
+    // AdamW moments, 2 × 4 bytes per parameter, which a long training run pays once. PyTorch's
+    // bench (scripts/torch_bench.py) warms up the same way.
+    trainer.step(&samples[..grpo.micro_batch_size.min(samples.len())])?;
     let t = Instant::now();
     let mut completion_tokens = 0;
     for _ in 0..opts.train_steps.max(1) {
