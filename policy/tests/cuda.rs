@@ -35,6 +35,10 @@ fn sequences() -> Vec<Vec<u32>> {
 }
 
 fn proof(m: &LoadedModel, seqs: &[Vec<u32>]) -> Vec<ProofOutput> {
+    proof_with(m, seqs, &ProofOptions::default())
+}
+
+fn proof_with(m: &LoadedModel, seqs: &[Vec<u32>], opts: &ProofOptions) -> Vec<ProofOutput> {
     let positions = [0usize, 5, 39];
     let inputs: Vec<ProofInput> = seqs
         .iter()
@@ -43,7 +47,7 @@ fn proof(m: &LoadedModel, seqs: &[Vec<u32>]) -> Vec<ProofOutput> {
             logit_positions: &positions,
         })
         .collect();
-    proof_forward(&m.model, &inputs, &ProofOptions::default()).unwrap()
+    proof_forward(&m.model, &inputs, opts).unwrap()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -144,6 +148,40 @@ fn generation_on_cuda_matches_the_stateless_proof_forward() {
                 d < tol,
                 "{dtype:?}: generation vs proof log-probs differ by {d}"
             );
+        }
+    }
+}
+
+/// The shared-prefix proof forward (a group's prompt run once into the KV cache, completions
+/// at an offset against it) computes on CUDA what the full-sequence forward computes, and what
+/// the CPU computes.
+#[test]
+fn shared_prefix_on_cuda_matches_the_full_sequence_forward_and_the_cpu() {
+    let prompt: Vec<u32> = (0..40u32).map(|i| (i * 11 + 3) % 259).collect();
+    let seqs: Vec<Vec<u32>> = (0..5u32)
+        .map(|r| {
+            let own = (0..(8 + 9 * r)).map(|i| (i * 13 + r * 37 + 1) % 259);
+            prompt.iter().copied().chain(own).collect()
+        })
+        .collect();
+    let whole = ProofOptions {
+        share_prefix: false,
+        ..Default::default()
+    };
+    let (_c, cpu) = tiny_on(Arch::Llama, &Device::Cpu, DType::F32);
+    let reference = proof_with(&cpu, &seqs, &whole);
+    for (dtype, tol) in [(DType::F32, 1e-4f32), (DType::BF16, 0.25)] {
+        let (_d, m) = tiny_on(Arch::Llama, &cuda(), dtype);
+        let shared = proof(&m, &seqs);
+        assert!(shared.iter().all(|o| o.shared_prefix == 40), "{dtype:?}");
+        let unshared = proof_with(&m, &seqs, &whole);
+        let on_device = drift(&shared, &unshared);
+        let vs_cpu = drift(&shared, &reference);
+        println!(
+            "{dtype:?}: shared vs full on CUDA {on_device:?}, shared CUDA vs full CPU {vs_cpu:?}"
+        );
+        for d in [on_device, vs_cpu] {
+            assert!(d.0 < tol && d.1 < tol && d.2 < tol, "{dtype:?}: {d:?}");
         }
     }
 }
