@@ -379,7 +379,7 @@ impl GrpoTrainer {
         config: GrpoConfig,
         pad_id: u32,
     ) -> PolicyResult<Self> {
-        let optimizer = FusedAdamW::new(sorted_vars(&varmap)?, config.optimizer.clone());
+        let optimizer = FusedAdamW::new(sorted_vars(&varmap)?, config.optimizer.clone())?;
         Ok(Self {
             model,
             varmap,
@@ -468,7 +468,7 @@ impl GrpoTrainer {
             return Ok(stats);
         }
         let vars = self.optimizer.vars().to_vec();
-        let mut grads = GradAccumulator::new(&vars);
+        let mut grads = GradAccumulator::new(&vars, self.optimizer.placement())?;
         let mb = self.config.micro_batch_size.max(1);
         let (mut ratio_sum, mut clipped) = (0.0, 0.0);
         for chunk in samples.chunks(mb) {
@@ -504,7 +504,7 @@ impl GrpoTrainer {
         let tokens = stats.completion_tokens.max(1) as f64;
         stats.clip_fraction = clipped / tokens;
         stats.mean_ratio = ratio_sum / tokens;
-        stats.grad_norm = grads.clip_global_norm(self.config.grad_clip);
+        stats.grad_norm = grads.clip_global_norm(self.config.grad_clip)?;
         if !stats.grad_norm.is_finite() || stats.nonfinite_micro_batches == stats.micro_batches {
             stats.skipped = true;
             return Ok(stats);
