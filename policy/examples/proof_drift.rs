@@ -1,7 +1,13 @@
 //! Numerical drift of the proof forward across devices and dtypes, on the same token sequences.
 //!
 //! `cargo run --release -p grail-policy --example proof_drift -- MODEL [--configs
-//!  cpu:f32,cuda:f32,cuda:bf16] [--rows 16] [--prompt-len 64] [--new-tokens 192] [--json FILE]`
+//!  cpu:f32,cuda:f32,cuda:bf16] [--rows 16] [--prompt-len 64] [--new-tokens 192] [--one-prompt]
+//!  [--json FILE]`
+//!
+//! A config ending in `+unshared` runs the proof forward with `share_prefix: false` (every row
+//! whole); `--one-prompt` makes all rows one group of the first question (so the default
+//! configs share its prompt), e.g. `--one-prompt --configs cpu:f32+unshared,cpu:f32` measures
+//! what running a group's prompt once changes.
 //!
 //! MODEL is an HF directory or a .gguf file. The first config is the reference: it generates
 //! the sequences (chat prompts, seeded sampling, eos ignored so every row is full length) and
@@ -31,8 +37,10 @@ const QUESTIONS: [&str; 4] = [
 
 struct Args {
     model: String,
-    configs: Vec<(String, DType)>,
+    /// (device, dtype, share_prefix)
+    configs: Vec<(String, DType, bool)>,
     rows: usize,
+    one_prompt: bool,
     prompt_len: usize,
     new_tokens: usize,
     json: Option<String>,
@@ -43,6 +51,7 @@ fn parse_args() -> Args {
         model: String::new(),
         configs: Vec::new(),
         rows: 16,
+        one_prompt: false,
         prompt_len: 64,
         new_tokens: 192,
         json: None,
@@ -57,6 +66,7 @@ fn parse_args() -> Args {
             "--prompt-len" => a.prompt_len = value().parse().expect("--prompt-len N"),
             "--new-tokens" => a.new_tokens = value().parse().expect("--new-tokens N"),
             "--json" => a.json = Some(value()),
+            "--one-prompt" => a.one_prompt = true,
             model => a.model = model.to_string(),
         }
     }
@@ -65,10 +75,14 @@ fn parse_args() -> Args {
         "usage: proof_drift MODEL [--configs ...]"
     );
     for c in configs.split(',') {
-        // `cuda:0:bf16` or `cpu:f32`: the dtype is after the last colon.
+        // `cuda:0:bf16` or `cpu:f32[+unshared]`: the dtype is after the last colon.
+        let (c, share) = match c.strip_suffix("+unshared") {
+            Some(c) => (c, false),
+            None => (c, true),
+        };
         let (device, dtype) = c.rsplit_once(':').expect("config DEVICE:DTYPE");
         let dtype = parse_dtype(dtype).unwrap_or_else(|| panic!("dtype in {c}"));
-        a.configs.push((device.to_string(), dtype));
+        a.configs.push((device.to_string(), dtype, share));
     }
     a
 }
@@ -93,9 +107,14 @@ fn prompt_tokens(m: &LoadedModel, question: &str, len: usize) -> Vec<u32> {
 }
 
 fn sequences(m: &LoadedModel, args: &Args) -> Vec<Vec<u32>> {
-    let per_question = args.rows.div_ceil(QUESTIONS.len());
+    let questions = if args.one_prompt {
+        &QUESTIONS[..1]
+    } else {
+        &QUESTIONS[..]
+    };
+    let per_question = args.rows.div_ceil(questions.len());
     let mut out = Vec::new();
-    for (q, question) in QUESTIONS.iter().enumerate() {
+    for (q, question) in questions.iter().enumerate() {
         let prompt = prompt_tokens(m, question, args.prompt_len);
         let req = GroupRequest {
             prompt: &prompt,
@@ -111,7 +130,7 @@ fn sequences(m: &LoadedModel, args: &Args) -> Vec<Vec<u32>> {
     out
 }
 
-fn proof(m: &LoadedModel, seqs: &[Vec<u32>]) -> (Vec<ProofOutput>, f64) {
+fn proof(m: &LoadedModel, seqs: &[Vec<u32>], share_prefix: bool) -> (Vec<ProofOutput>, f64) {
     let inputs: Vec<ProofInput> = seqs
         .iter()
         .map(|s| ProofInput {
@@ -121,6 +140,7 @@ fn proof(m: &LoadedModel, seqs: &[Vec<u32>]) -> (Vec<ProofOutput>, f64) {
         .collect();
     let opts = ProofOptions {
         pad_id: m.pad_id,
+        share_prefix,
         ..Default::default()
     };
     proof_forward(&m.model, &inputs, &opts).expect("warm-up");
@@ -195,7 +215,7 @@ fn compare(reference: &[ProofOutput], other: &[ProofOutput], prompt_len: usize) 
 
 fn main() {
     let args = parse_args();
-    let (ref_device, ref_dtype) = args.configs[0].clone();
+    let (ref_device, ref_dtype, ref_share) = args.configs[0].clone();
     let reference_model = load(&args, &ref_device, ref_dtype);
     let t = Instant::now();
     let seqs = sequences(&reference_model, &args);
@@ -207,20 +227,23 @@ fn main() {
         args.prompt_len,
         t.elapsed().as_secs_f64()
     );
-    let (reference, ref_s) = proof(&reference_model, &seqs);
+    let (reference, ref_s) = proof(&reference_model, &seqs, ref_share);
     drop(reference_model);
     println!(
-        "reference {ref_device} {ref_dtype:?}: proof forward {:.0} ms",
-        ref_s * 1e3
+        "reference {ref_device} {ref_dtype:?}{}: proof forward {:.0} ms, first {} tokens shared",
+        if ref_share { "" } else { " unshared" },
+        ref_s * 1e3,
+        reference[0].shared_prefix
     );
     println!(
         "| vs reference | hidden max | hidden median | hidden p99 | logprob max | logprob median | logprob p99 | top-16 changed mean / max / % pos | bucket flips mean / max | sketch dist median / p99 / max | > tolerance |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut json = Vec::new();
-    for (device, dtype) in &args.configs[1..] {
+    for (device, dtype, share) in &args.configs[1..] {
         let m = load(&args, device, *dtype);
-        let (out, s) = proof(&m, &seqs);
+        let (out, s) = proof(&m, &seqs, *share);
+        let device = &format!("{device}{}", if *share { "" } else { " unshared" });
         drop(m);
         let mut d = compare(&reference, &out, args.prompt_len);
         let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32;
