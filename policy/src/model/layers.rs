@@ -39,16 +39,17 @@ fn linear(layer: &Linear, x: &Tensor, ops: Ops) -> Result<Tensor> {
             None => Ok(y),
         };
     }
-    let dims = x.dims();
-    if dims.len() <= 2 {
-        return layer.forward(x);
-    }
-    let inner = dims[dims.len() - 1];
-    let rows = x.elem_count() / inner;
-    let y = layer.forward(&x.reshape((rows, inner))?)?;
-    let mut out_dims = dims.to_vec();
-    *out_dims.last_mut().expect("at least 3 dims") = y.dim(1)?;
-    y.reshape(out_dims)
+    on_rows(x, |rows| layer.forward(rows))
+}
+
+/// Applies `f: [rows, in] -> [rows, out]` to `x: [.., in]` as one 2-D call and restores the
+/// leading dims.
+pub(crate) fn on_rows(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let inner = x.dim(D::Minus1)?;
+    let y = f(&x.reshape((x.elem_count() / inner, inner))?)?;
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("x has a last dim") = y.dim(1)?;
+    y.reshape(dims)
 }
 
 /// RMSNorm computed in the compute dtype; the result stays in the compute dtype.

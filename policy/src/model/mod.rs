@@ -149,13 +149,7 @@ impl Model {
             // weight gradient in place of a transposed copy.
             return kernels::linear(hidden, &w);
         }
-        let dims = hidden.dims().to_vec();
-        let (&h, lead) = dims.split_last().expect("hidden states have a last dim");
-        let rows = lead.iter().product::<usize>();
-        let logits = hidden.reshape((rows, h))?.matmul(&w.t()?)?;
-        let mut out = lead.to_vec();
-        out.push(self.cfg.vocab_size);
-        logits.reshape(out)
+        layers::on_rows(hidden, |rows| rows.matmul(&w.t()?))
     }
 
     /// Log-probability of each next token: for `ids: [b, len]` returns `[b, len - 1]` where

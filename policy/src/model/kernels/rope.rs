@@ -40,8 +40,9 @@ impl Kernel for Rope {
     fn run<T: Real>(&self, inputs: &[&[T]]) -> Vec<T> {
         let (x, cos, sin) = (inputs[0], inputs[1], inputs[2]);
         let half = self.half;
-        let head = 2 * cos.len(); // one head's [len, 2·half] block
-                                  // The backward rotates by the opposite angle; × ±1 is exact.
+        // One head's [len, 2·half] block per task.
+        let head = 2 * cos.len();
+        // The backward rotates by the opposite angle; × ±1 is exact.
         let sign = T::from_f64(if self.inverse { -1.0 } else { 1.0 });
         let mut y = vec![T::zero(); x.len()];
         y.par_chunks_mut(head)

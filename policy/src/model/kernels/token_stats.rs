@@ -11,7 +11,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use super::{contiguous, Real};
+use super::{contiguous, has_cpu_kernel, run_cpu, Kernel, Real};
 
 /// `(log p(targets), entropy)`, each shaped like `targets`, for `logits: [.., vocab]` and u32
 /// `targets: [..]`. Differentiable w.r.t. the logits.
@@ -26,14 +26,20 @@ pub fn token_logprob_entropy(logits: &Tensor, targets: &Tensor) -> Result<(Tenso
     }
     let vocab = logits.dim(D::Minus1)?;
     let rows = targets.elem_count();
-    if logits.device().is_cpu() && matches!(logits.dtype(), DType::F32 | DType::F64) {
-        let logits = logits.reshape((rows, vocab))?;
-        let targets = targets.to_dtype(DType::U32)?.flatten_all()?.contiguous()?;
-        let both = logits.apply_op2(&targets, TokenStats)?; // [rows, 2]
-        let logp = both.narrow(1, 0, 1)?.reshape(lead.clone())?;
-        let entropy = both.narrow(1, 1, 1)?.reshape(lead)?;
-        return Ok((logp, entropy));
+    if !has_cpu_kernel(logits) {
+        return composite(logits, targets);
     }
+    let logits = logits.reshape((rows, vocab))?;
+    let targets = targets.to_dtype(DType::U32)?.flatten_all()?.contiguous()?;
+    let both = logits.apply_op2(&targets, TokenStats)?; // [rows, 2]
+    let logp = both.narrow(1, 0, 1)?.reshape(lead.clone())?;
+    let entropy = both.narrow(1, 1, 1)?.reshape(lead)?;
+    Ok((logp, entropy))
+}
+
+/// The same two outputs as candle ops (log-softmax, gather, entropy): CUDA and half
+/// precision, and the reference the kernel is tested against.
+fn composite(logits: &Tensor, targets: &Tensor) -> Result<(Tensor, Tensor)> {
     let logp_all = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     let picked = logp_all
         .gather(&targets.unsqueeze(D::Minus1)?.contiguous()?, D::Minus1)?
@@ -69,17 +75,45 @@ fn row_lse_entropy<T: Real>(row: &[T]) -> (f64, f64) {
     (lse, lse - weighted / sum)
 }
 
-/// The u32 target ids, contiguous and inside the vocabulary.
-fn targets_of<'a>(targets: &'a CpuStorage, layout: &Layout, vocab: usize) -> Result<&'a [u32]> {
-    let CpuStorage::U32(targets) = targets else {
-        candle_core::bail!("token log-probs: targets must be u32");
-    };
-    let targets = contiguous(targets, layout, "token log-probs: targets")?;
-    match targets.iter().find(|&&t| t as usize >= vocab) {
-        Some(bad) => {
+/// The kernels' u32 targets (validated) and vocabulary size, borrowed from the op's inputs.
+struct Targets<'a> {
+    ids: &'a [u32],
+    vocab: usize,
+}
+
+impl<'a> Targets<'a> {
+    fn of(storage: &'a CpuStorage, layout: &Layout, logits: &Layout) -> Result<Self> {
+        let (_, vocab) = logits.shape().dims2()?;
+        let CpuStorage::U32(ids) = storage else {
+            candle_core::bail!("token log-probs: targets must be u32");
+        };
+        let ids = contiguous(ids, layout, "token log-probs: targets")?;
+        if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
             candle_core::bail!("token log-probs: target {bad} is outside the vocabulary of {vocab}")
         }
-        None => Ok(targets),
+        Ok(Self { ids, vocab })
+    }
+}
+
+/// Forward kernel; input: logits `[rows·vocab]`.
+struct Forward<'a>(Targets<'a>);
+
+impl Kernel for Forward<'_> {
+    const NAME: &'static str = "token log-probs";
+
+    fn run<T: Real>(&self, inputs: &[&[T]]) -> Vec<T> {
+        forward(inputs[0], self.0.ids, self.0.vocab)
+    }
+}
+
+/// Backward kernel; inputs: logits `[rows·vocab]`, output gradient `[rows·2]`.
+struct Backward<'a>(Targets<'a>);
+
+impl Kernel for Backward<'_> {
+    const NAME: &'static str = "token log-probs backward";
+
+    fn run<T: Real>(&self, inputs: &[&[T]]) -> Vec<T> {
+        backward(inputs[0], self.0.ids, inputs[1], self.0.vocab)
     }
 }
 
@@ -132,24 +166,9 @@ impl CustomOp2 for TokenStats {
         targets: &CpuStorage,
         targets_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (rows, vocab) = logits_layout.shape().dims2()?;
-        let targets = targets_of(targets, targets_layout, vocab)?;
-        let storage = match logits {
-            CpuStorage::F32(z) => CpuStorage::F32(forward(
-                contiguous(z, logits_layout, "token log-probs: logits")?,
-                targets,
-                vocab,
-            )),
-            CpuStorage::F64(z) => CpuStorage::F64(forward(
-                contiguous(z, logits_layout, "token log-probs: logits")?,
-                targets,
-                vocab,
-            )),
-            other => {
-                use candle_core::backend::BackendStorage;
-                candle_core::bail!("token log-probs: no CPU kernel for {:?}", other.dtype())
-            }
-        };
+        let targets = Targets::of(targets, targets_layout, logits_layout)?;
+        let rows = targets.ids.len();
+        let storage = run_cpu(&Forward(targets), &[(logits, logits_layout)])?;
         Ok((storage, Shape::from((rows, 2))))
     }
 
@@ -182,23 +201,9 @@ impl CustomOp3 for TokenStatsGrad {
         grads: &CpuStorage,
         grads_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (_, vocab) = logits_layout.shape().dims2()?;
-        let targets = targets_of(targets, targets_layout, vocab)?;
-        let storage = match (logits, grads) {
-            (CpuStorage::F32(z), CpuStorage::F32(g)) => CpuStorage::F32(backward(
-                contiguous(z, logits_layout, "token log-probs: logits")?,
-                targets,
-                contiguous(g, grads_layout, "token log-probs: gradient")?,
-                vocab,
-            )),
-            (CpuStorage::F64(z), CpuStorage::F64(g)) => CpuStorage::F64(backward(
-                contiguous(z, logits_layout, "token log-probs: logits")?,
-                targets,
-                contiguous(g, grads_layout, "token log-probs: gradient")?,
-                vocab,
-            )),
-            _ => candle_core::bail!("token log-probs: logits and gradient dtypes differ"),
-        };
+        let targets = Targets::of(targets, targets_layout, logits_layout)?;
+        let inputs = [(logits, logits_layout), (grads, grads_layout)];
+        let storage = run_cpu(&Backward(targets), &inputs)?;
         Ok((storage, logits_layout.shape().clone()))
     }
 }
@@ -210,19 +215,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     fn reference(logits: &Tensor, targets: &Tensor) -> (Tensor, Tensor) {
-        let logp = candle_nn::ops::log_softmax(logits, D::Minus1).unwrap();
-        let picked = logp
-            .gather(&targets.unsqueeze(D::Minus1).unwrap(), D::Minus1)
-            .unwrap()
-            .squeeze(D::Minus1)
-            .unwrap();
-        let entropy = (logp.exp().unwrap() * &logp)
-            .unwrap()
-            .sum(D::Minus1)
-            .unwrap()
-            .neg()
-            .unwrap();
-        (picked, entropy)
+        composite(logits, targets).unwrap()
     }
 
     fn inputs(dtype: DType) -> (Tensor, Tensor) {
