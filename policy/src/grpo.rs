@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::ModelConfig;
 use crate::error::{PolicyError, PolicyResult};
 use crate::model::{token_logprob_entropy, Model};
-use crate::optim::{sorted_vars, AdamWConfig, FusedAdamW, GradAccumulator};
+use crate::optim::{sorted_vars, AdamWConfig, FusedAdamW};
 
 /// One rollout to learn from.
 #[derive(Clone, Debug, PartialEq)]
@@ -468,7 +468,7 @@ impl GrpoTrainer {
             return Ok(stats);
         }
         let vars = self.optimizer.vars().to_vec();
-        let mut grads = GradAccumulator::new(&vars, self.optimizer.placement())?;
+        let mut grads = self.optimizer.grad_accumulator()?;
         let mb = self.config.micro_batch_size.max(1);
         let (mut ratio_sum, mut clipped) = (0.0, 0.0);
         for chunk in samples.chunks(mb) {

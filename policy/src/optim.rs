@@ -49,9 +49,11 @@ fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 
+/// Elements per rayon task in the host loops.
+const CHUNK: usize = 1 << 14;
+
 /// `acc += x`, in parallel.
 fn add_into(acc: &mut [f32], x: &[f32]) {
-    const CHUNK: usize = 1 << 14;
     acc.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(a, x)| a.iter_mut().zip(x).for_each(|(a, x)| *a += x));
@@ -135,14 +137,20 @@ impl GradAccumulator {
         Ok(())
     }
 
-    /// Global L2 norm (f64 accumulation); NaN/inf if any gradient is non-finite.
+    /// Global L2 norm (f64 accumulation); NaN/inf if any gradient is non-finite. On the host,
+    /// fixed chunks are summed in parallel and added in order, so the norm (and hence the
+    /// clipped update) has the same bits on every run and thread count.
     pub fn global_norm(&self) -> Result<f64> {
         let mut host = 0.0;
         let mut device = Vec::new();
         for buf in &self.buffers {
             match buf {
                 GradBuffer::Host(b) => {
-                    host += b.par_iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()
+                    let partials: Vec<f64> = b
+                        .par_chunks(CHUNK)
+                        .map(|c| c.iter().map(|&x| (x as f64) * (x as f64)).sum())
+                        .collect();
+                    host += partials.iter().sum::<f64>();
                 }
                 GradBuffer::Device(t) => device.push(t.to_dtype(DType::F64)?.sqr()?.sum_all()?),
             }
@@ -236,9 +244,14 @@ impl FusedAdamW {
         &self.vars
     }
 
-    /// Where the moments live; gradients for [`Self::step`] must be accumulated there too.
+    /// Where the moments live.
     pub fn placement(&self) -> Placement {
         self.placement
+    }
+
+    /// An empty gradient sum over this optimizer's vars, where [`Self::step`] reads it.
+    pub fn grad_accumulator(&self) -> Result<GradAccumulator> {
+        GradAccumulator::new(&self.vars, self.placement)
     }
 
     /// Optimizer steps taken so far.
@@ -256,7 +269,6 @@ impl FusedAdamW {
         let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt() as f32;
         let decay = (1.0 - c.lr * c.weight_decay) as f32;
         let eps = c.eps as f32;
-        const CHUNK: usize = 1 << 14;
         for (((name, var), moments), g) in self
             .vars
             .iter()
@@ -376,6 +388,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn host_norm_has_the_same_bits_on_any_thread_count() {
+        let values: Vec<f32> = (0..300_001u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) >> 8) as f32 / 16_777_216.0 - 0.5) * 1e-3)
+            .collect();
+        let t = Tensor::from_vec(values, 300_001, &Device::Cpu).unwrap();
+        let vars = vec![("g".to_string(), Var::from_tensor(&t).unwrap())];
+        let mut acc = GradAccumulator::new(&vars, Placement::Host).unwrap();
+        acc.add(&vars, &backward_of_sum(&vars)).unwrap();
+        let norms: Vec<u64> = [1, 2, 3, 7]
+            .iter()
+            .map(|&threads| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| acc.global_norm().unwrap().to_bits())
+            })
+            .collect();
+        assert!(norms.iter().all(|&n| n == norms[0]), "{norms:?}");
+        assert!(f64::from_bits(norms[0]) > 0.0);
+    }
+
+    /// Gradient of Σ w²/2: w itself.
+    fn backward_of_sum(vars: &[(String, Var)]) -> GradStore {
+        let w = vars[0].1.as_tensor();
+        (w.sqr().unwrap() * 0.5)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
     }
 
     #[test]
