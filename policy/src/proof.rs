@@ -144,21 +144,15 @@ pub fn proof_forward(
     let batch = inputs.len();
     let device = model.device();
 
-    let mut ids = Vec::with_capacity(batch * padded);
+    let mut id_rows = Vec::with_capacity(batch * padded);
     for input in inputs {
-        ids.extend_from_slice(input.tokens);
-        ids.extend(std::iter::repeat_n(
+        id_rows.extend_from_slice(input.tokens);
+        id_rows.extend(std::iter::repeat_n(
             opts.pad_id,
             padded - input.tokens.len(),
         ));
     }
-    // Next-token target per padded position (the last position's target is a dummy 0).
-    let next: Vec<u32> = ids
-        .chunks(padded)
-        .flat_map(|row| row[1..].iter().copied().chain(std::iter::once(0)))
-        .collect();
-    let next = Tensor::from_vec(next, (batch, padded), device)?;
-    let ids = Tensor::from_vec(ids, (batch, padded), device)?;
+    let ids = Tensor::from_slice(&id_rows, (batch, padded), device)?;
     let shared = if opts.share_prefix {
         shared_prefix_len(inputs)
     } else {
@@ -190,6 +184,12 @@ pub fn proof_forward(
         .collect();
 
     if opts.next_token_logprobs {
+        // Next-token target per padded position (the last position's target is a dummy 0).
+        let next: Vec<u32> = id_rows
+            .chunks(padded)
+            .flat_map(|row| row[1..].iter().copied().chain(std::iter::once(0)))
+            .collect();
+        let next = Tensor::from_vec(next, (batch, padded), device)?;
         let chunk = opts.logprob_chunk.max(1);
         // Positions before the prefix's last one predict prefix tokens: the same for every
         // row, so the head runs on row 0 only. From the prefix's last position on (it
