@@ -211,24 +211,26 @@ pub fn forward_flops(cfg: &ModelConfig, len: usize) -> f64 {
     trunk_flops(cfg, len) + lm_head_flops(cfg, len)
 }
 
-/// Forward FLOPs of the decoder layers alone (no LM head) for one sequence of `len` tokens.
-pub fn trunk_flops(cfg: &ModelConfig, len: usize) -> f64 {
+/// Decoder-layer FLOPs of `queries` new tokens attending to `keys` keys each (the full
+/// `queries × keys` products we compute): 2 × non-embedding parameters per token, plus q·k and
+/// p·v over every head and layer per (query, key) pair.
+fn decoder_flops(cfg: &ModelConfig, queries: usize, keys: usize) -> f64 {
     let embed = cfg.vocab_size * cfg.hidden_size;
     let untied_head = if cfg.tie_word_embeddings { 0 } else { embed };
     let layers = cfg.parameter_count() - embed - untied_head;
-    let attn = 4 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * len * len;
-    2.0 * layers as f64 * len as f64 + attn as f64
+    let per_pair = 4 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim;
+    2.0 * layers as f64 * queries as f64 + (per_pair * queries * keys) as f64
+}
+
+/// Forward FLOPs of the decoder layers alone (no LM head) for one sequence of `len` tokens.
+pub fn trunk_flops(cfg: &ModelConfig, len: usize) -> f64 {
+    decoder_flops(cfg, len, len)
 }
 
 /// Trunk FLOPs of `rows` sequences that share their first `prefix` tokens (run once) and
 /// have `own` tokens each after it, attending to the prefix's cached keys/values.
 pub fn shared_trunk_flops(cfg: &ModelConfig, prefix: usize, rows: usize, own: usize) -> f64 {
-    // Per query and key: q·k and p·v over every head (what `trunk_flops` counts as len²).
-    let attn_per_key =
-        4.0 * (cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim) as f64;
-    let linear_per_token = trunk_flops(cfg, 1) - attn_per_key;
-    let own_flops = own as f64 * linear_per_token + attn_per_key * (own * (prefix + own)) as f64;
-    trunk_flops(cfg, prefix) + rows as f64 * own_flops
+    trunk_flops(cfg, prefix) + rows as f64 * decoder_flops(cfg, own, prefix + own)
 }
 
 /// FLOPs of the LM head over `positions` rows.
