@@ -96,8 +96,9 @@ impl RmsNorm {
 /// position × inv_freq, both halves repeated), so they do not depend on the device or dtype.
 #[derive(Clone, Debug)]
 pub struct RopeTables {
-    pub cos: Tensor,
-    pub sin: Tensor,
+    /// Full width `[len, head_dim]`: the composite (non-CPU differentiable) path.
+    cos: Tensor,
+    sin: Tensor,
     /// The first halves, `[len, head_dim / 2]`: what the fused kernel takes.
     cos_half: Tensor,
     sin_half: Tensor,
