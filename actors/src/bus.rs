@@ -11,9 +11,10 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use messages::subjects as subj;
-use messages::{Envelope, EnvelopeError, Hash32, Identity, SignedMessage};
+use messages::{Envelope, Hash32, Identity, SignedMessage};
 
 use crate::metrics::Metrics;
+use crate::trust::{Refusal, Trust};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -39,6 +40,8 @@ pub struct Bus {
     /// Counts the client's (re)connections: readers of ephemeral consumers rebuild them
     /// when it changes (a restarted server has forgotten them).
     pub connections: tokio::sync::watch::Receiver<u64>,
+    /// The installed network manifest: whose signatures each kind is accepted from.
+    pub trust: Arc<Trust>,
 }
 
 /// Metadata attached to a published message as NATS headers (readable with `nats sub`).
@@ -100,6 +103,7 @@ impl Bus {
             metrics,
             max_message_bytes,
             connections,
+            trust: Arc::new(Trust::default()),
         })
     }
 
@@ -134,7 +138,7 @@ impl Bus {
         let env = Envelope::seal(payload, identity);
         let digest = messages::envelope::payload_digest(&env.payload);
         let bytes = Bytes::from(env.to_bytes());
-        let headers = Self::headers::<T>(&meta, &digest);
+        let mut headers = Self::headers::<T>(&meta, &digest);
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -147,6 +151,20 @@ impl Bus {
                 ack.await.map_err(|e| e.to_string())
             };
             let detail = match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+                Ok(Ok(ack))
+                    if ack.duplicate
+                        && !self.stored_is_ours::<T>(&ack, &subject, identity).await =>
+                {
+                    // Someone stored another message under our id first (JetStream still
+                    // acked us): publish again under an id nobody can have taken.
+                    let id = meta.msg_id.as_deref().unwrap_or("");
+                    tracing::error!(%subject, msg_id = id, stream = %ack.stream, sequence = ack.sequence,
+                        "de-duplication id was taken by a message that is not ours; republishing under a fresh id");
+                    self.metrics.reject(role, "dedup_squatted");
+                    let fresh = format!("{id}:{:016x}", rand::random::<u64>());
+                    headers.insert(subj::HDR_MSG_ID, fresh.as_str());
+                    continue;
+                }
                 Ok(Ok(_ack)) => {
                     self.metrics
                         .messages_out
@@ -167,6 +185,36 @@ impl Bus {
             tracing::warn!(%subject, %detail, "publish not acked, retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// After a "duplicate" ack: is the stored message under our id ours (or a peer's of the
+    /// same role, e.g. another clock publishing the same phase)? Read it back by sequence.
+    /// Anything else — another subject, another kind, an unauthorised signer, or a read
+    /// that fails — counts as not ours, so the caller republishes rather than lose the message.
+    async fn stored_is_ours<T: SignedMessage>(
+        &self,
+        ack: &jetstream::publish::PublishAck,
+        subject: &str,
+        identity: &Identity,
+    ) -> bool {
+        let stored = async {
+            let stream = self.js.get_stream(&ack.stream).await.ok()?;
+            stream.get_raw_message(ack.sequence).await.ok()
+        };
+        let Some(raw) = stored.await else {
+            return false;
+        };
+        if raw.subject.as_str() != subject {
+            return false;
+        }
+        match Envelope::<T>::open(&raw.payload, self.max_message_bytes) {
+            Ok((env, _)) => {
+                env.signer == identity.address()
+                    || (T::AUTHORITY != messages::Authority::Anyone
+                        && self.trust.holds(T::AUTHORITY, &env.signer))
+            }
+            Err(_) => false,
         }
     }
 
@@ -195,13 +243,18 @@ impl Bus {
         Ok(())
     }
 
-    /// Open an incoming envelope, counting it in or its refusal by reason.
+    /// Open an incoming envelope and admit it through the trust boundary (signer holds the
+    /// role for this kind, fields in bounds), counting it in or its refusal by reason; the
+    /// first refusal per (signer, reason) is logged with the signer.
     pub fn open<T: SignedMessage>(
         &self,
         role: &str,
         payload: &[u8],
-    ) -> Result<(Envelope<T>, Hash32), EnvelopeError> {
-        match Envelope::<T>::open(payload, self.max_message_bytes) {
+    ) -> Result<(Envelope<T>, Hash32), Refusal> {
+        let admitted = Envelope::<T>::open(payload, self.max_message_bytes)
+            .map_err(Refusal::from)
+            .and_then(|(env, digest)| self.trust.admit(&env).map(|()| (env, digest)));
+        match admitted {
             Ok(ok) => {
                 self.metrics
                     .messages_in
@@ -210,10 +263,17 @@ impl Bus {
                 Ok(ok)
             }
             Err(e) => {
-                self.metrics.reject(role, e.reason());
-                tracing::warn!(role, error = %e, "refused incoming message");
+                self.refused(role, &e);
                 Err(e)
             }
+        }
+    }
+
+    /// Count a refusal by reason; log it the first time its (signer, reason) pair is seen.
+    pub fn refused(&self, role: &str, refusal: &Refusal) {
+        self.metrics.reject(role, refusal.reason());
+        if self.trust.first_refusal(refusal) {
+            tracing::warn!(role, reason = refusal.reason(), signer = refusal.signer().unwrap_or("-"), error = %refusal, "refused incoming message (further refusals of this signer for this reason are only counted)");
         }
     }
 }

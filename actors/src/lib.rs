@@ -10,5 +10,6 @@ pub mod compute;
 pub mod metrics;
 pub mod role;
 pub mod roles;
+pub mod trust;
 pub mod windows;
 pub mod worker_pool;

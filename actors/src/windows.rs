@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use futures::StreamExt;
+use messages::manifest::Schedule;
 use messages::subjects as subj;
 use messages::{Hash32, WindowClose, WindowOpen};
 use protocol::randomness::{close_randomness, open_randomness, verify_against_previous};
@@ -50,6 +51,9 @@ struct Book {
     anchor: Option<Hash32>,
     /// Latest verified chain reveal (position, value): makes the next check one hash.
     verified: Option<(u64, [u8; 32])>,
+    /// The manifest's committed schedule: when pinned, every timestamp and the anchor of a
+    /// clock message must match it exactly (the signature alone says only who sent it).
+    schedule: Option<Schedule>,
 }
 
 /// Shared, verified view of the clock.
@@ -78,11 +82,27 @@ impl WindowBook {
         ok
     }
 
-    /// Record an open message; false if it does not verify against the chain.
+    /// Pin the manifest's schedule (see [`Book::schedule`]); `None` leaves the book unpinned.
+    pub fn pin_schedule(&self, schedule: Option<Schedule>) {
+        if let Some(s) = schedule {
+            let mut book = self.inner.lock().expect("window book lock");
+            book.anchor.get_or_insert(s.chain_anchor);
+            book.schedule = Some(s);
+        }
+    }
+
+    /// Record an open message; false if it does not verify against the chain (or the
+    /// pinned schedule).
     pub fn record_open(&self, open: WindowOpen) -> bool {
         let mut book = self.inner.lock().expect("window book lock");
         let derived = open_randomness(open.window, &open.chain_value.0);
-        if open.chain_position != open.window
+        let off_schedule = book.schedule.as_ref().is_some_and(|s| {
+            open.chain_anchor != s.chain_anchor
+                || open.opened_at_ms != s.start_ms(open.window)
+                || open.deadline_ms != s.deadline_ms(open.window)
+        });
+        if off_schedule
+            || open.chain_position != open.window
             || derived != open.randomness.0
             || !Self::verify_chain(
                 &mut book,
@@ -103,7 +123,12 @@ impl WindowBook {
     pub fn record_close(&self, close: WindowClose) -> bool {
         let mut book = self.inner.lock().expect("window book lock");
         let derived = close_randomness(close.window, &close.chain_value.0);
-        if close.chain_position != close.window + 1
+        // A close before the deadline would reveal the challenge while miners still mine.
+        let off_schedule = book.schedule.as_ref().is_some_and(|s| {
+            close.chain_anchor != s.chain_anchor || close.closed_at_ms < s.deadline_ms(close.window)
+        });
+        if off_schedule
+            || close.chain_position != close.window.saturating_add(1)
             || derived != close.randomness.0
             || !Self::verify_chain(
                 &mut book,
@@ -141,6 +166,14 @@ impl WindowBook {
         book.windows.values().rev().find_map(|w| w.open.clone())
     }
 
+    /// The clock's current window: the newest verified open, or the manifest's schedule
+    /// when it is further (a book still replaying the clock stream lags behind).
+    pub fn current(&self, schedule: Option<&Schedule>) -> Option<u64> {
+        let seen = self.latest_open().map(|o| o.window);
+        let scheduled = schedule.map(|s| s.window_at(crate::bus::now_ms()));
+        seen.max(scheduled)
+    }
+
     pub fn latest_closed(&self) -> Option<u64> {
         let book = self.inner.lock().expect("window book lock");
         book.windows
@@ -170,6 +203,7 @@ impl WindowBook {
 /// Follow the clock stream from its start, feeding `book`. Returns on stream error (the
 /// caller's role loop restarts it).
 pub async fn follow_clock(bus: Bus, role: &'static str, book: WindowBook) -> anyhow::Result<()> {
+    book.pin_schedule(bus.trust.schedule());
     let mut messages = bus
         .replay(subj::STREAM_CLOCK, subj::CLOCK_ALL, DeliverPolicy::All)
         .await?;

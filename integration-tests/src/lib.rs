@@ -189,6 +189,7 @@ pub fn clock_config(length_ms: u64) -> ClockConfig {
         seed: [7; 32],
         lease_ttl_ms: 1000,
         tick_ms: 50,
+        genesis_ms: None,
     }
 }
 

@@ -13,15 +13,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode, DecodeError};
 use crate::identity::{Identity, IdentityError, Ss58Address};
+use crate::manifest::{Authority, NetworkManifest};
 use crate::packed::{Hash32, Signature64};
 use crate::types::*;
 use crate::WIRE_VERSION;
 
 const DIGEST_DOMAIN: &[u8] = b"grail-rs/envelope/v1";
 
-/// A wire type that travels signed. `KIND` names it in headers and digests.
-pub trait SignedMessage: Serialize + DeserializeOwned {
+/// A wire type that travels signed. `KIND` names it in headers and digests; `AUTHORITY`
+/// is the manifest role whose keys may sign it (checked by every consumer, see
+/// [`NetworkManifest::authorizes`]).
+pub trait SignedMessage: Serialize + DeserializeOwned + crate::validate::CheckFields {
     const KIND: &'static str;
+    const AUTHORITY: Authority;
     /// The address that must have signed this payload, when the payload names one.
     fn required_signer(&self) -> Option<&str> {
         None
@@ -30,17 +34,19 @@ pub trait SignedMessage: Serialize + DeserializeOwned {
 }
 
 macro_rules! signed {
-    ($t:ty, $kind:literal) => {
+    ($t:ty, $kind:literal, by = $auth:ident) => {
         impl SignedMessage for $t {
             const KIND: &'static str = $kind;
+            const AUTHORITY: Authority = Authority::$auth;
             fn payload_version(&self) -> u16 {
                 self.version
             }
         }
     };
-    ($t:ty, $kind:literal, signer = $field:ident) => {
+    ($t:ty, $kind:literal, by = $auth:ident, signer = $field:ident) => {
         impl SignedMessage for $t {
             const KIND: &'static str = $kind;
+            const AUTHORITY: Authority = Authority::$auth;
             fn required_signer(&self) -> Option<&str> {
                 Some(&self.$field)
             }
@@ -51,19 +57,37 @@ macro_rules! signed {
     };
 }
 
-signed!(WindowOpen, "window_open");
-signed!(WindowClose, "window_close");
-signed!(RolloutGroup, "rollout_group", signer = miner);
-signed!(GroupVerdict, "group_verdict", signer = verifier);
-signed!(MinerWindowVerdict, "miner_verdict", signer = verifier);
-signed!(CheckpointAnnounce, "checkpoint");
+signed!(WindowOpen, "window_open", by = Clock);
+signed!(WindowClose, "window_close", by = Clock);
+signed!(RolloutGroup, "rollout_group", by = Anyone, signer = miner);
+signed!(
+    GroupVerdict,
+    "group_verdict",
+    by = Verifier,
+    signer = verifier
+);
+// The scorer signs miner verdicts; the field keeps its wire name.
+signed!(
+    MinerWindowVerdict,
+    "miner_verdict",
+    by = Scorer,
+    signer = verifier
+);
+signed!(CheckpointAnnounce, "checkpoint", by = Publisher);
 signed!(
     CheckpointCandidate,
     "checkpoint_candidate",
+    by = Trainer,
     signer = trainer
 );
-signed!(Weights, "weights");
-signed!(Heartbeat, "heartbeat");
+signed!(Weights, "weights", by = Scorer);
+signed!(Heartbeat, "heartbeat", by = Anyone);
+signed!(
+    NetworkManifest,
+    "network_manifest",
+    by = Owner,
+    signer = owner
+);
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Envelope<T> {
@@ -207,6 +231,7 @@ pub fn to_json(bytes: &[u8], limit: usize) -> Result<serde_json::Value, Envelope
         CheckpointCandidate::KIND => typed::<CheckpointCandidate>(bytes, limit),
         Weights::KIND => typed::<Weights>(bytes, limit),
         Heartbeat::KIND => typed::<Heartbeat>(bytes, limit),
+        NetworkManifest::KIND => typed::<NetworkManifest>(bytes, limit),
         other => Err(EnvelopeError::WrongKind {
             expected: "a grail message kind",
             found: other.chars().take(64).collect(),

@@ -6,17 +6,22 @@
 //! * [`identity`]: sr25519 keypairs, SS58 addresses, Bittensor-compatible key files.
 //! * [`envelope`]: signed envelopes (BLAKE2b-256 digest of the canonical encoding + sr25519).
 //! * [`subjects`]: the one place that spells NATS subjects, streams, buckets and headers.
+//! * [`manifest`]: the owner-signed network manifest: who may sign which kind, and limits.
+//! * [`validate`]: bounds on every wire field that reaches a subject, key, index or token id.
 
 pub mod codec;
 pub mod envelope;
 pub mod identity;
+pub mod manifest;
 pub mod packed;
 pub mod subjects;
 pub mod types;
+pub mod validate;
 
 pub use codec::{decode, encode, DecodeError, DEFAULT_MAX_MESSAGE_BYTES};
 pub use envelope::{Envelope, EnvelopeError, SignedMessage};
 pub use identity::{Identity, IdentityError, KeyFile, Ss58Address};
+pub use manifest::{Authority, NetworkManifest};
 pub use packed::{PackedF32, PackedU32};
 pub use types::*;
 

@@ -11,8 +11,10 @@
 //! | `grail.checkpoint.candidate.<window>` | [`CheckpointCandidate`](crate::CheckpointCandidate) | `GRAIL_CHECKPOINTS` |
 //! | `grail.weights.<window>` | [`Weights`](crate::Weights) | `GRAIL_WEIGHTS` |
 //! | `grail.heartbeat.<role>.<instance>` | [`Heartbeat`](crate::Heartbeat) | core NATS |
+//! | `grail.manifest` | [`NetworkManifest`](crate::NetworkManifest) (signed by the owner) | `GRAIL_MANIFEST` |
 
 use crate::identity::Ss58Address;
+use crate::packed::Hash32;
 
 pub const ROOT: &str = "grail";
 /// Everything grail publishes: `grail tail 'grail.>'`.
@@ -24,6 +26,10 @@ pub const STREAM_ROLLOUTS: &str = "GRAIL_ROLLOUTS";
 pub const STREAM_VERDICTS: &str = "GRAIL_VERDICTS";
 pub const STREAM_CHECKPOINTS: &str = "GRAIL_CHECKPOINTS";
 pub const STREAM_WEIGHTS: &str = "GRAIL_WEIGHTS";
+/// The owner-signed network manifest (every version kept forever).
+pub const STREAM_MANIFEST: &str = "GRAIL_MANIFEST";
+/// The one manifest subject; versions follow each other on it.
+pub const MANIFEST: &str = "grail.manifest";
 
 pub const CLOCK_ALL: &str = "grail.clock.>";
 pub const ROLLOUT_ALL: &str = "grail.rollout.>";
@@ -109,14 +115,28 @@ pub fn staging_object(digest_hex: &str) -> String {
 }
 
 /// De-duplication ids: retries of the same logical message collapse in JetStream.
-pub fn rollout_msg_id(window: u64, miner: &str, group_index: u32) -> String {
-    format!("rollout:{window}:{miner}:{group_index}")
+///
+/// JetStream de-duplicates by `Nats-Msg-Id` across a whole stream, and a publisher whose id
+/// was taken first still gets an ack: an id someone else can predict lets them erase the
+/// real message. So every id is bound to a value nobody else knows before the message is
+/// published — the payload digest (which covers a miner's random nonce), the verified
+/// group's digest, or the clock's not-yet-revealed chain value — and the publisher checks
+/// that a "duplicate" it is told about really is its own (`Bus::publish_durable`).
+pub fn rollout_msg_id(payload_digest: &Hash32) -> String {
+    format!("rollout:{payload_digest}")
 }
-pub fn verdict_msg_id(window: u64, miner: &str, group_index: u32) -> String {
-    format!("verdict:{window}:{miner}:{group_index}")
+/// One verdict per group (whichever verifier stores first), bound to the group's digest.
+pub fn verdict_msg_id(group_digest: &Hash32) -> String {
+    format!("verdict:{group_digest}")
 }
-pub fn clock_msg_id(window: u64, phase: &str) -> String {
-    format!("clock:{window}:{phase}")
+/// Clocks publishing the same phase collapse; the chain value is secret until this message.
+pub fn clock_msg_id(window: u64, phase: &str, chain_value: &Hash32) -> String {
+    format!("clock:{window}:{phase}:{chain_value}")
+}
+/// Scorer outputs are deterministic in the verdicts: a restarted scorer re-publishing the
+/// same content collapses, different content does not.
+pub fn content_msg_id(kind: &str, payload_digest: &Hash32) -> String {
+    format!("{kind}:{payload_digest}")
 }
 /// One announcement per weight digest: a restarted publisher re-announcing collapses.
 pub fn checkpoint_msg_id(digest_hex: &str) -> String {
@@ -149,6 +169,7 @@ pub enum Subject {
     CheckpointCandidate { window: u64 },
     Weights { window: u64 },
     Heartbeat { role: String, instance: String },
+    Manifest,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -169,6 +190,9 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
             .map_err(|_| err("window/seq is not a number"))
     };
     let miner = |s: &str| {
+        if s.len() > 64 {
+            return Err(err("miner token is longer than any SS58 address"));
+        }
         Ss58Address::parse(s)
             .map(|_| s.to_string())
             .map_err(|e| err(&e.to_string()))
@@ -193,6 +217,7 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
             Ok(Subject::CheckpointCandidate { window: num(w)? })
         }
         ["grail", "weights", w] => Ok(Subject::Weights { window: num(w)? }),
+        ["grail", "manifest"] => Ok(Subject::Manifest),
         ["grail", "heartbeat", r, i] => Ok(Subject::Heartbeat {
             role: r.to_string(),
             instance: i.to_string(),

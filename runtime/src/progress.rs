@@ -8,7 +8,10 @@ use std::time::Instant;
 use actors::bus::Bus;
 use futures::StreamExt;
 use messages::subjects as subj;
-use messages::{CheckpointAnnounce, Envelope, GroupVerdict, Weights, WindowOpen};
+use messages::{CheckpointAnnounce, GroupVerdict, Weights, WindowOpen};
+
+/// The role label of the console's refusals (`grail_messages_rejected_total{role="console"}`).
+const CONSOLE: &str = "console";
 
 #[derive(Default)]
 struct WindowLine {
@@ -34,7 +37,7 @@ impl Checkpoints {
                     messages::CheckpointKind::Full => "full",
                     messages::CheckpointKind::Delta { .. } => "delta",
                 };
-                format!("#{} {}… {kind}", a.seq, &a.checkpoint.to_string()[..8])
+                format!("#{} {}… {kind}", a.seq, &a.checkpoint.short()[..8])
             })
             .unwrap_or_else(|| "none".into())
     }
@@ -65,7 +68,6 @@ pub async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
     let mut weights = subscribe(subj::WEIGHTS_ALL).await?;
     let mut opens = subscribe(subj::CLOCK_ALL).await?;
     let mut announces = subscribe(subj::CHECKPOINT_ALL).await?;
-    let max = bus.max_message_bytes;
     let mut lines: BTreeMap<u64, WindowLine> = BTreeMap::new();
     let mut checkpoints = Checkpoints::default();
     let mut seen: HashSet<(u64, String, u32)> = HashSet::new();
@@ -74,17 +76,20 @@ pub async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             Some(msg) = opens.next() => {
-                if let Ok((env, _)) = Envelope::<WindowOpen>::open(&msg.payload, max) {
+                if let Ok((env, _)) = bus.open::<WindowOpen>(CONSOLE, &msg.payload) {
                     lines.entry(env.payload.window).or_default().opened.get_or_insert_with(Instant::now);
                 }
             }
             Some(msg) = announces.next() => {
-                if let Ok((env, _)) = Envelope::<CheckpointAnnounce>::open(&msg.payload, max) {
+                if !matches!(subj::parse(&msg.subject), Ok(subj::Subject::Checkpoint { .. })) {
+                    continue; // trainer candidates share the stream; only announcements are shown
+                }
+                if let Ok((env, _)) = bus.open::<CheckpointAnnounce>(CONSOLE, &msg.payload) {
                     checkpoints.0.push(env.payload);
                 }
             }
             Some(msg) = verdicts.next() => {
-                let Ok((env, _)) = Envelope::<GroupVerdict>::open(&msg.payload, max) else { continue };
+                let Ok((env, _)) = bus.open::<GroupVerdict>(CONSOLE, &msg.payload) else { continue };
                 let v = env.payload;
                 if !seen.insert((v.window, v.miner.clone(), v.group_index)) { continue }
                 let line = lines.entry(v.window).or_default();
@@ -97,14 +102,14 @@ pub async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
                 }
             }
             Some(msg) = weights.next() => {
-                let Ok((env, _)) = Envelope::<Weights>::open(&msg.payload, max) else { continue };
+                let Ok((env, _)) = bus.open::<Weights>(CONSOLE, &msg.payload) else { continue };
                 let w = env.payload;
                 let line = lines.remove(&w.window).unwrap_or_default();
                 lines.retain(|window, _| *window > w.window);
                 let mean = if line.verified > 0 { line.reward_sum / line.verified as f64 } else { 0.0 };
                 curve.push((w.window, mean));
                 let top: Vec<String> = w.entries.iter().filter(|e| e.weight > 0.0)
-                    .map(|e| format!("{}…={:.2}", &e.miner[..6], e.weight)).collect();
+                    .map(|e| format!("{}…={:.2}", e.miner.chars().take(6).collect::<String>(), e.weight)).collect();
                 let took = line.opened.map(|t| format!("{:.1}s", t.elapsed().as_secs_f64())).unwrap_or_else(|| "?".into());
                 println!(
                     "window {:>4} | groups {:>3} verified {:>3} rejected {:>3} {:?} | mean reward {:.3} | ckpt {} | open→weights {} | weights {}",

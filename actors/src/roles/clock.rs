@@ -35,6 +35,9 @@ pub struct ClockConfig {
     pub seed: [u8; 32],
     pub lease_ttl_ms: u64,
     pub tick_ms: u64,
+    /// The manifest's genesis: every clock of the network opens windows on it (None: the
+    /// first clock's start time, recorded in KV).
+    pub genesis_ms: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -101,7 +104,7 @@ async fn chain_info(
     let proposed = ChainInfo {
         anchor,
         chain_len: cfg.chain_len,
-        genesis_ms: now_ms(),
+        genesis_ms: cfg.genesis_ms.unwrap_or_else(now_ms),
         length_ms: cfg.length_ms,
         submit_ms: cfg.submit_ms,
     };
@@ -119,6 +122,19 @@ async fn chain_info(
         "this clock's chain seed gives anchor {} but the deployment committed to {}: all clocks must share the same seed file",
         anchor.short(),
         info.anchor.short()
+    );
+    let schedule = (cfg.length_ms, cfg.submit_ms);
+    anyhow::ensure!(
+        cfg.genesis_ms.is_none_or(|g| g == info.genesis_ms)
+            && schedule == (info.length_ms, info.submit_ms),
+        "{}/chain records genesis {} and windows of {}/{} ms, but the manifest says genesis {:?} and {}/{} ms: a network's schedule never changes (start a new network id, or delete the bucket of a test deployment)",
+        subj::KV_CLOCK,
+        info.genesis_ms,
+        info.length_ms,
+        info.submit_ms,
+        cfg.genesis_ms,
+        cfg.length_ms,
+        cfg.submit_ms
     );
     Ok(info)
 }
@@ -242,7 +258,15 @@ async fn publish_open(
         opened_at_ms: info.start_ms(window),
         deadline_ms: info.deadline_ms(window),
     };
-    publish_phase(ctx, window, "open", subj::window_open(window), msg).await?;
+    publish_phase(
+        ctx,
+        window,
+        "open",
+        subj::window_open(window),
+        msg,
+        value.into(),
+    )
+    .await?;
     tracing::info!(window, "window opened");
     Ok(())
 }
@@ -265,23 +289,33 @@ async fn publish_close(
         chain_value: value.into(),
         closed_at_ms: now_ms(),
     };
-    publish_phase(ctx, window, "close", subj::window_close(window), msg).await?;
+    publish_phase(
+        ctx,
+        window,
+        "close",
+        subj::window_close(window),
+        msg,
+        value.into(),
+    )
+    .await?;
     tracing::info!(window, "window closed");
     Ok(())
 }
 
-/// Publish one clock message durably, de-duplicated per (window, phase) so a new leader
-/// re-publishing a phase the old one already sent is dropped by JetStream.
+/// Publish one clock message durably, de-duplicated per (window, phase, revealed chain value)
+/// so a new leader re-publishing a phase the old one already sent is dropped by JetStream,
+/// while nobody can take the id before the chain value is revealed.
 async fn publish_phase<T: messages::SignedMessage>(
     ctx: &RoleCtx,
     window: u64,
     phase: &str,
     subject: String,
     msg: T,
+    chain_value: Hash32,
 ) -> anyhow::Result<()> {
     let meta = MsgMeta {
         window: Some(window),
-        msg_id: Some(subj::clock_msg_id(window, phase)),
+        msg_id: Some(subj::clock_msg_id(window, phase, &chain_value)),
         ..Default::default()
     };
     ctx.bus

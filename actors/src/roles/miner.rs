@@ -165,7 +165,9 @@ async fn mine_and_publish(
     let meta = MsgMeta {
         window: Some(window),
         miner: Some(me.clone()),
-        msg_id: Some(subj::rollout_msg_id(window, &me, group_index)),
+        msg_id: Some(subj::rollout_msg_id(&messages::envelope::payload_digest(
+            &group,
+        ))),
     };
     let retry_for = Duration::from_millis(deadline.saturating_sub(now_ms()) + 2_000);
     ctx.bus

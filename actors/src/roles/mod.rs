@@ -6,4 +6,5 @@ pub mod miner;
 pub mod publisher;
 pub mod scorer;
 pub mod trainer;
+pub mod trainer_batch;
 pub mod verifier;

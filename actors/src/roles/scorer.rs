@@ -13,8 +13,11 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use bytes::Bytes;
 use futures::StreamExt;
+use messages::envelope::payload_digest;
 use messages::subjects as subj;
-use messages::{GroupVerdict, MinerWindowVerdict, WeightEntry, Weights, WIRE_VERSION};
+use messages::{
+    GroupVerdict, MinerWindowVerdict, SignedMessage, WeightEntry, Weights, WIRE_VERSION,
+};
 use protocol::checks::SoftThresholds;
 use protocol::scoring::{miner_score, weights, weights_to_u16_sum, ScoringParams, WindowOutcome};
 
@@ -269,7 +272,10 @@ async fn publish_window(
         let meta = MsgMeta {
             window: Some(window),
             miner: Some(miner.clone()),
-            msg_id: Some(format!("miner-verdict:{window}:{miner}")),
+            msg_id: Some(subj::content_msg_id(
+                MinerWindowVerdict::KIND,
+                &payload_digest(&verdict),
+            )),
         };
         ctx.bus
             .publish_durable(
@@ -294,7 +300,10 @@ async fn publish_window(
     };
     let meta = MsgMeta {
         window: Some(window),
-        msg_id: Some(format!("weights:{window}")),
+        msg_id: Some(subj::content_msg_id(
+            Weights::KIND,
+            &payload_digest(&weights),
+        )),
         ..Default::default()
     };
     ctx.bus

@@ -21,13 +21,17 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use futures::StreamExt;
-use messages::subjects as subj;
-use messages::{CheckpointCandidate, Hash32, MinerWindowVerdict, RolloutGroup, WIRE_VERSION};
+use messages::subjects::{self as subj, Subject};
+use messages::{
+    CheckpointCandidate, GroupVerdict, Hash32, MinerWindowVerdict, RolloutGroup, SignedMessage,
+    WIRE_VERSION,
+};
 
 use crate::bus::{now_ms, MsgMeta};
 use crate::checkpoints::{put_bytes, CheckpointBook};
 use crate::compute::{ActiveCheckpoint, SharedWeights};
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
+use crate::roles::trainer_batch::{TrainBatcher, TrainableWindow};
 use crate::worker_pool::{Worker, WorkerPool};
 
 /// A batch of verified groups from one window.
@@ -128,12 +132,13 @@ impl Trainer {
     }
 }
 
-/// Every group `miner` published in `window`, read back from the rollout stream.
+/// Every group `miner` published in `window` that crosses the trust boundary, with its
+/// payload digest, read back from the rollout stream.
 pub async fn groups_of(
     ctx: &RoleCtx,
     window: u64,
     miner: &str,
-) -> anyhow::Result<Vec<RolloutGroup>> {
+) -> anyhow::Result<Vec<(RolloutGroup, Hash32)>> {
     let subject = subj::rollout(window, miner);
     let mut messages = ctx
         .bus
@@ -143,8 +148,8 @@ pub async fn groups_of(
     loop {
         match tokio::time::timeout(Duration::from_millis(300), messages.next()).await {
             Ok(Some(Ok(msg))) => {
-                if let Ok((env, _)) = ctx.bus.open::<RolloutGroup>("trainer", &msg.payload) {
-                    groups.push(env.payload);
+                if let Ok((env, digest)) = ctx.bus.open::<RolloutGroup>("trainer", &msg.payload) {
+                    groups.push((env.payload, digest));
                 }
                 if msg.info().map(|i| i.pending == 0).unwrap_or(false) {
                     break;
@@ -290,66 +295,99 @@ async fn train_loop(
     book: Option<&CheckpointBook>,
 ) -> anyhow::Result<()> {
     let mut progress = Progress::load(ctx).await?;
+    let current = ctx.bus.trust.schedule().map(|s| s.window_at(now_ms()));
+    let max_ahead = ctx.bus.trust.limits_max_future();
+    if let Some(current) = current.filter(|c| progress.last_window > c.saturating_add(max_ahead)) {
+        tracing::error!(
+            recorded = progress.last_window,
+            current,
+            "{}/{} is ahead of the clock; ignoring it and resuming from the candidates this trainer signed",
+            subj::KV_STATE,
+            subj::KV_TRAINER_LAST_WINDOW
+        );
+        progress.last_window = last_candidate_window(ctx).await?.unwrap_or(0);
+    }
     tracing::info!(last_window = progress.last_window, "trainer resuming");
     let mut verdicts = ctx
         .bus
-        .replay(
-            subj::STREAM_VERDICTS,
-            subj::VERDICT_MINER_ALL,
-            DeliverPolicy::All,
-        )
+        .replay(subj::STREAM_VERDICTS, subj::VERDICT_ALL, DeliverPolicy::All)
         .await?;
-    // The window being collected and the miners that passed it.
-    let mut batch: Option<(u64, Vec<String>)> = None;
+    let mut batcher = TrainBatcher::new(progress.last_window);
     loop {
         let next = tokio::time::timeout(cfg.batch_idle, verdicts.next()).await;
-        let verdict = match next {
-            Err(_) => None,
-            Ok(None) => anyhow::bail!("miner-verdict stream ended"),
-            Ok(Some(Err(e))) => anyhow::bail!("miner verdicts: {e}"),
-            Ok(Some(Ok(msg))) => {
-                match ctx.bus.open::<MinerWindowVerdict>("trainer", &msg.payload) {
-                    Ok((env, _)) => Some(env.payload),
-                    Err(_) => continue,
+        let due = match next {
+            Err(_) => batcher.idle(),
+            Ok(None) => anyhow::bail!("verdict stream ended"),
+            Ok(Some(Err(e))) => anyhow::bail!("verdicts: {e}"),
+            Ok(Some(Ok(msg))) => match subj::parse(&msg.subject) {
+                Ok(Subject::GroupVerdict { .. }) => {
+                    if let Ok((env, _)) = ctx.bus.open::<GroupVerdict>("trainer", &msg.payload) {
+                        batcher.group_verdict(env.payload);
+                    }
+                    continue;
                 }
-            }
+                Ok(Subject::MinerVerdict { .. }) => {
+                    let Ok((env, _)) = ctx.bus.open::<MinerWindowVerdict>("trainer", &msg.payload)
+                    else {
+                        continue;
+                    };
+                    let v = env.payload;
+                    // A window far ahead of the clock would be recorded as trained and make
+                    // this trainer skip every real window until then.
+                    let current = ctx.bus.trust.schedule().map(|s| s.window_at(now_ms()));
+                    let kind = MinerWindowVerdict::KIND;
+                    if let Err(r) = ctx
+                        .bus
+                        .trust
+                        .check_window(kind, &env.signer, v.window, current)
+                    {
+                        ctx.bus.refused("trainer", &r);
+                        continue;
+                    }
+                    if !v.passed {
+                        tracing::info!(window = v.window, miner = %v.miner, reason = ?v.reason, "miner failed the window; its groups are not trained on");
+                    }
+                    batcher.miner_verdict(v)
+                }
+                _ => {
+                    ctx.metrics().reject("trainer", "bad_subject");
+                    continue;
+                }
+            },
         };
-        let due = match (&batch, &verdict) {
-            (Some((w, _)), Some(v)) => v.window > *w,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if due {
-            let (window, miners) = batch.take().expect("due implies a batch");
-            train_window(ctx, pool, cfg, book, window, miners).await?;
-            progress.save(window).await?;
-        }
-        let Some(v) = verdict else { continue };
-        if v.window <= progress.last_window {
-            continue;
-        }
-        let (_, miners) = batch.get_or_insert_with(|| (v.window, Vec::new()));
-        if v.passed {
-            miners.push(v.miner);
-        } else {
-            tracing::info!(window = v.window, miner = %v.miner, reason = ?v.reason, "miner failed the window; its groups are not trained on");
+        for window in due {
+            train_window(ctx, pool, cfg, book, window).await?;
+            progress
+                .save(batcher.last_trained.max(progress.last_window))
+                .await?;
         }
     }
 }
 
-/// Train on the groups of the miners that passed `window`; publish a candidate when the
-/// compute produced new weights.
+/// Train on the accepted groups of the miners that passed the window; publish a candidate
+/// when the compute produced new weights.
 async fn train_window(
     ctx: &RoleCtx,
     pool: &WorkerPool<TrainerWorker>,
     cfg: &TrainerConfig,
     book: Option<&CheckpointBook>,
-    window: u64,
-    miners: Vec<String>,
+    trainable: TrainableWindow,
 ) -> anyhow::Result<()> {
+    let window = trainable.window;
     let mut groups = Vec::new();
-    for miner in &miners {
-        groups.extend(groups_of(ctx, window, miner).await?);
+    for (miner, accepted) in &trainable.groups {
+        if accepted.is_empty() {
+            continue;
+        }
+        for (group, digest) in groups_of(ctx, window, miner).await? {
+            // Only the exact envelope a trusted verifier accepted (not another group the
+            // miner published under the same index, or after the deadline).
+            if accepted.contains(&digest) {
+                groups.push(group);
+            } else {
+                ctx.metrics().reject("trainer", "not_accepted");
+            }
+        }
     }
     if let Some(book) = book {
         let latest = book.announcements().last().map(|a| a.seq).unwrap_or(0);

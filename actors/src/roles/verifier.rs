@@ -11,7 +11,9 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use messages::subjects::{self as subj, Subject};
-use messages::{GroupVerdict, Hash32, RolloutGroup, WindowClose, WindowOpen, WIRE_VERSION};
+use messages::{
+    GroupVerdict, Hash32, RolloutGroup, SignedMessage, WindowClose, WindowOpen, WIRE_VERSION,
+};
 
 use crate::bus::{server_timestamp_ms, MsgMeta};
 use crate::checkpoints::{CheckpointBook, CheckpointStatus, REASON_CHECKPOINT_UNAVAILABLE};
@@ -189,6 +191,13 @@ async fn handle(
         ctx.metrics().reject("verifier", "subject_mismatch");
         return settle(&msg, AckKind::Term).await;
     }
+    // A group for a window far ahead would sit here waiting for its close for good.
+    let trust = &ctx.bus.trust;
+    let current = book.current(trust.schedule().as_ref());
+    if let Err(refusal) = trust.check_window(RolloutGroup::KIND, &miner, window, current) {
+        ctx.bus.refused("verifier", &refusal);
+        return settle(&msg, AckKind::Term).await;
+    }
     let server_ts_ms = server_timestamp_ms(&msg).unwrap_or(0);
     // The close randomness is revealed after the deadline; keep the group in progress until then.
     let close = loop {
@@ -268,7 +277,7 @@ async fn handle(
     let meta = MsgMeta {
         window: Some(window),
         miner: Some(miner.clone()),
-        msg_id: Some(subj::verdict_msg_id(window, &miner, group_index)),
+        msg_id: Some(subj::verdict_msg_id(&digest)),
     };
     let published = ctx
         .bus
