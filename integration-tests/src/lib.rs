@@ -16,10 +16,12 @@ use actors::roles::clock::{Clock, ClockConfig};
 use actors::roles::miner::{Miner, MinerCompute, MinerConfig, MinerWorker};
 use actors::roles::scorer::Scorer;
 use actors::roles::verifier::{Verifier, VerifierCompute, VerifierConfig, VerifierWorker};
+use actors::trust::Trust;
 use actors::worker_pool::{PoolConfig, WorkerPool};
 use grail_runtime::nats_server::{EmbeddedNats, EmbeddedOptions};
 use grail_runtime::streams::{ensure, TopologyConfig};
-use messages::{Envelope, Identity, SignedMessage};
+use messages::manifest::{NetworkLimits, RoleKeys};
+use messages::{Authority, Envelope, Identity, NetworkManifest, SignedMessage};
 
 pub struct TestNats {
     url: String,
@@ -121,16 +123,72 @@ impl Drop for TestNats {
     }
 }
 
-/// A bus (own connection, own metrics) to `url`; the topology must already exist.
+/// A bus (own connection, own metrics) to `url`; the topology must already exist. Every
+/// harness bus shares the harness's [`Trust`] (see [`authorize`]).
 pub async fn connect(url: &str) -> Bus {
-    Bus::connect(
+    let mut bus = Bus::connect(
         url,
         "test",
         Arc::new(Metrics::new()),
         messages::DEFAULT_MAX_MESSAGE_BYTES,
     )
     .await
-    .expect("connect")
+    .expect("connect");
+    bus.trust = harness_trust();
+    bus
+}
+
+/// The owner of the harness's network manifest (tests that publish manifests sign with it).
+pub fn harness_owner() -> Identity {
+    Identity::from_seed([0x0E; 32])
+}
+
+static TRUST: std::sync::OnceLock<Arc<Trust>> = std::sync::OnceLock::new();
+static GRANTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The manifest every harness bus trusts: owned by [`harness_owner`], operator keys added by
+/// [`authorize`] as tests create role identities (shared by the tests of one binary: keys are
+/// random, so one test's grants never make another test's forger trusted).
+pub fn harness_trust() -> Arc<Trust> {
+    TRUST
+        .get_or_init(|| {
+            let trust = Arc::new(Trust::default());
+            let manifest = NetworkManifest {
+                version: messages::WIRE_VERSION,
+                network_id: "test".into(),
+                seq: 1,
+                owner: harness_owner().address().to_string(),
+                created_at_ms: 0,
+                roles: RoleKeys::default(),
+                model: None,
+                env: None,
+                sampling: Default::default(),
+                schedule: None,
+                limits: NetworkLimits::default(),
+            };
+            trust.install(manifest).expect("harness manifest");
+            trust
+        })
+        .clone()
+}
+
+/// Grant `address` the operator role `authority` in the harness manifest (a new manifest seq).
+pub fn authorize(authority: Authority, address: &str) {
+    let _one_at_a_time = GRANTS.lock().unwrap_or_else(|e| e.into_inner());
+    let trust = harness_trust();
+    let mut next = (*trust.manifest().expect("installed")).clone();
+    next.roles.grant(authority, address);
+    next.seq += 1;
+    trust.install(next).expect("harness manifest update");
+}
+
+/// A fresh identity, granted `role` in the harness manifest when it is an operator role.
+pub fn role_identity(role: &str) -> Identity {
+    let id = Identity::generate();
+    if let Some(authority) = Authority::of_role(role) {
+        authorize(authority, id.address());
+    }
+    id
 }
 
 /// Print the roles' logs to stderr when `RUST_LOG` is set (e.g. `RUST_LOG=info`).
@@ -174,7 +232,7 @@ where
 pub fn role_ctx(bus: &Bus, role: &'static str, instance: &str) -> RoleCtx {
     RoleCtx {
         bus: bus.clone(),
-        identity: Identity::generate(),
+        identity: role_identity(role),
         role,
         instance: instance.to_string(),
     }

@@ -97,7 +97,11 @@ fn weight_digest(w: &WeightSet) -> Hash32 {
 
 // ---------------------------------------------------------------- role helpers
 
+/// A role context for `identity`, granted the operator role in the harness manifest.
 fn role(bus: &Bus, identity: &Identity, role: &'static str, instance: &str) -> RoleCtx {
+    if let Some(authority) = messages::Authority::of_role(role) {
+        grail_integration_tests::authorize(authority, identity.address());
+    }
     RoleCtx {
         bus: bus.clone(),
         identity: identity.clone(),
@@ -114,6 +118,7 @@ async fn start_publisher(
     anchor_every: u64,
 ) {
     let ctx = role(bus, publisher, "publisher", "publisher-0");
+    grail_integration_tests::authorize(messages::Authority::Trainer, trainer.address());
     let cfg = PublisherConfig {
         anchor_every,
         keep_anchors: 2,
@@ -743,20 +748,48 @@ async fn verified_window(bus: &Bus, miner: &Identity, window: u64, names: Hash32
         opened_at_ms: 0,
         deadline_ms: u64::MAX,
     };
+    // The trainer trains a group only when a trusted verifier accepted that exact envelope.
+    let verifier = grail_integration_tests::role_identity("verifier");
     for g in 0..2 {
         let group = structural_group(miner, &open, g, names);
+        let digest = bus
+            .publish_durable(
+                "miner",
+                subj::rollout(window, miner.address()),
+                group,
+                miner,
+                MsgMeta::default(),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        let accepted = GroupVerdict {
+            version: WIRE_VERSION,
+            window,
+            miner: miner.address().to_string(),
+            group_index: g,
+            group_digest: digest,
+            verifier: verifier.address().to_string(),
+            accepted: true,
+            reason: None,
+            deep_checked: true,
+            unique_rollouts: 16,
+            learning_signal: true,
+            mean_reward: 0.5,
+            server_ts_ms: 0,
+        };
         bus.publish_durable(
-            "miner",
-            subj::rollout(window, miner.address()),
-            group,
-            miner,
+            "verifier",
+            subj::group_verdict(window, miner.address()),
+            accepted,
+            &verifier,
             MsgMeta::default(),
             Duration::from_secs(5),
         )
         .await
         .unwrap();
     }
-    let scorer = Identity::generate();
+    let scorer = grail_integration_tests::role_identity("scorer");
     let verdict = MinerWindowVerdict {
         version: WIRE_VERSION,
         window,

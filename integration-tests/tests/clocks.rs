@@ -44,7 +44,7 @@ fn the_survivor_of_two_clocks_takes_over_and_skips_no_window() {
     let nats = TestNats::start();
     actix::System::new().block_on(async {
         let bus = nats.bus().await;
-        let identity = Identity::generate();
+        let identity = grail_integration_tests::role_identity("clock");
         let id = identity.clone();
         let a = Process::spawn(nats.url(), move |bus| start_clock_as(bus, &id));
         assert!(

@@ -22,7 +22,7 @@ use messages::*;
 fn ctx(bus: &Bus, role: &'static str, i: usize) -> RoleCtx {
     RoleCtx {
         bus: bus.clone(),
-        identity: Identity::generate(),
+        identity: grail_integration_tests::role_identity(role),
         role,
         instance: format!("{role}-{i}"),
     }
@@ -38,6 +38,7 @@ fn start_clock(bus: &Bus, length_ms: u64) {
             seed: [7; 32],
             lease_ttl_ms: 1000,
             tick_ms: 50,
+            genesis_ms: None,
         },
     );
     RoleActor::start(ctx(bus, "clock", 0), Arc::new(c));

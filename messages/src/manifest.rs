@@ -30,6 +30,19 @@ pub enum Authority {
 }
 
 impl Authority {
+    /// The operator role a role name (as in cluster.toml) acts as; None for miners and
+    /// names that sign nothing operator-only.
+    pub fn of_role(role: &str) -> Option<Authority> {
+        match role {
+            "clock" => Some(Authority::Clock),
+            "verifier" => Some(Authority::Verifier),
+            "scorer" => Some(Authority::Scorer),
+            "trainer" => Some(Authority::Trainer),
+            "publisher" => Some(Authority::Publisher),
+            _ => None,
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Authority::Owner => "owner",
@@ -54,6 +67,21 @@ pub struct RoleKeys {
 }
 
 impl RoleKeys {
+    /// Add `address` to the keys of `authority` (no-op for owner/anyone or when present).
+    pub fn grant(&mut self, authority: Authority, address: &str) {
+        let keys = match authority {
+            Authority::Clock => &mut self.clock,
+            Authority::Verifier => &mut self.verifier,
+            Authority::Scorer => &mut self.scorer,
+            Authority::Trainer => &mut self.trainer,
+            Authority::Publisher => &mut self.publisher,
+            Authority::Owner | Authority::Anyone => return,
+        };
+        if !keys.iter().any(|k| k == address) {
+            keys.push(address.to_string());
+        }
+    }
+
     pub fn holders(&self, authority: Authority) -> &[String] {
         match authority {
             Authority::Clock => &self.clock,

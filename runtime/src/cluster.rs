@@ -108,17 +108,23 @@ async fn build_role(
             let length_ms = (cfg.window.length_secs * 1000.0) as u64;
             let seed =
                 keys::load_or_create_secret(&cfg.run_dir().join("keys").join("clock-chain.seed"))?;
-            Arc::new(Clock::new(
-                ctx,
-                ClockConfig {
-                    length_ms,
-                    submit_ms: (length_ms as f64 * cfg.window.submit_fraction) as u64,
-                    chain_len: cfg.window.chain_length,
-                    seed,
-                    lease_ttl_ms: 2_000,
-                    tick_ms: 100,
-                },
-            ))
+            let mut clock = ClockConfig {
+                length_ms,
+                submit_ms: (length_ms as f64 * cfg.window.submit_fraction) as u64,
+                chain_len: cfg.window.chain_length,
+                seed,
+                lease_ttl_ms: 2_000,
+                tick_ms: 100,
+                genesis_ms: None,
+            };
+            // The manifest's schedule is the network's: every role checks clock messages
+            // against it, so the clock follows it exactly.
+            if let Some(s) = ctx.bus.trust.schedule() {
+                (clock.length_ms, clock.submit_ms, clock.chain_len) =
+                    (s.length_ms, s.submit_ms, s.chain_len);
+                clock.genesis_ms = Some(s.genesis_ms);
+            }
+            Arc::new(Clock::new(ctx, clock))
         }
         "miner" => {
             let miner_cfg = MinerConfig {

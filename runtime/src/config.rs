@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub mod learning;
+pub mod network;
 pub use learning::{CheckpointsSection, ComputeSection, SamplingSection, TrainerSection};
+pub use network::{ExtraKeys, NetworkSection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -53,6 +55,8 @@ pub struct ClusterConfig {
     pub checkpoints: CheckpointsSection,
     #[serde(default)]
     pub roles: RolesSection,
+    #[serde(default)]
+    pub network: NetworkSection,
     /// Directory of the config file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -383,6 +387,55 @@ impl ClusterConfig {
                 ));
             }
         }
+        let n = &self.network;
+        let id = self.network_id();
+        if id.is_empty()
+            || id.len() > messages::manifest::MAX_NETWORK_ID_LEN
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(self.invalid(
+                "network.id",
+                format!("{id:?} (from network.id or cluster.name) is not a network id"),
+                "use 1-64 characters of A-Z a-z 0-9 _ -",
+            ));
+        }
+        let keys = [
+            ("clock", &n.keys.clock),
+            ("verifier", &n.keys.verifier),
+            ("scorer", &n.keys.scorer),
+            ("trainer", &n.keys.trainer),
+            ("publisher", &n.keys.publisher),
+        ];
+        let owner = (!n.owner.is_empty()).then_some(("owner", &n.owner));
+        for (key, address) in keys
+            .iter()
+            .flat_map(|(k, v)| v.iter().map(move |a| (*k, a)))
+            .chain(owner)
+        {
+            if let Err(e) = messages::Ss58Address::parse(address) {
+                return Err(self.invalid(
+                    &format!(
+                        "network.{}",
+                        if key == "owner" {
+                            "owner".to_string()
+                        } else {
+                            format!("keys.{key}")
+                        }
+                    ),
+                    e.to_string(),
+                    "use the SS58 address printed by `grail keys show FILE`",
+                ));
+            }
+        }
+        if n.max_groups_per_window == 0 {
+            return Err(self.invalid(
+                "network.max_groups_per_window",
+                "is 0",
+                "allow at least the miners' groups_per_window",
+            ));
+        }
         check_device(&self.model.device)
             .map_err(|p| self.invalid("model.device", p, "use \"cpu\" or \"cuda:N\""))?;
         learning::validate(
@@ -443,6 +496,20 @@ impl ClusterConfig {
 
     pub fn run_dir(&self) -> PathBuf {
         self.resolve(&self.cluster.run_dir)
+    }
+
+    pub fn network_id(&self) -> String {
+        self.network
+            .id
+            .clone()
+            .unwrap_or_else(|| self.cluster.name.clone())
+    }
+
+    pub fn owner_key_path(&self) -> PathBuf {
+        match &self.network.owner_key_file {
+            Some(p) => self.resolve(p),
+            None => self.run_dir().join("keys").join("owner.json"),
+        }
     }
 }
 

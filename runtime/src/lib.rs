@@ -7,6 +7,7 @@ pub mod config;
 pub mod keys;
 pub mod metrics_server;
 pub mod nats_server;
+pub mod network;
 pub mod progress;
 pub mod streams;
 pub mod up;

@@ -23,6 +23,10 @@ pub struct TopologyConfig {
     pub max_message_bytes: usize,
     pub memory: bool,
     pub retention: Duration,
+    /// Groups one miner may store per window: the rollout stream keeps at most this many
+    /// messages per `grail.rollout.<window>.<miner>` and refuses the rest (a per-key quota
+    /// the server enforces before any role sees the flood).
+    pub max_groups_per_window: u32,
 }
 
 impl Default for TopologyConfig {
@@ -31,12 +35,14 @@ impl Default for TopologyConfig {
             max_message_bytes: messages::DEFAULT_MAX_MESSAGE_BYTES,
             memory: false,
             retention: Duration::from_secs(24 * 3600),
+            max_groups_per_window: messages::manifest::NetworkLimits::default()
+                .max_groups_per_window,
         }
     }
 }
 
 /// (stream, subjects, description)
-pub const STREAMS: [(&str, &str, &str); 5] = [
+pub const STREAMS: [(&str, &str, &str); 6] = [
     (
         subj::STREAM_CLOCK,
         subj::CLOCK_ALL,
@@ -61,6 +67,11 @@ pub const STREAMS: [(&str, &str, &str); 5] = [
         subj::STREAM_WEIGHTS,
         subj::WEIGHTS_ALL,
         "per-window miner weights",
+    ),
+    (
+        subj::STREAM_MANIFEST,
+        subj::MANIFEST,
+        "owner-signed network manifests (kept forever)",
     ),
 ];
 
@@ -106,7 +117,7 @@ pub async fn ensure(
             retention: stream::RetentionPolicy::Limits,
             // Checkpoint announcements never expire: a book joining later must still see the
             // anchors its deltas build on (the publisher's retention prunes the objects).
-            max_age: if name == subj::STREAM_CHECKPOINTS {
+            max_age: if name == subj::STREAM_CHECKPOINTS || name == subj::STREAM_MANIFEST {
                 Duration::ZERO
             } else {
                 cfg.retention
@@ -119,6 +130,16 @@ pub async fn ensure(
             // Retention is by age (max_age); the server's own store limit still applies.
             max_bytes: -1,
             ..Default::default()
+        };
+        let config = if name == subj::STREAM_ROLLOUTS {
+            stream::Config {
+                max_messages_per_subject: i64::from(cfg.max_groups_per_window),
+                discard: stream::DiscardPolicy::New,
+                discard_new_per_subject: true,
+                ..config
+            }
+        } else {
+            config
         };
         let info = js
             .create_or_update_stream(config)

@@ -40,6 +40,7 @@ pub fn topology(cfg: &ClusterConfig) -> TopologyConfig {
         max_message_bytes: cfg.nats.max_message_bytes,
         memory: cfg.nats.storage == "memory",
         retention: Duration::from_secs(cfg.nats.retention_hours * 3600),
+        max_groups_per_window: cfg.network.max_groups_per_window,
     }
 }
 
@@ -87,6 +88,12 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
     )
     .await?;
     ensure(&bus.client, &bus.js, &topology(&cfg)).await?;
+    // `grail up` (every role) signs the manifest as the owner; a single role only pins it.
+    let signs = opts.only_role.is_none();
+    let manifest =
+        crate::network::establish(&cfg, &bus, &crate::compute::SharedCompute::new(&cfg), signs)
+            .await?;
+    tracing::info!(network = %manifest.network_id, seq = manifest.seq, owner = %manifest.owner, "trusting the network manifest");
     if let Some(listen) = &cfg.metrics.listen {
         let addr = crate::metrics_server::serve(listen.parse()?, metrics.clone()).await?;
         tracing::info!(%addr, "serving /metrics");
