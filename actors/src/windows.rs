@@ -226,3 +226,76 @@ pub async fn follow_clock(bus: Bus, role: &'static str, book: WindowBook) -> any
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::randomness::HashChain;
+
+    fn schedule(chain: &HashChain) -> Schedule {
+        Schedule {
+            genesis_ms: 10_000,
+            length_ms: 6_000,
+            submit_ms: 4_000,
+            chain_anchor: Hash32::from(chain.anchor()),
+            chain_len: chain.len(),
+        }
+    }
+
+    fn open(chain: &HashChain, s: &Schedule, window: u64) -> WindowOpen {
+        let value = chain.value(window).unwrap();
+        WindowOpen {
+            version: messages::WIRE_VERSION,
+            window,
+            randomness: open_randomness(window, &value).into(),
+            chain_anchor: s.chain_anchor,
+            chain_position: window,
+            chain_value: value.into(),
+            opened_at_ms: s.start_ms(window),
+            deadline_ms: s.deadline_ms(window),
+        }
+    }
+
+    /// A trusted clock key cannot move a deadline either: the manifest's schedule pins it.
+    #[test]
+    fn a_pinned_schedule_refuses_off_schedule_clock_messages() {
+        let chain = HashChain::new([3; 32], 20);
+        let s = schedule(&chain);
+        let book = WindowBook::default();
+        book.pin_schedule(Some(s.clone()));
+        for (deadline, opened) in [
+            (s.deadline_ms(2) + 3_600_000, 0),
+            (s.start_ms(2) + 1, 0),
+            (s.deadline_ms(2), 1),
+        ] {
+            let mut o = open(&chain, &s, 2);
+            o.deadline_ms = deadline;
+            o.opened_at_ms += opened;
+            assert!(
+                !book.record_open(o),
+                "deadline {deadline}, opened +{opened}"
+            );
+        }
+        assert!(book.record_open(open(&chain, &s, 2)));
+        let value = chain.value(3).unwrap();
+        let close = |closed_at_ms| WindowClose {
+            version: messages::WIRE_VERSION,
+            window: 2,
+            randomness: close_randomness(2, &value).into(),
+            chain_anchor: s.chain_anchor,
+            chain_position: 3,
+            chain_value: value.into(),
+            closed_at_ms,
+        };
+        assert!(
+            !book.record_close(close(s.deadline_ms(2) - 1)),
+            "a close before the deadline reveals the challenge early"
+        );
+        assert!(book.record_close(close(s.deadline_ms(2) + 5)));
+        // Unpinned books (tests without a schedule) keep the chain checks only.
+        let free = WindowBook::default();
+        let mut o = open(&chain, &s, 2);
+        o.deadline_ms += 1;
+        assert!(free.record_open(o));
+    }
+}

@@ -61,15 +61,20 @@ async fn main() -> anyhow::Result<()> {
             let (bus, miner) = (bus.clone(), miner.clone());
             actix_rt::spawn(async move {
                 for i in (p..groups as u32).step_by(8) {
-                    let g = group(&miner, 1, i, tokens);
+                    // The rollout stream keeps at most `max_groups_per_window` groups per
+                    // (window, miner): spread the groups over windows.
+                    let window = 1 + u64::from(i) / 32;
+                    let g = group(&miner, window, i, tokens);
                     let meta = MsgMeta {
-                        window: Some(1),
+                        window: Some(window),
                         miner: Some(miner.address().to_string()),
-                        msg_id: Some(subj::rollout_msg_id(1, miner.address(), i)),
+                        msg_id: Some(subj::rollout_msg_id(&messages::envelope::payload_digest(
+                            &g,
+                        ))),
                     };
                     bus.publish_durable(
                         "miner",
-                        subj::rollout(1, miner.address()),
+                        subj::rollout(window, miner.address()),
                         g,
                         &miner,
                         meta,

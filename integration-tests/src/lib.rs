@@ -20,7 +20,7 @@ use actors::trust::Trust;
 use actors::worker_pool::{PoolConfig, WorkerPool};
 use grail_runtime::nats_server::{EmbeddedNats, EmbeddedOptions};
 use grail_runtime::streams::{ensure, TopologyConfig};
-use messages::manifest::{NetworkLimits, RoleKeys};
+use messages::manifest::{ModelSpec, NetworkLimits, RoleKeys};
 use messages::{Authority, Envelope, Identity, NetworkManifest, SignedMessage};
 
 pub struct TestNats {
@@ -143,6 +143,9 @@ pub fn harness_owner() -> Identity {
     Identity::from_seed([0x0E; 32])
 }
 
+/// The vocabulary size the harness manifest pins (token ids at or above it are refused).
+pub const HARNESS_VOCAB: u32 = 1 << 20;
+
 static TRUST: std::sync::OnceLock<Arc<Trust>> = std::sync::OnceLock::new();
 static GRANTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -160,7 +163,12 @@ pub fn harness_trust() -> Arc<Trust> {
                 owner: harness_owner().address().to_string(),
                 created_at_ms: 0,
                 roles: RoleKeys::default(),
-                model: None,
+                // Above every test model's vocabulary: poison token ids are still refused.
+                model: Some(ModelSpec {
+                    source: "test".into(),
+                    base_checkpoint: Default::default(),
+                    vocab_size: HARNESS_VOCAB,
+                }),
                 env: None,
                 sampling: Default::default(),
                 schedule: None,
@@ -396,13 +404,15 @@ async fn try_stream_raw(
     Ok(out)
 }
 
-/// The messages of [`stream_raw`] that open as a `T` with a valid signature (forged or
-/// malformed ones, which the roles refuse too, are left out).
+/// The messages of [`stream_raw`] that open as a `T` with a valid signature by a key the
+/// bus trusts for the kind (forged, unauthorised or malformed ones, which the roles refuse
+/// too, are left out).
 pub async fn stream_messages<T: SignedMessage>(bus: &Bus, stream: &str, prefix: &str) -> Vec<T> {
     stream_raw(bus, stream, prefix)
         .await
         .into_iter()
         .filter_map(|(_, payload)| Envelope::<T>::open(&payload, bus.max_message_bytes).ok())
+        .filter(|(env, _)| bus.trust.admit(env).is_ok())
         .map(|(env, _)| env.payload)
         .collect()
 }

@@ -32,6 +32,7 @@ use crate::checkpoints::{put_bytes, CheckpointBook};
 use crate::compute::{ActiveCheckpoint, SharedWeights};
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
 use crate::roles::trainer_batch::{TrainBatcher, TrainableWindow};
+use crate::windows::{follow_clock, WindowBook};
 use crate::worker_pool::{Worker, WorkerPool};
 
 /// A batch of verified groups from one window.
@@ -313,6 +314,10 @@ async fn train_loop(
         .replay(subj::STREAM_VERDICTS, subj::VERDICT_ALL, DeliverPolicy::All)
         .await?;
     let mut batcher = TrainBatcher::new(progress.last_window);
+    let clock = WindowBook::default();
+    let follower = actix_rt::spawn(follow_clock(ctx.bus.clone(), "trainer", clock.clone()));
+    // The follower ends with this loop (the role restarts both).
+    let _follower = AbortOnDrop(follower);
     loop {
         let next = tokio::time::timeout(cfg.batch_idle, verdicts.next()).await;
         let due = match next {
@@ -334,7 +339,7 @@ async fn train_loop(
                     let v = env.payload;
                     // A window far ahead of the clock would be recorded as trained and make
                     // this trainer skip every real window until then.
-                    let current = ctx.bus.trust.schedule().map(|s| s.window_at(now_ms()));
+                    let current = clock.current(ctx.bus.trust.schedule().as_ref());
                     let kind = MinerWindowVerdict::KIND;
                     if let Err(r) = ctx
                         .bus
@@ -485,4 +490,13 @@ async fn publish_candidate(
         .await?;
     tracing::info!(window, digest = %checkpoint.short(), bytes = stored.bytes, "checkpoint candidate published");
     Ok(())
+}
+
+/// Aborts a spawned task when dropped, so a restarted role loop leaves no task behind.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
