@@ -58,6 +58,12 @@ pub fn load(data_dir: Option<&Path>, raw: &Map<String, Value>) -> Result<CodeEnv
                 line: index + 1,
                 message: "the reference `code` has no `def` line".to_string(),
             })?;
+        let entry_point = signature
+            .strip_prefix("def ")
+            .and_then(|rest| rest.split('(').next())
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string();
         let example = row.test_list.first().cloned().unwrap_or_default();
         tasks.push(CodeTask {
             id: format!("mbpp/{}", row.task_id),
@@ -69,6 +75,7 @@ pub fn load(data_dir: Option<&Path>, raw: &Map<String, Value>) -> Result<CodeEnv
                 "task_id": row.task_id,
                 "asserts": row.test_list,
                 "setup": row.test_setup_code.replace("\r\n", "\n"),
+                "entry_point": entry_point,
             }),
             reference: format!("```python\n{code}\n```"),
         });

@@ -17,7 +17,7 @@ pub mod mbpp;
 
 use crate::params::Params;
 use crate::parse::extract_code;
-use crate::sandbox::{Exit, Sandbox, SandboxConfig};
+use crate::sandbox::{Exit, PairProgram, Sandbox, SandboxConfig};
 use crate::{ChatMessage, EnvError, Environment, Problem, Reward};
 use serde_json::{json, Map, Value};
 use std::hash::{BuildHasher, Hasher};
@@ -30,7 +30,15 @@ const WEIGHT_TESTS: f32 = 0.9;
 const WEIGHT_FORMAT: f32 = 0.1;
 /// Longer extracted code is rejected without running it.
 pub const MAX_CODE_BYTES: usize = 256 << 10;
-const HARNESS: &str = include_str!("../sandbox/harness.py");
+/// The trusted harness and the candidate runner, each appended to the shared plain-data codec.
+const HARNESS: &str = concat!(
+    include_str!("../sandbox/codec.py"),
+    include_str!("../sandbox/harness.py")
+);
+const CANDIDATE: &str = concat!(
+    include_str!("../sandbox/codec.py"),
+    include_str!("../sandbox/candidate.py")
+);
 
 const SYSTEM_PROMPT: &str = "You are an expert Python programmer. Reply with the complete solution in a single ```python code block.";
 
@@ -133,7 +141,7 @@ impl Environment for CodeEnv {
             );
         };
         reward(
-            run_tests(
+            &run_tests(
                 &self.settings.sandbox,
                 self.settings.test_timeout_s,
                 &problem.target,
@@ -157,17 +165,16 @@ impl Environment for CodeEnv {
     }
 }
 
-fn reward((passed, total, reason): (usize, usize, Option<String>), format: f32) -> Reward {
-    let fraction = if total == 0 {
+fn reward(report: &TestReport, format: f32) -> Reward {
+    let fraction = if report.total == 0 {
         0.0
     } else {
-        passed as f32 / total as f32
+        report.passed as f32 / report.total as f32
     };
-    let success = total > 0 && passed == total;
     Reward::from_components(
         vec![("tests", WEIGHT_TESTS * fraction), ("format", format)],
-        success,
-        reason,
+        report.success(),
+        report.reason(),
     )
 }
 
@@ -182,134 +189,358 @@ pub fn score_python(
 ) -> Reward {
     let extracted = extract_code(completion);
     let format = if extracted.marked { WEIGHT_FORMAT } else { 0.0 };
-    let target = json!({ "asserts": asserts, "setup": setup });
+    let tests = PythonTests {
+        setup,
+        asserts,
+        ..PythonTests::default()
+    };
     reward(
-        run_tests(sandbox, test_timeout_s, &target, &extracted.code),
+        &run_python_tests(sandbox, test_timeout_s, &tests, &extracted.code),
         format,
     )
 }
 
-/// Runs `program` against the tests in `target`; returns (passed, total, reason).
-fn run_tests(
+/// The tests of one code task, as the trusted harness runs them. MBPP style: `asserts` (each a
+/// test) after `setup`; HumanEval style: `check_source` defining `check(candidate)` (each
+/// assert-bearing statement a test), with `prompt` (the stub, whose helpers the tests may use)
+/// and `entry_point` (the function bound to `candidate`). `entry_point` also names the function
+/// the completion must define when the tests call it by a builtin's name (MBPP's `sum`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PythonTests<'a> {
+    pub setup: &'a str,
+    pub asserts: &'a [&'a str],
+    pub prompt: &'a str,
+    pub check_source: &'a str,
+    pub entry_point: &'a str,
+}
+
+/// How one test ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestOutcome {
+    Pass,
+    /// The test's own (trusted) code raised, e.g. `AssertionError` from a false `assert`.
+    Failed(String),
+    /// The test ran past its time budget (or the candidate answered "timeout").
+    Timeout,
+    /// The candidate raised; the exception's type name as the candidate reported it.
+    Raised(String),
+    /// The candidate returned something that is not plain data (or too large, too deep).
+    NotPlainData,
+    /// The test passed an argument that cannot cross to the candidate (not plain data).
+    BadArgument,
+    /// The candidate process broke the call channel.
+    Channel(ChannelFault),
+}
+
+/// The ways the candidate process can break the call channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelFault {
+    /// It exited or closed the channel (`os._exit`, `sys.exit` while loading, a crash).
+    CandidateExited,
+    /// It did not answer within the call's budget plus a grace period.
+    CandidateUnresponsive,
+    /// It sent bytes that are not a valid frame or reply.
+    ChannelCorrupt,
+}
+
+/// Why a code completion did not earn full test reward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeFailure {
+    /// The extracted code is over [`MAX_CODE_BYTES`]; it was not run.
+    CodeTooLarge { bytes: usize },
+    /// The sandbox could not run at all (infrastructure, not the completion's fault).
+    Sandbox(String),
+    /// The code does not compile (as reported by the candidate process).
+    SyntaxError(String),
+    /// Running the code's top level raised (as reported by the candidate process).
+    LoadError(String),
+    /// Running the code's top level took longer than one test's budget.
+    LoadTimeout,
+    /// The code does not define the entry point.
+    MissingFunction(String),
+    /// The candidate broke the channel before the tests started.
+    Channel(ChannelFault),
+    /// The dataset's setup code or check function failed (with this completion's functions).
+    SetupError(String),
+    /// The harness could not read the task's tests.
+    HarnessError(String),
+    /// The first test that did not pass.
+    TestFailed { index: usize, outcome: TestOutcome },
+    /// The harness stopped before reporting every test (wall-clock kill, crash).
+    Incomplete { exit: Exit },
+}
+
+impl std::fmt::Display for ChannelFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChannelFault::CandidateExited => "candidate_exited",
+            ChannelFault::CandidateUnresponsive => "candidate_unresponsive",
+            ChannelFault::ChannelCorrupt => "channel_corrupt",
+        })
+    }
+}
+
+impl std::fmt::Display for TestOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TestOutcome::Pass => f.write_str("pass"),
+            TestOutcome::Failed(kind) => write!(f, "fail {kind}"),
+            TestOutcome::Timeout => f.write_str("timeout"),
+            TestOutcome::Raised(kind) => write!(f, "raised {kind}"),
+            TestOutcome::NotPlainData => f.write_str("not_plain_data"),
+            TestOutcome::BadArgument => f.write_str("bad_argument"),
+            TestOutcome::Channel(fault) => fault.fmt(f),
+        }
+    }
+}
+
+impl std::fmt::Display for CodeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CodeFailure::CodeTooLarge { bytes } => {
+                write!(f, "code_too_large: {bytes} bytes, limit {MAX_CODE_BYTES}")
+            }
+            CodeFailure::Sandbox(detail) => write!(f, "sandbox error: {detail}"),
+            CodeFailure::SyntaxError(detail) => write!(f, "syntax_error: {detail}"),
+            CodeFailure::LoadError(detail) => write!(f, "load_error: {detail}"),
+            CodeFailure::LoadTimeout => f.write_str("load_timeout"),
+            CodeFailure::MissingFunction(name) => write!(f, "missing_function: {name}"),
+            CodeFailure::Channel(fault) => fault.fmt(f),
+            CodeFailure::SetupError(detail) => write!(f, "setup_error: {detail}"),
+            CodeFailure::HarnessError(detail) => write!(f, "harness_error: {detail}"),
+            CodeFailure::TestFailed { index, outcome } => write!(f, "test {index}: {outcome}"),
+            CodeFailure::Incomplete { exit } => match exit {
+                Exit::TimedOut => f.write_str("incomplete: killed at the wall-clock limit"),
+                Exit::Signal(signal) => write!(f, "incomplete: harness killed by signal {signal}"),
+                Exit::Code(code) => write!(f, "incomplete: harness exited with code {code}"),
+            },
+        }
+    }
+}
+
+/// The result of running one completion's tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestReport {
+    pub passed: usize,
+    pub total: usize,
+    /// Per-test outcomes in order (shorter than `total` if the run stopped early).
+    pub outcomes: Vec<TestOutcome>,
+    /// `None` exactly when every test passed.
+    pub failure: Option<CodeFailure>,
+}
+
+impl TestReport {
+    fn failed(total: usize, failure: CodeFailure) -> TestReport {
+        TestReport {
+            passed: 0,
+            total,
+            outcomes: Vec::new(),
+            failure: Some(failure),
+        }
+    }
+
+    /// Every test passed (and there was at least one).
+    pub fn success(&self) -> bool {
+        self.failure.is_none() && self.total > 0 && self.passed == self.total
+    }
+
+    /// The `Reward::reason` text: `None` on success.
+    pub fn reason(&self) -> Option<String> {
+        self.failure
+            .as_ref()
+            .map(|failure| format!("{}/{} tests passed; {failure}", self.passed, self.total))
+    }
+}
+
+/// Runs `program` (the completion's code, already extracted) against `tests`: the tests run in
+/// a trusted harness process, the program in a separate sandboxed candidate process that the
+/// harness calls with plain data (see the module docs).
+pub fn run_python_tests(
     sandbox: &Sandbox,
     test_timeout_s: f64,
-    target: &Value,
+    tests: &PythonTests<'_>,
     program: &str,
-) -> (usize, usize, Option<String>) {
+) -> TestReport {
+    let target = json!({
+        "asserts": tests.asserts,
+        "setup": tests.setup,
+        "prompt": tests.prompt,
+        "check_source": tests.check_source,
+        "entry_point": tests.entry_point,
+    });
+    run_tests(sandbox, test_timeout_s, &target, program)
+}
+
+/// Runs `program` against the tests in `target` (the keys of [`PythonTests`]).
+fn run_tests(sandbox: &Sandbox, test_timeout_s: f64, target: &Value, program: &str) -> TestReport {
     let expected_total = target
         .get("asserts")
         .and_then(Value::as_array)
-        .map(Vec::len);
+        .map(Vec::len)
+        .filter(|count| *count > 0);
     if program.len() > MAX_CODE_BYTES {
-        return (
-            0,
+        return TestReport::failed(
             expected_total.unwrap_or(0),
-            Some(format!(
-                "code is {} bytes, limit {MAX_CODE_BYTES}",
-                program.len()
-            )),
+            CodeFailure::CodeTooLarge {
+                bytes: program.len(),
+            },
         );
     }
+    let text = |key: &str| target.get(key).and_then(Value::as_str).unwrap_or("");
     let spec = json!({
         "asserts": target.get("asserts").cloned().unwrap_or(json!([])),
-        "setup": target.get("setup").cloned().unwrap_or(json!("")),
-        "check_source": target.get("check_source").cloned().unwrap_or(Value::Null),
-        "entry_point": target.get("entry_point").cloned().unwrap_or(Value::Null),
+        "setup": text("setup"),
+        "prompt": text("prompt"),
+        "check_source": text("check_source"),
+        "entry_point": text("entry_point"),
         "test_timeout_s": test_timeout_s,
     });
-    let approx_tests = expected_total.unwrap_or_else(|| {
-        target
-            .get("check_source")
-            .and_then(Value::as_str)
-            .map_or(1, |source| source.matches("assert").count())
-    });
-    // Loading + every test may each use the per-test budget; then 2 s for interpreter start-up.
-    let wall = (test_timeout_s * (approx_tests as f64 + 1.0) + 2.0).min(120.0);
-    let mut config_sandbox = sandbox.config().clone();
-    config_sandbox.wall_timeout = Duration::from_secs_f64(wall);
+    let approx_tests =
+        expected_total.unwrap_or_else(|| text("check_source").matches("assert").count().max(1));
+    // Loading, setup and every test may each use the per-test budget; then 3 s for the two
+    // interpreters' start-up and the per-call grace.
+    let wall = (test_timeout_s * (approx_tests as f64 + 2.0) + 3.0).min(180.0);
+    let mut config = sandbox.config().clone();
+    config.wall_timeout = Duration::from_secs_f64(wall);
     let nonce = format!(
-        "{:016x}",
+        "{:016x}{:016x}",
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish(),
         std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish()
     );
-    let spec_bytes = spec.to_string().into_bytes();
-    let output = sandbox.run_with(
-        &config_sandbox,
-        HARNESS,
-        &[
-            ("solution.py", program.as_bytes()),
-            ("spec.json", &spec_bytes),
-        ],
-        format!("{nonce}\n").as_bytes(),
+    let mut stdin = format!("{nonce}\n").into_bytes();
+    stdin.extend_from_slice(spec.to_string().as_bytes());
+    let output = sandbox.run_pair(
+        &config,
+        &PairProgram {
+            script: HARNESS,
+            files: &[],
+        },
+        &stdin,
+        &PairProgram {
+            script: CANDIDATE,
+            files: &[("solution.py", program.as_bytes())],
+        },
     );
     let output = match output {
         Ok(output) => output,
         Err(error) => {
-            return (
-                0,
+            return TestReport::failed(
                 expected_total.unwrap_or(0),
-                Some(format!("sandbox error: {error}")),
+                CodeFailure::Sandbox(error.to_string()),
             )
         }
     };
-    let results = String::from_utf8_lossy(&output.results);
+    parse_results(
+        &nonce,
+        &output.trusted.results,
+        expected_total,
+        output.trusted.exit,
+    )
+}
+
+/// Reads the trusted harness's result channel (lines `<nonce> <message>`; others ignored).
+fn parse_results(
+    nonce: &str,
+    results: &[u8],
+    expected_total: Option<usize>,
+    exit: Exit,
+) -> TestReport {
+    let results = String::from_utf8_lossy(results);
     let mut total = expected_total;
-    let mut passed = std::collections::BTreeSet::new();
-    let mut first_problem: Option<String> = None;
+    let mut outcomes: Vec<TestOutcome> = Vec::new();
+    let mut fatal: Option<CodeFailure> = None;
     let mut done = false;
     for line in results.lines() {
         let Some(message) = line
-            .strip_prefix(nonce.as_str())
+            .strip_prefix(nonce)
             .and_then(|rest| rest.strip_prefix(' '))
         else {
             continue;
         };
-        let mut words = message.splitn(3, ' ');
-        match (words.next(), words.next(), words.next()) {
-            (Some("total"), Some(count), _) if total.is_none() => total = count.parse().ok(),
-            (Some("test"), Some(index), Some(outcome)) => {
-                let Ok(index) = index.parse::<usize>() else {
+        let (kind, rest) = message.split_once(' ').unwrap_or((message, ""));
+        match kind {
+            "total" if total.is_none() => total = rest.parse().ok(),
+            "test" => {
+                let (index, outcome) = rest.split_once(' ').unwrap_or((rest, ""));
+                // Results arrive in order; anything else is a harness bug, never a pass.
+                if index.parse::<usize>().ok() != Some(outcomes.len()) {
+                    fatal.get_or_insert(CodeFailure::HarnessError(format!(
+                        "out-of-order result {message:?}"
+                    )));
                     continue;
-                };
-                if outcome == "pass" {
-                    passed.insert(index);
-                } else if first_problem.is_none() {
-                    first_problem = Some(format!("test {index}: {outcome}"));
                 }
+                outcomes.push(parse_outcome(outcome));
             }
-            (Some("done"), _, _) => done = true,
-            (Some(kind), _, _) if kind.ends_with("_error") => {
-                first_problem.get_or_insert_with(|| message.chars().take(240).collect());
+            "fatal" => {
+                fatal.get_or_insert_with(|| parse_fatal(rest));
             }
+            "done" => done = true,
             _ => {}
         }
     }
     let total = total.unwrap_or(0);
-    let passed = passed.into_iter().filter(|index| *index < total).count();
-    let reason = if passed == total && total > 0 && done {
-        None
-    } else {
-        let exit = match output.exit {
-            Exit::TimedOut => format!("; killed after the {wall:.1} s wall-clock limit"),
-            Exit::Signal(signal) => format!("; killed by signal {signal}"),
-            Exit::Code(0) => String::new(),
-            Exit::Code(code) => format!("; exit code {code}"),
-        };
-        let detail = first_problem.unwrap_or_else(|| {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let tail: String = stderr
-                .lines()
-                .last()
-                .unwrap_or("no result")
-                .chars()
-                .take(200)
-                .collect();
-            format!("harness reported nothing ({tail})")
+    outcomes.truncate(total);
+    let passed = outcomes
+        .iter()
+        .filter(|outcome| **outcome == TestOutcome::Pass)
+        .count();
+    let failure = fatal
+        .or_else(|| {
+            outcomes
+                .iter()
+                .position(|outcome| *outcome != TestOutcome::Pass)
+                .map(|index| CodeFailure::TestFailed {
+                    index,
+                    outcome: outcomes[index].clone(),
+                })
+        })
+        .or_else(|| {
+            (!done || outcomes.len() < total || total == 0)
+                .then_some(CodeFailure::Incomplete { exit })
         });
-        Some(format!("{passed}/{total} tests passed; {detail}{exit}"))
-    };
-    (passed, total, reason)
+    TestReport {
+        passed,
+        total,
+        outcomes,
+        failure,
+    }
+}
+
+fn parse_outcome(text: &str) -> TestOutcome {
+    let (kind, detail) = text.split_once(' ').unwrap_or((text, ""));
+    let detail: String = detail.chars().take(80).collect();
+    match kind {
+        "pass" => TestOutcome::Pass,
+        "fail" => TestOutcome::Failed(detail),
+        "timeout" => TestOutcome::Timeout,
+        "raised" => TestOutcome::Raised(detail),
+        "not_plain_data" => TestOutcome::NotPlainData,
+        "bad_argument" => TestOutcome::BadArgument,
+        "candidate_exited" => TestOutcome::Channel(ChannelFault::CandidateExited),
+        "candidate_unresponsive" => TestOutcome::Channel(ChannelFault::CandidateUnresponsive),
+        "channel_corrupt" => TestOutcome::Channel(ChannelFault::ChannelCorrupt),
+        other => TestOutcome::Failed(format!("unknown outcome {other:?}")),
+    }
+}
+
+fn parse_fatal(text: &str) -> CodeFailure {
+    let (kind, detail) = text.split_once(' ').unwrap_or((text, ""));
+    let detail: String = detail.chars().take(200).collect();
+    match kind {
+        "syntax_error" => CodeFailure::SyntaxError(detail),
+        "load_error" => CodeFailure::LoadError(detail),
+        "load_timeout" => CodeFailure::LoadTimeout,
+        "missing_function" => CodeFailure::MissingFunction(detail),
+        "candidate_exited" => CodeFailure::Channel(ChannelFault::CandidateExited),
+        "candidate_unresponsive" => CodeFailure::Channel(ChannelFault::CandidateUnresponsive),
+        "channel_corrupt" => CodeFailure::Channel(ChannelFault::ChannelCorrupt),
+        "setup_error" => CodeFailure::SetupError(detail),
+        _ => CodeFailure::HarnessError(format!("{kind} {detail}")),
+    }
 }
 
 /// Shared loader pieces.

@@ -32,8 +32,22 @@ impl Stream {
 
 /// Reads all streams until they close or `deadline` passes; returns whether the deadline hit.
 pub(super) fn drain_until(streams: &mut [Stream], deadline: Instant) -> bool {
+    let primary = streams.len();
+    drain_until_closed(streams, primary, deadline)
+}
+
+/// Reads all streams until the first `primary` of them are closed (the others may still be
+/// open) or `deadline` passes; returns whether the deadline hit.
+pub(super) fn drain_until_closed(
+    streams: &mut [Stream],
+    primary: usize,
+    deadline: Instant,
+) -> bool {
     let mut buffer = vec![0u8; 64 << 10];
     loop {
+        if streams[..primary].iter().all(|stream| stream.fd.is_none()) {
+            return false;
+        }
         let mut poll_fds: Vec<libc::pollfd> = streams
             .iter()
             .filter_map(|stream| stream.fd.as_ref())

@@ -259,6 +259,165 @@ impl Sandbox {
     ) -> std::io::Result<RunOutput> {
         let started = Instant::now();
         let (results_read, results_write) = io::pipe()?;
+        let mut child = self.spawn(
+            config,
+            work_dir,
+            script,
+            Stdio::piped(),
+            &[(results_write.as_raw_fd(), 3)],
+        )?;
+        drop(results_write);
+        let pid = child.id() as libc::pid_t;
+        let guard = GroupKiller(pid);
+
+        if let Some(mut input) = child.stdin.take() {
+            // A program that exits early closes stdin; that is not an error of ours.
+            let _ = input.write_all(stdin);
+        }
+        let stdout = child.stdout.take().map(OwnedFd::from);
+        let stderr = child.stderr.take().map(OwnedFd::from);
+        let deadline = started + config.wall_timeout;
+        let cap = config.max_output_bytes;
+        let mut streams = [
+            io::Stream::new(stdout, cap),
+            io::Stream::new(stderr, cap),
+            io::Stream::new(Some(results_read), cap),
+        ];
+        let timed_out = io::drain_until(&mut streams, deadline);
+        let (exit, _) = wait_exit(&mut child, guard, timed_out, deadline)?;
+        let [stdout, stderr, results] = streams;
+        Ok(RunOutput {
+            exit,
+            output_bytes: stdout.total + stderr.total,
+            stdout: stdout.kept,
+            stderr: stderr.kept,
+            results: results.kept,
+            wall: started.elapsed(),
+        })
+    }
+
+    /// Runs two cooperating programs, each in its own sandbox (own work directory, Landlock
+    /// domain, process group, rlimits, seccomp filter): a `trusted` one and an untrusted
+    /// `candidate` one, connected only by two pipes. File descriptors:
+    ///
+    /// * trusted: 0 = `trusted_stdin` (an unlinked temporary file, so any size), 1/2 captured,
+    ///   3 = result channel (read by us only), 4 = requests to the candidate, 5 = its replies.
+    /// * candidate: 0 = `/dev/null`, 1/2 captured, 3 = requests, 4 = replies. It holds no
+    ///   descriptor of the trusted program's stdin, output or result channel.
+    ///
+    /// The run ends when the trusted program has closed its output and result channel (or at
+    /// the wall-clock deadline); the candidate's process group is then killed, whatever it is
+    /// doing. Takes one slot of the process-wide pool: the two take turns computing.
+    pub fn run_pair(
+        &self,
+        config: &SandboxConfig,
+        trusted: &PairProgram<'_>,
+        trusted_stdin: &[u8],
+        candidate: &PairProgram<'_>,
+    ) -> std::io::Result<PairOutput> {
+        let _slot = pool::pool().acquire();
+        let trusted_dir = prepare_work_dir(trusted)?;
+        let candidate_dir = prepare_work_dir(candidate)?;
+        let started = Instant::now();
+        let mut stdin_file = tempfile::tempfile()?;
+        stdin_file.write_all(trusted_stdin)?;
+        std::io::Seek::rewind(&mut stdin_file)?;
+        let (results_read, results_write) = io::pipe()?;
+        let (requests_read, requests_write) = io::pipe()?;
+        let (replies_read, replies_write) = io::pipe()?;
+
+        let mut candidate_child = self.spawn(
+            config,
+            candidate_dir.path(),
+            &candidate_dir.path().join("main.py"),
+            Stdio::null(),
+            &[
+                (requests_read.as_raw_fd(), 3),
+                (replies_write.as_raw_fd(), 4),
+            ],
+        )?;
+        let candidate_guard = GroupKiller(candidate_child.id() as libc::pid_t);
+        drop((requests_read, replies_write));
+        let mut trusted_child = self.spawn(
+            config,
+            trusted_dir.path(),
+            &trusted_dir.path().join("main.py"),
+            Stdio::from(stdin_file),
+            &[
+                (results_write.as_raw_fd(), 3),
+                (requests_write.as_raw_fd(), 4),
+                (replies_read.as_raw_fd(), 5),
+            ],
+        )?;
+        let trusted_guard = GroupKiller(trusted_child.id() as libc::pid_t);
+        drop((results_write, requests_write, replies_read));
+
+        let deadline = started + config.wall_timeout;
+        let cap = config.max_output_bytes;
+        let take = |child: &mut std::process::Child| {
+            (
+                child.stdout.take().map(OwnedFd::from),
+                child.stderr.take().map(OwnedFd::from),
+            )
+        };
+        let (trusted_out, trusted_err) = take(&mut trusted_child);
+        let (candidate_out, candidate_err) = take(&mut candidate_child);
+        let mut streams = [
+            io::Stream::new(trusted_out, cap),
+            io::Stream::new(trusted_err, cap),
+            io::Stream::new(Some(results_read), cap),
+            io::Stream::new(candidate_out, cap),
+            io::Stream::new(candidate_err, cap),
+        ];
+        let timed_out = io::drain_until_closed(&mut streams, 3, deadline);
+        let (trusted_exit, trusted_timed_out) =
+            wait_exit(&mut trusted_child, trusted_guard, timed_out, deadline)?;
+        // The trusted side is done: the candidate has nothing left to answer.
+        drop(candidate_guard);
+        let candidate_status = candidate_child.wait()?;
+        // Its pipes close with it; keep what it wrote until then (bounded: it is dead).
+        io::drain_until(
+            &mut streams[3..],
+            Instant::now() + Duration::from_millis(500),
+        );
+        let candidate_exit = if trusted_timed_out {
+            Exit::TimedOut
+        } else {
+            exit_of(candidate_status)
+        };
+        let [trusted_out, trusted_err, results, candidate_out, candidate_err] = streams;
+        let wall = started.elapsed();
+        drop((trusted_dir, candidate_dir));
+        Ok(PairOutput {
+            trusted: RunOutput {
+                exit: trusted_exit,
+                output_bytes: trusted_out.total + trusted_err.total,
+                stdout: trusted_out.kept,
+                stderr: trusted_err.kept,
+                results: results.kept,
+                wall,
+            },
+            candidate: RunOutput {
+                exit: candidate_exit,
+                output_bytes: candidate_out.total + candidate_err.total,
+                stdout: candidate_out.kept,
+                stderr: candidate_err.kept,
+                results: Vec::new(),
+                wall,
+            },
+        })
+    }
+
+    /// Spawns `script` in `work_dir` with every isolation layer; `fds` maps parent descriptors
+    /// to the child's descriptor numbers (3 and up). The child leads its own process group.
+    fn spawn(
+        &self,
+        config: &SandboxConfig,
+        work_dir: &Path,
+        script: &Path,
+        stdin: Stdio,
+        fds: &[(RawFd, RawFd)],
+    ) -> std::io::Result<std::process::Child> {
         let ruleset = match self.capabilities.landlock_abi {
             Some(abi) => {
                 let roots: Vec<&Path> = self.read_only_roots.iter().map(PathBuf::as_path).collect();
@@ -266,8 +425,15 @@ impl Sandbox {
             }
             None => None,
         };
+        let mut fd_map = [(-1, -1); MAX_EXTRA_FDS];
+        if fds.len() > MAX_EXTRA_FDS {
+            return Err(std::io::Error::other(
+                "too many descriptors for a sandboxed child",
+            ));
+        }
+        fd_map[..fds.len()].copy_from_slice(fds);
         let mut child_setup = ChildSetup {
-            results_fd: results_write.as_raw_fd(),
+            fd_map,
             ruleset_fd: ruleset.as_ref().map(landlock::Ruleset::raw_fd),
             seccomp: seccomp::Filter::build(),
             net: self.capabilities.network_namespace,
@@ -298,70 +464,91 @@ impl Sandbox {
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .env("PYTHONIOENCODING", "utf-8")
             .env("LANG", "C.UTF-8")
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // SAFETY: the closure only makes async-signal-safe syscalls on pre-allocated data.
         unsafe {
             command.pre_exec(move || child_setup.apply());
         }
-        let mut child = command.spawn()?;
-        drop(results_write);
+        let child = command.spawn();
         drop(ruleset);
-        let pid = child.id() as libc::pid_t;
-        let guard = GroupKiller(pid);
-
-        if let Some(mut input) = child.stdin.take() {
-            // A program that exits early closes stdin; that is not an error of ours.
-            let _ = input.write_all(stdin);
-        }
-        let stdout = child.stdout.take().map(OwnedFd::from);
-        let stderr = child.stderr.take().map(OwnedFd::from);
-        let deadline = started + config.wall_timeout;
-        let cap = config.max_output_bytes;
-        let mut streams = [
-            io::Stream::new(stdout, cap),
-            io::Stream::new(stderr, cap),
-            io::Stream::new(Some(results_read), cap),
-        ];
-        let mut timed_out = io::drain_until(&mut streams, deadline);
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break Some(status);
-            }
-            if timed_out || Instant::now() >= deadline {
-                timed_out = true;
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        };
-        drop(guard); // SIGKILL to the group, whatever happened
-        let status = match status {
-            Some(status) => status,
-            None => child.wait()?,
-        };
-        let exit = if timed_out {
-            Exit::TimedOut
-        } else if let Some(code) = status.code() {
-            Exit::Code(code)
-        } else {
-            Exit::Signal(status.signal().unwrap_or(0))
-        };
-        let [stdout, stderr, results] = streams;
-        Ok(RunOutput {
-            exit,
-            output_bytes: stdout.total + stderr.total,
-            stdout: stdout.kept,
-            stderr: stderr.kept,
-            results: results.kept,
-            wall: started.elapsed(),
-        })
+        child
     }
 }
 
+/// One program of [`Sandbox::run_pair`]: `script` becomes `main.py`, `files` lie next to it.
+#[derive(Debug, Clone, Copy)]
+pub struct PairProgram<'a> {
+    pub script: &'a str,
+    pub files: &'a [(&'a str, &'a [u8])],
+}
+
+/// What [`Sandbox::run_pair`] produced. `trusted.results` is the only result channel; the
+/// candidate has none (`candidate.results` is empty).
+#[derive(Debug, Clone)]
+pub struct PairOutput {
+    pub trusted: RunOutput,
+    pub candidate: RunOutput,
+}
+
+fn prepare_work_dir(program: &PairProgram<'_>) -> std::io::Result<tempfile::TempDir> {
+    let work_dir = tempfile::Builder::new().prefix("grail-sbx-").tempdir()?;
+    std::fs::write(work_dir.path().join("main.py"), program.script)?;
+    for (name, contents) in program.files {
+        let name = Path::new(name)
+            .file_name()
+            .ok_or_else(|| std::io::Error::other("bad sandbox file name"))?;
+        std::fs::write(work_dir.path().join(name), contents)?;
+    }
+    Ok(work_dir)
+}
+
+/// Waits for `child` until `deadline` (unless already `timed_out`), then kills its group.
+/// Returns how it ended and whether the deadline hit.
+fn wait_exit(
+    child: &mut std::process::Child,
+    guard: GroupKiller,
+    mut timed_out: bool,
+    deadline: Instant,
+) -> std::io::Result<(Exit, bool)> {
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if timed_out || Instant::now() >= deadline {
+            timed_out = true;
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    drop(guard); // SIGKILL to the group, whatever happened
+    let status = match status {
+        Some(status) => status,
+        None => child.wait()?,
+    };
+    let exit = if timed_out {
+        Exit::TimedOut
+    } else {
+        exit_of(status)
+    };
+    Ok((exit, timed_out))
+}
+
+fn exit_of(status: std::process::ExitStatus) -> Exit {
+    if let Some(code) = status.code() {
+        Exit::Code(code)
+    } else {
+        Exit::Signal(status.signal().unwrap_or(0))
+    }
+}
+
+const MAX_EXTRA_FDS: usize = 3;
+
 /// Everything the child does between `fork` and `exec`, prepared in the parent.
 struct ChildSetup {
-    results_fd: RawFd,
+    /// (parent descriptor, child descriptor) pairs; unused entries are (-1, -1).
+    fd_map: [(RawFd, RawFd); MAX_EXTRA_FDS],
     ruleset_fd: Option<RawFd>,
     seccomp: Option<seccomp::Filter>,
     net: Option<NetNamespace>,
@@ -374,11 +561,18 @@ impl ChildSetup {
         // SAFETY: plain syscalls in the single-threaded forked child.
         unsafe {
             check(libc::setsid())?;
-            if self.results_fd == 3 {
-                // dup2 onto itself would keep FD_CLOEXEC; clear it instead.
-                check(libc::fcntl(3, libc::F_SETFD, 0))?;
-            } else {
-                check(libc::dup2(self.results_fd, 3))?;
+            // Move every source above the targets first (a source may sit on another's
+            // target number), then onto its target; the moved copies are close-on-exec.
+            let mut moved = [-1; MAX_EXTRA_FDS];
+            for (slot, (source, _)) in self.fd_map.iter().enumerate() {
+                if *source >= 0 {
+                    moved[slot] = check(libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, 16))?;
+                }
+            }
+            for (slot, (_, target)) in self.fd_map.iter().enumerate() {
+                if moved[slot] >= 0 {
+                    check(libc::dup2(moved[slot], *target))?;
+                }
             }
             match self.net {
                 Some(NetNamespace::Direct) => {
@@ -396,6 +590,7 @@ impl ChildSetup {
                 };
                 check(libc::setrlimit(resource, &limit))?;
             }
+            drop_capabilities();
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
         }
         if let Some(fd) = self.ruleset_fd {
@@ -405,6 +600,53 @@ impl ChildSetup {
             filter.install()?;
         }
         Ok(())
+    }
+}
+
+/// Empties the capability bounding set, the ambient set and the current sets, so that even a
+/// program started as root runs without capabilities after `exec` (no `CAP_SYS_PTRACE` to open
+/// another sandboxed process's `/proc/<pid>/fd` or `mem`, no `CAP_DAC_OVERRIDE`, ...). Failures
+/// are ignored: an unprivileged caller has nothing to drop. Child side, async-signal-safe.
+fn drop_capabilities() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    // SAFETY: plain prctl/capset syscalls on stack data in the forked child.
+    unsafe {
+        for capability in 0..64 {
+            if libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0) < 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
+            {
+                break; // past the kernel's last capability
+            }
+        }
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        );
+        let header = Header {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr());
     }
 }
 
