@@ -419,6 +419,7 @@ fn forged_announcements_and_corrupted_objects_are_refused_and_counted() {
         let bus = nats.bus().await;
         let store = nats_store(&bus).await;
         let (publisher, forger) = (Identity::generate(), Identity::generate());
+        grail_integration_tests::authorize(messages::Authority::Publisher, publisher.address());
         let w = base_weights(3);
         let bytes = to_safetensors_bytes(&w).unwrap();
         let announce = |seq: u64, object: &str, object_digest: Hash32, checkpoint: Hash32| {
@@ -493,7 +494,8 @@ fn forged_announcements_and_corrupted_objects_are_refused_and_counted() {
             "{:?}",
             (0..=4).map(|w| b.status_for_window(w)).collect::<Vec<_>>()
         );
-        assert_eq!(rejected(&bus, "verifier", "checkpoint_untrusted_signer"), 1);
+        // The forger is not a publisher in the manifest: refused at the trust boundary.
+        assert_eq!(rejected(&bus, "verifier", "unauthorized_signer"), 1);
         assert_eq!(
             rejected(&bus, "verifier", "checkpoint_object_digest_mismatch"),
             1

@@ -315,10 +315,12 @@ fn two_verifiers_share_the_durable_consumer_without_double_handling() {
         let id = Identity::generate();
         let n = 120u32;
         for g in 0..n {
+            // At most `max_groups_per_window` groups per (window, miner) are stored.
+            let window = 1 + u64::from(g) / 60;
             bus.publish_durable(
                 "t",
-                subj::rollout(1, id.address()),
-                sample_group(&id, 1, g),
+                subj::rollout(window, id.address()),
+                sample_group(&id, window, g),
                 &id,
                 MsgMeta::default(),
                 Duration::from_secs(5),

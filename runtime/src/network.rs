@@ -73,8 +73,10 @@ async fn schedule(
     })
 }
 
-/// The operator keys of this cluster's `[roles]` plus `[network.keys]`.
-fn role_keys(cfg: &ClusterConfig) -> anyhow::Result<RoleKeys> {
+/// The operator keys of this cluster's `[roles]` plus `[network.keys]`. `create_missing`:
+/// `grail up` runs every role here and creates their keys; `grail manifest` on a farm lists
+/// only the key files it finds (roles on other boxes are named in `[network.keys]`).
+fn role_keys(cfg: &ClusterConfig, create_missing: bool) -> anyhow::Result<RoleKeys> {
     let mut keys = RoleKeys::default();
     for role in ROLE_NAMES {
         let (Some(authority), Some(section)) = (Authority::of_role(role), cfg.roles.get(role))
@@ -82,7 +84,12 @@ fn role_keys(cfg: &ClusterConfig) -> anyhow::Result<RoleKeys> {
             continue;
         };
         for i in 0..section.instances {
-            let id = keys::load_or_create(&key_path(cfg, role, Some(section), i))?;
+            let path = key_path(cfg, role, Some(section), i);
+            if !create_missing && !path.exists() {
+                tracing::info!(role, path = %path.display(), "no local key file; the role's key must be in [network.keys]");
+                continue;
+            }
+            let id = keys::load_or_create(&path)?;
             keys.grant(authority, id.address());
         }
     }
@@ -135,6 +142,7 @@ pub async fn build(
     shared: &SharedCompute,
     owner: &Identity,
     previous: Option<&NetworkManifest>,
+    create_keys: bool,
 ) -> anyhow::Result<NetworkManifest> {
     let env = EnvironmentSpec {
         id: cfg.env.id.clone(),
@@ -147,7 +155,7 @@ pub async fn build(
         seq: previous.map_or(1, |p| p.seq + 1),
         owner: owner.address().to_string(),
         created_at_ms: now_ms(),
-        roles: role_keys(cfg)?,
+        roles: role_keys(cfg, create_keys)?,
         model: model_spec(cfg, shared)?,
         env: Some(env),
         sampling: cfg.sampling.spec(),
@@ -257,29 +265,42 @@ pub async fn establish(
     shared: &SharedCompute,
     sign: bool,
 ) -> anyhow::Result<Arc<NetworkManifest>> {
-    let network_id = cfg.network_id();
     if sign {
-        let owner = keys::load_or_create(&cfg.owner_key_path())?;
-        anyhow::ensure!(
-            cfg.network.owner.is_empty() || cfg.network.owner == owner.address(),
-            "{}: [network] owner = {} but the owner key {} is {}: point owner_key_file at the owner's key or fix the address",
-            cfg.source.display(),
-            cfg.network.owner,
-            cfg.owner_key_path().display(),
-            owner.address()
-        );
-        let previous = latest(bus, owner.address(), Some(&network_id)).await?;
-        let manifest = build(cfg, bus, shared, &owner, previous.as_ref()).await?;
-        if previous
-            .as_ref()
-            .is_none_or(|p| !same_content(p, &manifest))
-        {
-            tracing::info!(seq = manifest.seq, network = %network_id, "publishing the network manifest");
-            publish(bus, &owner, manifest).await?;
-        }
+        sign_and_publish(cfg, bus, shared, true).await?;
     }
     let owner = pinned_owner(cfg)?;
-    install_latest(bus, &owner, Some(&network_id)).await
+    install_latest(bus, &owner, Some(&cfg.network_id())).await
+}
+
+/// As the owner: build the manifest from cluster.toml and publish it when its content
+/// changed. Returns the newest manifest (published now or before). `create_keys`: see
+/// [`role_keys`].
+pub async fn sign_and_publish(
+    cfg: &ClusterConfig,
+    bus: &Bus,
+    shared: &SharedCompute,
+    create_keys: bool,
+) -> anyhow::Result<NetworkManifest> {
+    let network_id = cfg.network_id();
+    let owner = keys::load_or_create(&cfg.owner_key_path())?;
+    anyhow::ensure!(
+        cfg.network.owner.is_empty() || cfg.network.owner == owner.address(),
+        "{}: [network] owner = {} but the owner key {} is {}: point owner_key_file at the owner's key or fix the address",
+        cfg.source.display(),
+        cfg.network.owner,
+        cfg.owner_key_path().display(),
+        owner.address()
+    );
+    let previous = latest(bus, owner.address(), Some(&network_id)).await?;
+    let manifest = build(cfg, bus, shared, &owner, previous.as_ref(), create_keys).await?;
+    match previous {
+        Some(p) if same_content(&p, &manifest) => Ok(p),
+        _ => {
+            tracing::info!(seq = manifest.seq, network = %network_id, "publishing the network manifest");
+            publish(bus, &owner, manifest.clone()).await?;
+            Ok(manifest)
+        }
+    }
 }
 
 /// Install the newest manifest `owner` signed and follow the stream for newer ones.
