@@ -13,6 +13,7 @@ use bytes::Bytes;
 use messages::subjects as subj;
 use messages::{Envelope, Hash32, Identity, SignedMessage};
 
+use crate::bus_auth::Credentials;
 use crate::metrics::Metrics;
 use crate::trust::{Refusal, Trust};
 
@@ -54,16 +55,33 @@ pub struct MsgMeta {
 }
 
 impl Bus {
+    /// Connect without credentials (a server without authorization).
     pub async fn connect(
         url: &str,
         name: &str,
         metrics: Arc<Metrics>,
         max_message_bytes: usize,
     ) -> Result<Self, BusError> {
+        Self::connect_with(url, name, metrics, max_message_bytes, &Credentials::None).await
+    }
+
+    /// Connect as the identity `credentials` name (see [`crate::bus_auth`]).
+    pub async fn connect_with(
+        url: &str,
+        name: &str,
+        metrics: Arc<Metrics>,
+        max_message_bytes: usize,
+        credentials: &Credentials,
+    ) -> Result<Self, BusError> {
         let m = metrics.clone();
         let (connected, connections) = tokio::sync::watch::channel(0u64);
         let connected = Arc::new(connected);
-        let client = async_nats::ConnectOptions::new()
+        let client = credentials
+            .connect_options()
+            .map_err(|e| BusError::Connect {
+                url: url.to_string(),
+                detail: e.to_string(),
+            })?
             .name(name)
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -330,6 +348,9 @@ impl ReplayState {
             let s = get_stream(&js, &stream).await?;
             let consumer = s
                 .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                    // Named: the bus permissions grant non-admins only named ephemeral
+                    // creates on streams with durable consumers (messages::bus_permissions).
+                    name: Some(format!("reader_{:016x}", rand::random::<u64>())),
                     filter_subject: filter.clone(),
                     deliver_policy: deliver,
                     ..Default::default()

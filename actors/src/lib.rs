@@ -5,6 +5,7 @@
 //! stops), and the [`supervisor`] module ties roles into one tree per process.
 
 pub mod bus;
+pub mod bus_auth;
 pub mod checkpoints;
 pub mod compute;
 pub mod metrics;

@@ -235,6 +235,20 @@ pub const NATS_EVENTS: Family = family(
     "NATS client events (connected, disconnected, ...)",
     "all",
 );
+pub const AUTH_LOGINS: Family = family(
+    "grail_auth_logins_total",
+    Counter,
+    &["kind"],
+    "Outside-miner NATS logins the gatekeeper admitted: `new` (first login of a hotkey) or `returning`",
+    "gatekeeper",
+);
+pub const AUTH_REFUSALS: Family = family(
+    "grail_auth_refusals_total",
+    Counter,
+    &["reason"],
+    "NATS logins the gatekeeper refused, by reason",
+    "gatekeeper",
+);
 pub const ROLES_ALIVE: Family = family(
     "grail_roles_alive",
     GaugeKind,
@@ -271,6 +285,8 @@ pub const FAMILIES: &[Family] = &[
     CHECKPOINT_HANDOVER_SECONDS,
     CHECKPOINT_SEQ,
     NATS_EVENTS,
+    AUTH_LOGINS,
+    AUTH_REFUSALS,
 ];
 
 /// Families of the `process` collector (registered on Linux only; all unlabelled).
@@ -407,6 +423,9 @@ pub struct Metrics {
     /// Checkpoint sequence each role published (publisher) or has loaded.
     pub checkpoint_seq: IntGaugeVec,
     pub nats_events: IntCounterVec,
+    /// Gatekeeper: admitted and refused outside-miner logins.
+    pub auth_logins: IntCounterVec,
+    pub auth_refusals: IntCounterVec,
     pub roles_alive: IntGaugeVec,
 }
 
@@ -457,6 +476,8 @@ impl Metrics {
             ),
             checkpoint_seq: int_gauge_vec(r, &CHECKPOINT_SEQ),
             nats_events: counter_vec(r, &NATS_EVENTS),
+            auth_logins: counter_vec(r, &AUTH_LOGINS),
+            auth_refusals: counter_vec(r, &AUTH_REFUSALS),
             roles_alive: int_gauge_vec(r, &ROLES_ALIVE),
             registry,
         }
@@ -550,6 +571,10 @@ mod tests {
             .with_label_values(&values(&CHECKPOINT_SEQ))
             .set(1);
         m.nats_events.with_label_values(&values(&NATS_EVENTS)).inc();
+        m.auth_logins.with_label_values(&values(&AUTH_LOGINS)).inc();
+        m.auth_refusals
+            .with_label_values(&values(&AUTH_REFUSALS))
+            .inc();
         m.roles_alive
             .with_label_values(&values(&ROLES_ALIVE))
             .set(1);

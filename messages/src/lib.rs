@@ -9,6 +9,7 @@
 //! * [`manifest`]: the owner-signed network manifest: who may sign which kind, and limits.
 //! * [`validate`]: bounds on every wire field that reaches a subject, key, index or token id.
 
+pub mod bus_permissions;
 pub mod codec;
 pub mod envelope;
 pub mod identity;

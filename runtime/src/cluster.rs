@@ -35,10 +35,10 @@ pub struct RunningRoles {
     pub actors: Vec<(&'static str, String, Addr<RoleActor>)>,
 }
 
-/// Start every role of `cfg` (or only `only`) as supervised actors on `bus`.
+/// Start every role of `cfg` (or only `only`) as supervised actors, each on its bus.
 pub async fn start_roles(
     cfg: &ClusterConfig,
-    bus: &Bus,
+    buses: &crate::auth::RoleBuses,
     only: Option<&str>,
 ) -> anyhow::Result<RunningRoles> {
     let shared = Arc::new(SharedCompute::new(cfg));
@@ -54,7 +54,8 @@ pub async fn start_roles(
             let identity = keys::load_or_create(&key_path(cfg, role, Some(section), i))?;
             let instance = format!("{role}-{i}");
             let ctx = RoleCtx {
-                bus: bus.clone(),
+                // Each role identity on its own connection and credentials.
+                bus: buses.bus(role, &identity).await?,
                 identity,
                 role,
                 instance: instance.clone(),

@@ -139,6 +139,14 @@ impl SharedCompute {
     /// The checkpoint store named by `[checkpoints] store`.
     pub async fn store(&self, bus: &Bus) -> anyhow::Result<Arc<dyn CheckpointStore>> {
         let store = &self.cfg.checkpoints.store;
+        if store == "nats" {
+            // Not shared: each role reaches the object store on its own connection, with its
+            // own bus permissions (only the trainer and publisher may write).
+            let s = NatsObjectStore::open(&bus.js).await.with_context(|| {
+                "[checkpoints] store = \"nats\": the object store is missing (run `grail streams`)"
+            })?;
+            return Ok(Arc::new(s));
+        }
         self.store
             .get_or_try_init(|| async {
                 let s: Arc<dyn CheckpointStore> = if store == "nats" {

@@ -95,6 +95,14 @@ pub struct NatsSection {
     pub storage: String,
     /// How long streams keep messages, in hours.
     pub retention_hours: u64,
+    /// Authenticated, least-privilege bus for `grail up`'s embedded server (credentials in
+    /// `run_dir/auth/`). An external server (`url`) uses `credentials_dir` instead.
+    pub auth: bool,
+    /// Directory written by `grail nats-config` (operator nkey seeds): roles connect with
+    /// `<dir>/<role>.nk`, miners log in with their hotkey. Relative to this file.
+    pub credentials_dir: Option<PathBuf>,
+    /// Hotkeys never seen before that the gatekeeper admits per minute.
+    pub max_new_miners_per_minute: u32,
 }
 
 impl Default for NatsSection {
@@ -104,6 +112,9 @@ impl Default for NatsSection {
             max_message_bytes: messages::DEFAULT_MAX_MESSAGE_BYTES,
             storage: "file".into(),
             retention_hours: 24,
+            auth: true,
+            credentials_dir: None,
+            max_new_miners_per_minute: 60,
         }
     }
 }
@@ -366,6 +377,22 @@ impl ClusterConfig {
                     "nats.url",
                     format!("{url:?} is not a NATS URL"),
                     "use nats://HOST:PORT, or remove the key to run an embedded server",
+                ));
+            }
+        }
+        if self.nats.max_new_miners_per_minute == 0 {
+            return Err(self.invalid(
+                "nats.max_new_miners_per_minute",
+                "is 0 (no outside miner could ever log in)",
+                "use e.g. 60",
+            ));
+        }
+        if let Some(dir) = &self.nats.credentials_dir {
+            if !self.base_dir.join(dir).is_dir() {
+                return Err(self.invalid(
+                    "nats.credentials_dir",
+                    format!("{} is not a directory", self.base_dir.join(dir).display()),
+                    "run `grail nats-config --config FILE --out DIR` and copy DIR here (each box needs only its roles' .nk files), or remove the key to connect without credentials",
                 ));
             }
         }

@@ -1,6 +1,7 @@
 //! grail-runtime: the `grail` binary's library half — CLI plumbing, cluster.toml, NATS wiring,
 //! the embedded nats-server and the /metrics endpoint. Integration tests use it directly.
 
+pub mod auth;
 pub mod cluster;
 pub mod compute;
 pub mod config;

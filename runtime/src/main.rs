@@ -64,6 +64,24 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Write an authenticated nats-server config and operator credentials for an external
+    /// server: DIR/nats-server.conf, DIR/<role>.nk (0600) and DIR/issuer.nk. Existing seeds
+    /// in DIR are kept. Point `[nats] credentials_dir` at DIR (each box needs only its roles').
+    NatsConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        out: PathBuf,
+        /// Address the server listens on.
+        #[arg(long, default_value = "0.0.0.0:4222")]
+        listen: String,
+        /// JetStream store directory of the server.
+        #[arg(long, default_value = "/var/lib/nats/jetstream")]
+        store_dir: PathBuf,
+    },
+    /// Run the gatekeeper alone: the auth-callout service that admits outside miners by their
+    /// hotkey (needs gatekeeper.nk and issuer.nk in `[nats] credentials_dir`).
+    Gatekeeper(ConfigArg),
     /// Print grail messages matching a subject pattern as JSON lines.
     Tail {
         /// Subject pattern, e.g. 'grail.>' or 'grail.rollout.12.*'.
@@ -219,11 +237,66 @@ fn main() -> anyhow::Result<()> {
             stream,
             limit,
         } => {
+            // With credentials (the admin's) when cluster.toml names an authenticated bus.
+            let cfg = load(&config);
+            let creds = match &cfg {
+                Ok(cfg) => grail_runtime::auth::operator_credentials(
+                    cfg,
+                    messages::bus_permissions::BusIdentity::Admin,
+                ),
+                Err(_) => Default::default(),
+            };
             let url = match url {
                 Some(u) => u,
-                None => up::resolve_url(&load(&config)?)?,
+                None => up::resolve_url(&cfg?)?,
             };
-            tokio::runtime::Runtime::new()?.block_on(up::tail(&url, &pattern, stream, limit))
+            tokio::runtime::Runtime::new()?
+                .block_on(up::tail(&url, &creds, &pattern, stream, limit))
+        }
+        Command::NatsConfig {
+            config,
+            out,
+            listen,
+            store_dir,
+        } => {
+            let cfg = load(&config)?;
+            let files = grail_runtime::auth::AuthFiles::ensure(&out)?;
+            let conf = grail_runtime::auth::setup::server_config(
+                &files,
+                &listen,
+                &store_dir,
+                cfg.nats.max_message_bytes,
+            )?;
+            let path = out.join("nats-server.conf");
+            std::fs::write(&path, conf).with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "wrote {} and the credentials in {}",
+                path.display(),
+                out.display()
+            );
+            println!("start the server: nats-server -c {}", path.display());
+            println!("then set [nats] url and credentials_dir = {:?} in {}, run `grail streams --config {}` and `grail gatekeeper --config {}`",
+                out.display().to_string(), config.config.display(), config.config.display(), config.config.display());
+            Ok(())
+        }
+        Command::Gatekeeper(c) => {
+            let cfg = load(&c)?;
+            let url = up::resolve_url(&cfg)?;
+            actix::System::new().block_on(async move {
+                let metrics = std::sync::Arc::new(actors::metrics::Metrics::new());
+                if let Some(listen) = &cfg.metrics.listen {
+                    let addr = grail_runtime::metrics_server::serve(listen.parse()?, metrics.clone()).await?;
+                    tracing::info!(%addr, "serving /metrics");
+                }
+                anyhow::ensure!(
+                    grail_runtime::auth::start_gatekeeper(&cfg, &url, metrics).await?,
+                    "{}: no gatekeeper credentials: set [nats] credentials_dir to the directory `grail nats-config` wrote (it needs gatekeeper.nk and issuer.nk)",
+                    c.config.display()
+                );
+                println!("grail gatekeeper: admitting miners of network {} on {url} (Ctrl-C to stop)", cfg.network_id());
+                tokio::signal::ctrl_c().await?;
+                Ok(())
+            })
         }
         Command::Keys { action } => match action {
             KeysAction::New { out } => {

@@ -93,6 +93,12 @@ pub struct EmbeddedOptions {
 
 impl EmbeddedNats {
     pub fn start(opts: EmbeddedOptions) -> Result<Self, NatsServerError> {
+        Self::start_with(opts, "")
+    }
+
+    /// Start with `extra_config` appended to the generated config (e.g. the authorization
+    /// block of [`crate::auth::AuthFiles::server_block`]).
+    pub fn start_with(opts: EmbeddedOptions, extra_config: &str) -> Result<Self, NatsServerError> {
         let binary = find_binary()?;
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -111,7 +117,7 @@ impl EmbeddedNats {
             (opts.max_payload * 8).max(64 << 20),
             ports_dir.display(),
             dir.join("jetstream").display(),
-        );
+        ) + extra_config;
         std::fs::File::create(&conf_path)
             .and_then(|mut f| f.write_all(conf.as_bytes()))
             .map_err(io(&conf_path))?;

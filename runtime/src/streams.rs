@@ -1,5 +1,6 @@
-//! JetStream topology: streams, KV and object-store buckets, created or updated idempotently
-//! (`grail streams`, and at the start of `grail up` and every role).
+//! JetStream topology: streams, KV and object-store buckets and the durable consumers,
+//! created or updated idempotently by the admin (`grail streams`, the start of `grail up`);
+//! a role started alone only [`check`]s it.
 
 use std::time::Duration;
 
@@ -74,6 +75,9 @@ pub const STREAMS: [(&str, &str, &str); 6] = [
         "owner-signed network manifests (kept forever)",
     ),
 ];
+
+/// Ack wait of the verifiers' shared consumer (the verifier role's setting in cluster.rs).
+pub const VERIFIER_ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// What `ensure` found or made, for `grail streams` to print.
 #[derive(Debug)]
@@ -184,8 +188,70 @@ pub async fn ensure(
         })?;
     }
     lines.push(format!("object {objects}"));
+    // Durable consumers are topology too: roles only bind to them (bus permissions).
+    for (stream, consumer, made) in [
+        (
+            subj::STREAM_ROLLOUTS,
+            subj::CONSUMER_VERIFIERS,
+            actors::roles::verifier::verifier_consumer(js, VERIFIER_ACK_WAIT)
+                .await
+                .map(|_| ()),
+        ),
+        (
+            subj::STREAM_CHECKPOINTS,
+            subj::CONSUMER_PUBLISHER,
+            actors::roles::publisher::candidate_consumer(
+                js,
+                actors::roles::publisher::PublisherConfig::default().ack_wait,
+            )
+            .await
+            .map(|_| ()),
+        ),
+    ] {
+        made.map_err(|e| TopologyError::Create {
+            what: "durable consumer",
+            name: format!("{stream}/{consumer}"),
+            detail: format!("{e:#}"),
+        })?;
+        lines.push(format!("durable consumer {consumer} on {stream}"));
+    }
     Ok(TopologyReport {
         server_max_payload: server,
         lines,
     })
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the JetStream topology is incomplete: {what} {name}: {detail} (run `grail streams --config FILE` once with the admin credentials, or start `grail up`, which creates it)")]
+pub struct TopologyMissing {
+    pub what: &'static str,
+    pub name: String,
+    pub detail: String,
+}
+
+/// Check, without changing anything, that every stream, KV bucket and the object store
+/// exist: what a role started alone does (it has no right to create them).
+pub async fn check(js: &jetstream::Context) -> Result<(), TopologyMissing> {
+    let missing = |what: &'static str, name: &str| {
+        let name = name.to_string();
+        move |e: &dyn std::fmt::Display| TopologyMissing {
+            what,
+            name,
+            detail: e.to_string(),
+        }
+    };
+    for (name, _, _) in STREAMS {
+        js.get_stream(name)
+            .await
+            .map_err(|e| missing("stream", name)(&e))?;
+    }
+    for bucket in [subj::KV_CLOCK, subj::KV_STATE] {
+        js.get_key_value(bucket)
+            .await
+            .map_err(|e| missing("kv bucket", bucket)(&e))?;
+    }
+    js.get_object_store(subj::OBJECTS_CHECKPOINTS)
+        .await
+        .map_err(|e| missing("object store", subj::OBJECTS_CHECKPOINTS)(&e))?;
+    Ok(())
 }

@@ -10,6 +10,7 @@ use actors::metrics::Metrics;
 use futures::StreamExt;
 use messages::subjects as subj;
 
+use crate::auth::RoleBuses;
 use crate::cluster::start_roles;
 use crate::config::ClusterConfig;
 use crate::nats_server::{EmbeddedNats, EmbeddedOptions};
@@ -52,11 +53,19 @@ pub fn run(cfg: ClusterConfig, opts: UpOptions) -> anyhow::Result<()> {
         Some(_) => None,
         None if opts.only_role.is_some() => None,
         None => {
-            let server = EmbeddedNats::start(EmbeddedOptions {
-                dir: cfg.run_dir().join("nats"),
-                max_payload: cfg.nats.max_message_bytes,
-                port: 0,
-            })?;
+            // Authenticated unless `[nats] auth = false`: operator nkeys in run_dir/auth.
+            let auth = match crate::auth::credentials_dir(&cfg) {
+                Some(dir) => crate::auth::AuthFiles::ensure(dir)?.server_block()?,
+                None => String::new(),
+            };
+            let server = EmbeddedNats::start_with(
+                EmbeddedOptions {
+                    dir: cfg.run_dir().join("nats"),
+                    max_payload: cfg.nats.max_message_bytes,
+                    port: 0,
+                },
+                &auth,
+            )?;
             std::fs::write(url_file(&cfg), server.url())?;
             tracing::info!(
                 url = server.url(),
@@ -80,14 +89,18 @@ pub fn run(cfg: ClusterConfig, opts: UpOptions) -> anyhow::Result<()> {
 
 async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let bus = Bus::connect(
-        &url,
-        &format!("grail-{}", cfg.cluster.name),
-        metrics.clone(),
-        cfg.nats.max_message_bytes,
-    )
-    .await?;
-    ensure(&bus.client, &bus.js, &topology(&cfg)).await?;
+    // One connection per role identity (one shared connection when the bus has no auth).
+    let buses = RoleBuses::new(&cfg, &url, metrics.clone(), Default::default());
+    if opts.only_role.is_none() {
+        crate::auth::start_gatekeeper(&cfg, &url, metrics.clone()).await?;
+    }
+    let bus = buses.control(opts.only_role.as_deref()).await?;
+    // The admin makes the topology; a role started alone only checks it.
+    if opts.only_role.is_none() {
+        ensure(&bus.client, &bus.js, &topology(&cfg)).await?;
+    } else {
+        crate::streams::check(&bus.js).await?;
+    }
     // `grail up` (every role) signs the manifest as the owner; a single role only pins it.
     let signs = opts.only_role.is_none();
     let manifest =
@@ -98,7 +111,7 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
         let addr = crate::metrics_server::serve(listen.parse()?, metrics.clone()).await?;
         tracing::info!(%addr, "serving /metrics");
     }
-    let roles = start_roles(&cfg, &bus, opts.only_role.as_deref()).await?;
+    let roles = start_roles(&cfg, &buses, opts.only_role.as_deref()).await?;
     println!(
         "grail up: {} role actors on {url} (Ctrl-C to stop)",
         roles.actors.len()
@@ -118,18 +131,19 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
             }
         }
     }
-    let _ = bus.client.flush().await;
+    buses.flush().await;
     actix::System::current().stop();
     Ok(())
 }
 
 /// `grail streams`: create or verify the topology and print it.
 pub async fn streams(url: &str, cfg: &ClusterConfig) -> anyhow::Result<()> {
-    let bus = Bus::connect(
+    let bus = Bus::connect_with(
         url,
         "grail-streams",
         Arc::new(Metrics::new()),
         cfg.nats.max_message_bytes,
+        &crate::auth::operator_credentials(cfg, messages::bus_permissions::BusIdentity::Admin),
     )
     .await?;
     let report = ensure(&bus.client, &bus.js, &topology(cfg)).await?;
@@ -141,8 +155,14 @@ pub async fn streams(url: &str, cfg: &ClusterConfig) -> anyhow::Result<()> {
 }
 
 /// `grail tail`: print decoded grail messages as JSON lines.
-pub async fn tail(url: &str, pattern: &str, from_stream: bool, limit: usize) -> anyhow::Result<()> {
-    let client = async_nats::connect(url).await?;
+pub async fn tail(
+    url: &str,
+    creds: &actors::bus_auth::Credentials,
+    pattern: &str,
+    from_stream: bool,
+    limit: usize,
+) -> anyhow::Result<()> {
+    let client = creds.connect_options()?.connect(url).await?;
     let mut printed = 0usize;
     let mut print = |subject: &str, payload: &[u8]| {
         let decoded = messages::envelope::to_json(payload, messages::DEFAULT_MAX_MESSAGE_BYTES);
