@@ -67,8 +67,8 @@ def _serve():
             payload = frame(encode(message, remote_of))
         except CodecError as error:
             payload = frame(encode(("unencodable", message[1], str(error)[:200])))
-        except RecursionError:
-            payload = frame(encode(("unencodable", message[1], "nested too deeply")))
+        except (RecursionError, MemoryError):
+            payload = frame(encode(("unencodable", message[1], "too deep or too large")))
         view = memoryview(payload)
         while view:
             written = write(_REPLIES_FD, view)

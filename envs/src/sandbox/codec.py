@@ -100,6 +100,7 @@ def _encode(value, out, depth, budget, remote_of):
     elif kind is bool:
         out.append(b"T" if value else b"F")
     elif kind is int:
+        _charge(budget, int.bit_length(value) // 8)
         raw = int.to_bytes(value, (int.bit_length(value) + 8) // 8, "big", signed=True)
         _charge(budget, len(raw))
         out.append(b"i" + _U32.pack(len(raw)) + raw)
@@ -108,6 +109,7 @@ def _encode(value, out, depth, budget, remote_of):
     elif kind is complex:
         out.append(b"c" + _C128.pack(value.real, value.imag))
     elif kind is str:
+        _charge(budget, str.__len__(value))  # at least one byte per character
         raw = str.encode(value, "utf-8", "surrogatepass")
         _charge(budget, len(raw))
         out.append(b"s" + _U32.pack(len(raw)) + raw)

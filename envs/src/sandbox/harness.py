@@ -46,7 +46,9 @@ class _BadArgument(Exception):
 
 
 class CandidateError(Exception):
-    """The candidate raised an exception that is not a builtin one (only its name crosses)."""
+    """The candidate raised; only the exception's type name (`kind`) and a message cross."""
+
+    kind = "?"
 
 
 _EXCEPTION_CLASSES = {}
@@ -56,15 +58,20 @@ def _candidate_exception(name, message):
     """The exception to raise in the tests for one the candidate raised: a subclass of the
     builtin exception of that name (so tests that expect e.g. ValueError still work) and of
     CandidateError, else plain CandidateError. Only the name and a message cross."""
-    base = getattr(builtins, name, None) if type(name) is str else None
-    if not (isinstance(base, type) and issubclass(base, Exception)):
-        return CandidateError(message)
-    try:
-        if name not in _EXCEPTION_CLASSES:
-            _EXCEPTION_CLASSES[name] = type("Candidate" + name, (base, CandidateError), {})
-        return _EXCEPTION_CLASSES[name](message)
-    except Exception:
-        return CandidateError(message)
+    name = name[:80] if type(name) is str and name.isidentifier() else "?"
+    base = getattr(builtins, name, None)
+    error = None
+    if isinstance(base, type) and issubclass(base, Exception):
+        try:
+            if name not in _EXCEPTION_CLASSES:
+                _EXCEPTION_CLASSES[name] = type("Candidate" + name, (base, CandidateError), {})
+            error = _EXCEPTION_CLASSES[name](message)
+        except Exception:
+            error = None
+    if error is None:
+        error = CandidateError(message)
+    error.kind = name
+    return error
 
 
 def _make_undumpable():
@@ -154,6 +161,11 @@ class _Channel(object):
         try:
             self._send(payload, limit)
             return self.receive(limit, allow_remote)
+        except _ChannelDead:
+            # The channel's fault names the cause; drop the test timer (and a pending alarm).
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.sigtimedwait([signal.SIGALRM], 0)
+            raise
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGALRM])
 
@@ -228,6 +240,8 @@ def _main():
     _make_undumpable()
 
     def report(message):
+        # One line per message, whatever a candidate-supplied detail contains.
+        message = message.replace("\r", " ").replace("\n", " ")
         try:
             os.write(_RESULTS_FD, (nonce + " " + message + "\n").encode("utf-8", "replace"))
         except OSError:
@@ -365,7 +379,7 @@ def _main():
         except _BadArgument:
             outcome = "bad_argument"
         except CandidateError as error:
-            outcome = "raised " + type(error).__name__[len("Candidate"):] if type(error) is not CandidateError else "raised ?"
+            outcome = "raised " + error.kind
         except BaseException as error:
             outcome = "fail " + type(error).__name__
         if kind == "test":

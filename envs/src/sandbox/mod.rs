@@ -563,17 +563,25 @@ impl ChildSetup {
             check(libc::setsid())?;
             // Move every source above the targets first (a source may sit on another's
             // target number), then onto its target; the moved copies are close-on-exec.
+            // The Landlock ruleset too: its number may be one of the targets.
+            let ruleset_fd = match self.ruleset_fd {
+                Some(fd) => Some(check(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 16))?),
+                None => None,
+            };
             let mut moved = [-1; MAX_EXTRA_FDS];
             for (slot, (source, _)) in self.fd_map.iter().enumerate() {
                 if *source >= 0 {
                     moved[slot] = check(libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, 16))?;
                 }
             }
+            let mut first_unmapped = 3;
             for (slot, (_, target)) in self.fd_map.iter().enumerate() {
                 if moved[slot] >= 0 {
                     check(libc::dup2(moved[slot], *target))?;
+                    first_unmapped = first_unmapped.max(*target + 1);
                 }
             }
+            close_others_on_exec(first_unmapped);
             match self.net {
                 Some(NetNamespace::Direct) => {
                     check(libc::unshare(libc::CLONE_NEWNET))?;
@@ -592,14 +600,50 @@ impl ChildSetup {
             }
             drop_capabilities();
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-        }
-        if let Some(fd) = self.ruleset_fd {
-            landlock::restrict_self(fd)?;
+            if let Some(fd) = ruleset_fd {
+                landlock::restrict_self(fd)?;
+            }
         }
         if let Some(filter) = self.seccomp.as_mut() {
             filter.install()?;
         }
         Ok(())
+    }
+}
+
+/// Marks every descriptor from `first` up close-on-exec, so the program inherits only 0-2 and
+/// the mapped ones, never a descriptor the parent process happened to inherit without
+/// `FD_CLOEXEC` (a socket of the launcher, ...). Marking instead of closing keeps the standard
+/// library's exec-error pipe working. Child side, async-signal-safe.
+fn close_others_on_exec(first: RawFd) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: plain syscalls on descriptor numbers in the forked child.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
+            return;
+        }
+        // Kernels before 5.11: walk the descriptor table up to the soft limit (bounded).
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let last = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur.min(1 << 16) as RawFd
+        } else {
+            1 << 16
+        };
+        for fd in first..last {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
     }
 }
 

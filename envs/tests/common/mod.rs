@@ -40,3 +40,15 @@ pub fn spread(n: u64, count: u64) -> Vec<u64> {
     let count = count.min(n).max(1);
     (0..count).map(|i| i * n / count).collect()
 }
+
+/// The datasets root holding `relative`; panics (never skips) when it is absent, for tests whose
+/// point would be lost by silently passing without data.
+pub fn data_dir_or_fail(relative: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets");
+    assert!(
+        dir.join(relative).is_file(),
+        "{relative} not found under {}: this test needs the datasets (see ../shared/datasets/README.md)",
+        dir.display()
+    );
+    dir
+}
