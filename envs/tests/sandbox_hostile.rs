@@ -146,10 +146,23 @@ fn hostile_completions_are_contained() {
         &["assert len(open('/etc/passwd').read()) > 0"],
         "```python\nx = 1\n```",
     );
+    // The same read from the completion's own process.
+    let read_by_completion = score_python(
+        &sandbox,
+        1.0,
+        "",
+        &ASSERTS,
+        "```python\nsecret = open('/etc/passwd').read()\ndef add(a, b):\n    return a + b\n```",
+    );
     if caps.landlock_abi.is_some() {
         assert!(
             !read.success,
             "reading /etc/passwd must fail under Landlock: {read:?}"
+        );
+        assert_eq!(
+            read_by_completion.component("tests"),
+            Some(0.0),
+            "{read_by_completion:?}"
         );
         assert!(!pwned.exists(), "write outside the work dir succeeded");
     } else {

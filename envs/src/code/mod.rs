@@ -557,3 +557,101 @@ pub(crate) fn code_env(
         settings,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NONCE: &str = "0123456789abcdef0123456789abcdef";
+
+    fn parse(lines: &[&str], exit: Exit) -> TestReport {
+        let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+        parse_results(NONCE, text.as_bytes(), None, exit)
+    }
+
+    #[test]
+    fn results_count_only_under_the_nonce_in_order() {
+        let n = NONCE;
+        let all_pass = parse(
+            &[
+                &format!("{n} total 2"),
+                &format!("{n} loaded"),
+                &format!("{n} test 0 pass"),
+                &format!("{n} test 1 pass"),
+                &format!("{n} done"),
+            ],
+            Exit::Code(0),
+        );
+        assert!(all_pass.success(), "{all_pass:?}");
+
+        // Lines without the nonce (or with another one) change nothing.
+        let forged = parse(
+            &[
+                &format!("{n} total 2"),
+                "0000000000000000 test 0 pass",
+                &format!("{n}x test 0 pass"),
+                &format!(" {n} test 1 pass"),
+                &format!("{n} test 0 fail AssertionError"),
+                &format!("{n} test 1 pass"),
+                &format!("{n} done"),
+            ],
+            Exit::Code(0),
+        );
+        assert_eq!((forged.passed, forged.total), (1, 2));
+        assert_eq!(
+            forged.failure,
+            Some(CodeFailure::TestFailed {
+                index: 0,
+                outcome: TestOutcome::Failed("AssertionError".into())
+            })
+        );
+
+        // A repeated or skipped index is a harness error, never an extra pass.
+        let repeated = parse(
+            &[
+                &format!("{n} total 2"),
+                &format!("{n} test 0 pass"),
+                &format!("{n} test 0 pass"),
+                &format!("{n} done"),
+            ],
+            Exit::Code(0),
+        );
+        assert_eq!(repeated.passed, 1);
+        assert!(matches!(
+            repeated.failure,
+            Some(CodeFailure::HarnessError(_))
+        ));
+
+        // No "done": incomplete, with how the harness ended.
+        let cut = parse(
+            &[&format!("{n} total 2"), &format!("{n} test 0 pass")],
+            Exit::TimedOut,
+        );
+        assert_eq!(cut.passed, 1);
+        assert_eq!(
+            cut.failure,
+            Some(CodeFailure::Incomplete {
+                exit: Exit::TimedOut
+            })
+        );
+        assert!(!cut.success());
+
+        // A fatal report wins over everything after it; zero tests is never a success.
+        let fatal = parse(
+            &[
+                &format!("{n} total 3"),
+                &format!("{n} fatal candidate_unresponsive"),
+            ],
+            Exit::Code(0),
+        );
+        assert_eq!(
+            fatal.failure,
+            Some(CodeFailure::Channel(ChannelFault::CandidateUnresponsive))
+        );
+        let empty = parse(
+            &[&format!("{n} total 0"), &format!("{n} done")],
+            Exit::Code(0),
+        );
+        assert!(!empty.success());
+    }
+}
