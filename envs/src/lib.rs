@@ -4,7 +4,8 @@
 //! same [`Problem`] on every machine (in-crate SplitMix64, never `rand`'s unspecified algorithms,
 //! dataset rows picked by `seed mod N`), and [`Environment::score`] maps a completion to a
 //! [`Reward`] deterministically. Code environments run the completion in a sandboxed `python3`
-//! subprocess ([`sandbox`]); everything else is plain string work.
+//! subprocess ([`sandbox`]) that the tests, in a second sandboxed process, can only call with
+//! plain data ([`code`] says what is trusted and why); everything else is plain string work.
 //!
 //! Environments: `arith` (toy task a tiny random model learns from scratch), `sat` (planted
 //! 3-SAT), `gsm8k`, `math` (MATH / MATH-500), `mbpp`, `humaneval`. Build one from a

@@ -4,7 +4,9 @@
 //! function stub (signature + docstring) to complete. The program run is the stub followed by
 //! the extracted code: a completion that re-defines the function replaces the stub (helpers the
 //! stub defines stay available), one that only continues the body completes it. Tests: each
-//! assert-bearing statement of `check(candidate)`, with `candidate` bound to the entry point.
+//! assert-bearing statement of `check(candidate)`, with `candidate` bound to a proxy of the
+//! entry point; they run in the trusted harness (see [`super`]), with the stub's own helpers
+//! (e.g. `poly`, `encode_cyclic`), never the completion's.
 
 use super::{code_env, CodeEnv, CodeTask, SandboxSettings, SANDBOX_PARAMS};
 use crate::data::{self, parse_jsonl, resolve};

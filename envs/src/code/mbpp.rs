@@ -6,7 +6,9 @@
 //!
 //! Prompt: the task text, the tested function's signature (the `def` line of the reference
 //! solution) and the first test as an example. Tests: `test_setup_code` as setup, then every
-//! `test_list` assert separately.
+//! `test_list` assert separately, in the trusted harness (see [`super`]); the entry point (the
+//! signature's function, which may shadow a builtin: task 126's `sum`) and every other name the
+//! tests take from the solution (task 601's `Pair`, 367's and 927's `Node`) are proxies to it.
 
 use super::{code_env, CodeEnv, CodeTask, SandboxSettings, SANDBOX_PARAMS};
 use crate::data::{self, parse_jsonl, resolve};

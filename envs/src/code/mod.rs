@@ -2,15 +2,58 @@
 //!
 //! # Reward
 //! The code is [`crate::parse::extract_code`] of the completion (last ```python block, or the
-//! `<SOLUTION>` content, or the raw text). One sandboxed process runs it, then every test
-//! separately (MBPP: each `assert` of `test_list`; HumanEval: each assert-bearing statement of
-//! `check(candidate)`, trivially true `assert True` lines excluded), each with its own timeout.
+//! `<SOLUTION>` content, or the raw text). Tests: MBPP: each `assert` of `test_list`, after
+//! `test_setup_code`; HumanEval: each assert-bearing statement of `check(candidate)` (trivially
+//! true `assert True` lines excluded), each with its own time budget (`test_timeout_s`).
 //! * `tests` (0.9): fraction of tests passed.
 //! * `format` (0.1): the code was in a fenced block or `<SOLUTION>` tag.
 //!
-//! `success` = every test passed. Syntax errors, crashes while loading, timeouts, and code larger
-//! than 256 KiB pass no test (reason given). A sandbox infrastructure failure (cannot spawn
-//! python) also scores 0 with a reason starting `sandbox error`.
+//! `success` = every test passed. Anything else scores the tests it passed, with a typed
+//! [`CodeFailure`] (its text is `Reward::reason`): code over 256 KiB (not run), syntax error,
+//! crash or timeout while loading, missing entry point, a test failing ([`TestOutcome`]: false
+//! assert, exception, timeout, non-plain result, broken channel), the run cut short, or a sandbox
+//! infrastructure failure (`sandbox error`, cannot spawn python).
+//!
+//! # What is trusted, and why a completion cannot forge a pass
+//! Verifiers recompute these rewards, so the reward must depend only on what the completion's
+//! functions *return*, never on what its code does to the process judging it. Each scoring run
+//! is two sandboxed processes ([`crate::sandbox::Sandbox::run_pair`]):
+//!
+//! * The **trusted harness** (`sandbox/harness.py`) runs only dataset code: the tests, MBPP's
+//!   setup, HumanEval's stub (whose helpers, e.g. `poly`, the tests use) and `check`. It alone
+//!   reports results, as `<nonce> test <i> <outcome>` lines on a descriptor only the parent
+//!   reads; the nonce is fresh per run and reaches it on stdin. It is sandboxed like the
+//!   candidate (it runs dataset code, which is not ours either).
+//! * The **candidate** (`sandbox/candidate.py`) runs the completion (after the HumanEval stub) and
+//!   nothing else. It never sees a test, an expected value, the nonce or the result channel; its
+//!   only link is a pipe pair to the harness, and what it prints goes to captured, ignored output.
+//! * Every name the tests read that the completion defines (the entry point, plus names no trusted
+//!   source binds and that are neither builtins nor standard-library modules, e.g. MBPP's `Pair`
+//!   and `Node` classes) is a **proxy** in the harness: calling it sends the arguments as plain
+//!   data, the candidate calls its function and replies with the result as plain data. Builtins
+//!   and modules the tests use are the harness's own, so redefining `len` or `math` in the
+//!   completion changes nothing.
+//! * **Plain data** (`sandbox/codec.py`, hand-written, no pickle/marshal/eval/json): `None`,
+//!   `bool`, `int`, `float`, `complex`, `str`, `bytes`, and `list`/`tuple`/`dict`/`set`/
+//!   `frozenset` of them, of those exact types, at most 4 MiB, 64 levels and 2^20 values per
+//!   reply; a few builtin types by name (a test passing `int`). The harness decodes into fresh
+//!   builtin objects, so always-equal objects, `int`/`str`/`list`/`dict` subclasses with rigged
+//!   `__eq__`/`__hash__`/`__repr__`, generators and objects that change between reads cannot
+//!   exist on the trusted side: such results fail the test (`not_plain_data`). The candidate
+//!   encodes exactly `collections.Counter`/`OrderedDict`/`defaultdict` as the dict they hold
+//!   (honest solutions return them; compared with a dict literal they behave the same).
+//! * Instances of a completion-defined class (MBPP 601's `Pair`, 367's and 927's `Node`) stay in
+//!   the candidate; the harness holds opaque handles that can be passed back as arguments or have
+//!   attributes set and read (forwarded, the values again plain data or handles). A handle equals
+//!   only itself and has no truth value, so it can never stand in for an expected value.
+//! * Timeouts: the candidate bounds each call with its own timer and answers `timeout`; if it
+//!   does not answer within the test's budget plus 0.5 s (timer disabled, stuck in C code) it is
+//!   `candidate_unresponsive` and every later test fails. Exiting, crashing, or writing anything
+//!   but well-formed replies breaks the channel (`candidate_exited`, `channel_corrupt`): 0 for
+//!   that test and all later ones. The parent kills the candidate once the harness is done.
+//!
+//! Measured on the datasets (`cargo run --release -p grail-envs --example bench_envs`): every
+//! MBPP (974/974) and HumanEval (164/164) reference solution still earns full reward.
 
 pub mod humaneval;
 pub mod mbpp;

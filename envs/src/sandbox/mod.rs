@@ -10,33 +10,49 @@
 //!
 //! * `setsid`: the process leads its own process group; on timeout the whole group gets
 //!   `SIGKILL` (`killpg`), and again after every run.
+//! * descriptors: the program inherits 0-2 and the descriptors the run maps for it (3 and up),
+//!   nothing else: every other descriptor is marked close-on-exec (`close_range`), including
+//!   ones the calling process inherited without `FD_CLOEXEC`.
 //! * rlimits: `RLIMIT_CPU` (CPU seconds), `RLIMIT_AS` (memory), `RLIMIT_FSIZE` (largest file it
 //!   may write), `RLIMIT_NOFILE` 64, `RLIMIT_CORE` 0, `RLIMIT_NPROC` (see below).
 //! * network namespace: `unshare(CLONE_NEWNET)` as root, or `CLONE_NEWUSER|CLONE_NEWNET` where
 //!   unprivileged user namespaces are allowed: the process sees only a down loopback device.
 //!   Where neither works (probed once, [`Capabilities::network_namespace`]) this layer is absent.
+//! * capabilities: the bounding, ambient and current sets are emptied, so a program started by
+//!   root runs with no capability (no `CAP_SYS_PTRACE`, `CAP_DAC_OVERRIDE`, ...).
 //! * `no_new_privs`, then Landlock where the kernel has it ([`Capabilities::landlock_abi`]):
 //!   reads only of the Python installation and system library directories, writes only inside
-//!   the work directory (so writing `/tmp/x` or reading `/etc/passwd` fails with `EACCES`), no TCP
-//!   (ABI ≥ 4), no signals to outside processes (ABI ≥ 6).
+//!   the work directory (so writing `/tmp/x` or reading `/etc/passwd` or `/proc` fails with
+//!   `EACCES`), no TCP (ABI ≥ 4), no signals to outside processes (ABI ≥ 6). Each process gets
+//!   its own ruleset, hence its own Landlock domain: it cannot ptrace or signal the other.
 //! * seccomp-BPF ([`Capabilities::seccomp`]): no `fork`/`vfork`/non-thread `clone` (so fork
 //!   bombs and escaping the process group are impossible: the group is always a single
 //!   process), no `socket`/`socketpair`, no `ptrace`, no signals to other processes; see
 //!   the `seccomp` module docs for the full list.
-//! * In Python (the harness, not a security boundary): `socket`/`ssl` modules replaced by stubs
-//!   that raise `PermissionError`, per-test `SIGALRM` timeouts.
+//! * In Python (not a security boundary): `socket`/`ssl` modules replaced by stubs that raise
+//!   `PermissionError`, per-call `SIGALRM` timeouts.
 //!
 //! The wall-clock limit is enforced by the parent, which polls the output pipes and kills the
-//! group at the deadline. stdout/stderr (and the harness's result channel on fd 3) are drained
+//! group at the deadline. stdout/stderr (and the result channel on fd 3) are drained
 //! continuously; only the first `max_output_bytes` of each are kept, so printing hundreds of MB
 //! neither blocks the child nor grows memory. `RLIMIT_NPROC` only binds non-root users (the kernel
 //! exempts root) and counts all of the user's processes, so it is set to the user's current
 //! process count plus 256; seccomp is the real guard against process creation.
 //!
-//! Not enforced: a completion can read the harness's state in its own interpreter and forge test
-//! results (the results channel is tagged with a per-run nonce that only stops accidental or
-//! naive forgery such as printing "pass" or calling `os._exit(0)`); there is no cgroup, so
-//! memory is bounded per process by `RLIMIT_AS` only.
+//! # Two processes for code rewards
+//! [`Sandbox::run_pair`] runs a trusted program (the test harness: dataset code only) and an
+//! untrusted candidate program (the completion) as two such processes, each with its own work
+//! directory, Landlock domain, process group and limits, joined only by a request pipe and a
+//! reply pipe. Only the trusted one holds the result channel the parent reads, and it gets its
+//! input (nonce, tests) on stdin from an unlinked file, so no path leads to it. With Landlock the
+//! candidate can neither open the trusted process's `/proc` entries nor its work directory; the
+//! trusted harness also makes itself non-dumpable, so without Landlock a capability-less
+//! same-uid candidate still cannot open its `/proc/<pid>/fd` or `mem`. See [`crate::code`] for
+//! the protocol between the two.
+//!
+//! Not enforced: there is no cgroup, so memory is bounded per process by `RLIMIT_AS` only.
+//! Without Landlock, reads and writes outside the work directory are not confined (the trusted
+//! process's work directory holds only the harness script, no tests).
 
 mod io;
 mod landlock;
