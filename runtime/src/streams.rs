@@ -1,6 +1,6 @@
-//! JetStream topology: streams, KV and object-store buckets and the durable consumers,
-//! created or updated idempotently by the admin (`grail streams`, the start of `grail up`);
-//! a role started alone only [`check`]s it.
+//! JetStream topology: streams, KV and object-store buckets ([`ensure`]) and the durable
+//! consumers ([`ensure_consumers`]), created or updated idempotently by the admin
+//! (`grail streams`, the start of `grail up`); a role started alone only [`check`]s it.
 
 use std::time::Duration;
 
@@ -188,7 +188,17 @@ pub async fn ensure(
         })?;
     }
     lines.push(format!("object {objects}"));
-    // Durable consumers are topology too: roles only bind to them (bus permissions).
+    Ok(TopologyReport {
+        server_max_payload: server,
+        lines,
+    })
+}
+
+/// Create the durable consumers the roles bind to (`verifiers`, `publisher`), with the
+/// roles' settings: on an authenticated bus only the admin may, so `grail streams` and
+/// `grail up` do it before any role starts. Without auth the roles create them on first use.
+pub async fn ensure_consumers(js: &jetstream::Context) -> Result<Vec<String>, TopologyError> {
+    let mut lines = Vec::new();
     for (stream, consumer, made) in [
         (
             subj::STREAM_ROLLOUTS,
@@ -215,10 +225,7 @@ pub async fn ensure(
         })?;
         lines.push(format!("durable consumer {consumer} on {stream}"));
     }
-    Ok(TopologyReport {
-        server_max_payload: server,
-        lines,
-    })
+    Ok(lines)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -98,6 +98,7 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
     // The admin makes the topology; a role started alone only checks it.
     if opts.only_role.is_none() {
         ensure(&bus.client, &bus.js, &topology(&cfg)).await?;
+        crate::streams::ensure_consumers(&bus.js).await?;
     } else {
         crate::streams::check(&bus.js).await?;
     }
@@ -146,7 +147,10 @@ pub async fn streams(url: &str, cfg: &ClusterConfig) -> anyhow::Result<()> {
         &crate::auth::operator_credentials(cfg, messages::bus_permissions::BusIdentity::Admin),
     )
     .await?;
-    let report = ensure(&bus.client, &bus.js, &topology(cfg)).await?;
+    let mut report = ensure(&bus.client, &bus.js, &topology(cfg)).await?;
+    report
+        .lines
+        .extend(crate::streams::ensure_consumers(&bus.js).await?);
     println!("server max_payload {} bytes", report.server_max_payload);
     for l in report.lines {
         println!("{l}");

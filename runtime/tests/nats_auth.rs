@@ -13,7 +13,7 @@ use bytes::Bytes;
 use grail_runtime::auth::gatekeeper::{self, GatekeeperConfig};
 use grail_runtime::auth::AuthFiles;
 use grail_runtime::nats_server::{find_binary, EmbeddedNats, EmbeddedOptions};
-use grail_runtime::streams::{ensure, TopologyConfig};
+use grail_runtime::streams::{ensure, ensure_consumers, TopologyConfig};
 use messages::bus_permissions::{login_challenge, BusIdentity, KV_SCORER_LAST_WINDOW};
 use messages::subjects as subj;
 use messages::Identity;
@@ -69,6 +69,9 @@ impl AuthNats {
         ensure(&admin, &js, &TopologyConfig::default())
             .await
             .expect("admin creates the topology");
+        ensure_consumers(&js)
+            .await
+            .expect("admin creates the durables");
         me
     }
 
