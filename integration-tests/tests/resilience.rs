@@ -234,7 +234,7 @@ fn an_ordered_reader_resumes_after_a_server_crash_without_gaps_or_repeats() {
     let nats = TestNats::start();
     actix::System::new().block_on(async {
         let bus = nats.bus().await;
-        let id = messages::Identity::generate();
+        let id = role_identity("scorer");
         let publish = |window: u64| {
             let (bus, id) = (bus.clone(), id.clone());
             async move {
