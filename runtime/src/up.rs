@@ -95,8 +95,9 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
         crate::auth::start_gatekeeper(&cfg, &url, metrics.clone()).await?;
     }
     let bus = buses.control(opts.only_role.as_deref()).await?;
-    // The admin makes the topology; a role started alone only checks it.
-    if opts.only_role.is_none() {
+    // The admin makes the topology; a role started alone on an authenticated bus only checks
+    // it (it has no right to change it). Without auth every connection may, as before.
+    if opts.only_role.is_none() || !buses.authenticated() {
         ensure(&bus.client, &bus.js, &topology(&cfg)).await?;
         crate::streams::ensure_consumers(&bus.js).await?;
     } else {
