@@ -437,6 +437,9 @@ fn run_tests(sandbox: &Sandbox, test_timeout_s: f64, target: &Value, program: &s
         "check_source": text("check_source"),
         "entry_point": text("entry_point"),
         "test_timeout_s": test_timeout_s,
+        // Landlock already closes the harness's /proc entries to the candidate; without it the
+        // harness makes itself non-dumpable (costs a ctypes import).
+        "landlock": sandbox.capabilities().landlock_abi.is_some(),
     });
     let approx_tests =
         expected_total.unwrap_or_else(|| text("check_source").matches("assert").count().max(1));
@@ -455,7 +458,9 @@ fn run_tests(sandbox: &Sandbox, test_timeout_s: f64, target: &Value, program: &s
             .finish()
     );
     let mut stdin = format!("{nonce}\n").into_bytes();
-    stdin.extend_from_slice(spec.to_string().as_bytes());
+    encode_plain(&spec, &mut stdin);
+    // The candidate loads the code as soon as it starts, within one test's budget.
+    let candidate_script = format!("_LOAD_BUDGET_S = {test_timeout_s:?}\n{CANDIDATE}");
     let output = sandbox.run_pair(
         &config,
         &PairProgram {
@@ -464,7 +469,7 @@ fn run_tests(sandbox: &Sandbox, test_timeout_s: f64, target: &Value, program: &s
         },
         &stdin,
         &PairProgram {
-            script: CANDIDATE,
+            script: &candidate_script,
             files: &[("solution.py", program.as_bytes())],
         },
     );
@@ -483,6 +488,50 @@ fn run_tests(sandbox: &Sandbox, test_timeout_s: f64, target: &Value, program: &s
         expected_total,
         output.trusted.exit,
     )
+}
+
+/// Appends `value` in the plain-data format of `sandbox/codec.py` (how the harness gets its
+/// spec: no JSON parser to import in the harness).
+fn encode_plain(value: &Value, out: &mut Vec<u8>) {
+    let length = |out: &mut Vec<u8>, count: usize| {
+        out.extend_from_slice(&u32::try_from(count).unwrap_or(u32::MAX).to_be_bytes());
+    };
+    match value {
+        Value::Null => out.push(b'N'),
+        Value::Bool(true) => out.push(b'T'),
+        Value::Bool(false) => out.push(b'F'),
+        Value::Number(number) => match number.as_i64() {
+            Some(integer) => {
+                out.push(b'i');
+                length(out, 8);
+                out.extend_from_slice(&integer.to_be_bytes());
+            }
+            None => {
+                out.push(b'f');
+                out.extend_from_slice(&number.as_f64().unwrap_or(0.0).to_be_bytes());
+            }
+        },
+        Value::String(text) => {
+            out.push(b's');
+            length(out, text.len());
+            out.extend_from_slice(text.as_bytes());
+        }
+        Value::Array(items) => {
+            out.push(b'l');
+            length(out, items.len());
+            for item in items {
+                encode_plain(item, out);
+            }
+        }
+        Value::Object(map) => {
+            out.push(b'd');
+            length(out, map.len());
+            for (key, item) in map {
+                encode_plain(&Value::String(key.clone()), out);
+                encode_plain(item, out);
+            }
+        }
+    }
 }
 
 /// Reads the trusted harness's result channel (lines `<nonce> <message>`; others ignored).

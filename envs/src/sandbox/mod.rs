@@ -45,8 +45,8 @@
 //! directory, Landlock domain, process group and limits, joined only by a request pipe and a
 //! reply pipe. Only the trusted one holds the result channel the parent reads, and it gets its
 //! input (nonce, tests) on stdin from an unlinked file, so no path leads to it. With Landlock the
-//! candidate can neither open the trusted process's `/proc` entries nor its work directory; the
-//! trusted harness also makes itself non-dumpable, so without Landlock a capability-less
+//! candidate can neither open the trusted process's `/proc` entries nor its work directory;
+//! where Landlock is absent the trusted harness makes itself non-dumpable, so a capability-less
 //! same-uid candidate still cannot open its `/proc/<pid>/fd` or `mem`. See [`crate::code`] for
 //! the protocol between the two.
 //!
@@ -342,18 +342,7 @@ impl Sandbox {
         let (requests_read, requests_write) = io::pipe()?;
         let (replies_read, replies_write) = io::pipe()?;
 
-        let mut candidate_child = self.spawn(
-            config,
-            candidate_dir.path(),
-            &candidate_dir.path().join("main.py"),
-            Stdio::null(),
-            &[
-                (requests_read.as_raw_fd(), 3),
-                (replies_write.as_raw_fd(), 4),
-            ],
-        )?;
-        let candidate_guard = GroupKiller(candidate_child.id() as libc::pid_t);
-        drop((requests_read, replies_write));
+        // The harness first: its start-up (imports, reading the tests) is the longer path.
         let mut trusted_child = self.spawn(
             config,
             trusted_dir.path(),
@@ -367,6 +356,18 @@ impl Sandbox {
         )?;
         let trusted_guard = GroupKiller(trusted_child.id() as libc::pid_t);
         drop((results_write, requests_write, replies_read));
+        let mut candidate_child = self.spawn(
+            config,
+            candidate_dir.path(),
+            &candidate_dir.path().join("main.py"),
+            Stdio::null(),
+            &[
+                (requests_read.as_raw_fd(), 3),
+                (replies_write.as_raw_fd(), 4),
+            ],
+        )?;
+        let candidate_guard = GroupKiller(candidate_child.id() as libc::pid_t);
+        drop((requests_read, replies_write));
 
         let deadline = started + config.wall_timeout;
         let cap = config.max_output_bytes;
