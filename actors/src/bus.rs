@@ -29,6 +29,30 @@ pub enum BusError {
     },
     #[error("publishing to {subject} failed: {detail}")]
     Publish { subject: String, detail: String },
+    /// The stream refused the message for good (e.g. this key's per-window quota of groups
+    /// is used up): retrying cannot help.
+    #[error("{subject} refused the message: {detail} (the per-key quota `[network] max_groups_per_window` is used up)")]
+    Refused { subject: String, detail: String },
+}
+
+/// Outcome of one publish attempt: a detail to retry on, or a refusal for good.
+enum Failed {
+    Retry(String),
+    Refused(String),
+}
+
+impl Failed {
+    /// The stream's per-subject limit (our quota) refuses with "store failed" (10077).
+    fn of(e: async_nats::jetstream::context::PublishError) -> Self {
+        let quota = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<jetstream::Error>())
+            .is_some_and(|j| j.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED);
+        if quota {
+            Failed::Refused(e.to_string())
+        } else {
+            Failed::Retry(e.to_string())
+        }
+    }
 }
 
 /// A connected client plus the JetStream context, shared by the roles of one process.
@@ -165,8 +189,8 @@ impl Bus {
                     .js
                     .publish_with_headers(subject.clone(), headers.clone(), bytes.clone())
                     .await
-                    .map_err(|e| e.to_string())?;
-                ack.await.map_err(|e| e.to_string())
+                    .map_err(Failed::of)?;
+                ack.await.map_err(Failed::of)
             };
             let detail = match tokio::time::timeout(Duration::from_secs(5), attempt).await {
                 Ok(Ok(ack))
@@ -190,7 +214,11 @@ impl Bus {
                         .inc();
                     return Ok(digest);
                 }
-                Ok(Err(detail)) => detail,
+                Ok(Err(Failed::Refused(detail))) => {
+                    self.metrics.reject(role, "quota_exceeded");
+                    return Err(BusError::Refused { subject, detail });
+                }
+                Ok(Err(Failed::Retry(detail))) => detail,
                 Err(_) => "ack timed out after 5s".to_string(),
             };
             if started.elapsed() >= deadline {

@@ -103,6 +103,9 @@ pub struct NatsSection {
     pub credentials_dir: Option<PathBuf>,
     /// Hotkeys never seen before that the gatekeeper admits per minute.
     pub max_new_miners_per_minute: u32,
+    /// Miners log in with their hotkey even without a `credentials_dir` (an outside miner on
+    /// someone else's authenticated network; `grail miner --network` sets it).
+    pub hotkey_login: bool,
 }
 
 impl Default for NatsSection {
@@ -115,6 +118,7 @@ impl Default for NatsSection {
             auth: true,
             credentials_dir: None,
             max_new_miners_per_minute: 60,
+            hotkey_login: false,
         }
     }
 }

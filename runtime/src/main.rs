@@ -46,8 +46,9 @@ enum Command {
     },
     /// Run only the clock role(s) of the config.
     Clock(ConfigArg),
-    /// Run only the miner role(s) of the config.
-    Miner(ConfigArg),
+    /// Run only the miner role(s) of the config, or join a network as an outside miner with
+    /// only its URL, a hotkey and the owner's address (`--network URL --hotkey F --owner SS58`).
+    Miner(MinerArgs),
     /// Run only the verifier role(s) of the config.
     Verifier(ConfigArg),
     /// Run only the trainer role of the config.
@@ -56,6 +57,15 @@ enum Command {
     Publisher(ConfigArg),
     /// Run only the scorer role of the config.
     Scorer(ConfigArg),
+    /// Sign the network manifest with the owner key and publish it when it changed (a farm's
+    /// owner runs this once; `grail up` does it itself), then print it as JSON.
+    Manifest {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// NATS URL (default: cluster.toml's, or the running `grail up`'s).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Create or verify JetStream streams, KV and object-store buckets (idempotent).
     Streams {
         #[command(flatten)]
@@ -112,6 +122,40 @@ enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
+}
+
+#[derive(clap::Args)]
+struct MinerArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Join this network (NATS URL) as an outside miner: no cluster.toml is read; model,
+    /// environment and sampling come from the owner's manifest.
+    #[arg(long, requires_all = ["hotkey", "owner"])]
+    network: Option<String>,
+    /// The miner's sr25519 hotkey file (Bittensor format; `grail keys new --out F`).
+    #[arg(long)]
+    hotkey: Option<PathBuf>,
+    /// The network owner's SS58 address: only manifests it signed are trusted.
+    #[arg(long)]
+    owner: Option<String>,
+    /// The network's base model (directory or .gguf), unless the manifest names a tiny one.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Data directory for environments that read files.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Where the joined miner keeps its config, model and checkpoints.
+    #[arg(long, default_value = "run-miner")]
+    run_dir: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    #[arg(long, default_value_t = 1)]
+    groups_per_window: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Prometheus /metrics address ("" = off).
+    #[arg(long, default_value = "")]
+    metrics_listen: String,
 }
 
 #[derive(Subcommand)]
@@ -217,7 +261,34 @@ fn main() -> anyhow::Result<()> {
             },
         ),
         Command::Clock(c) => role(&c, "clock"),
-        Command::Miner(c) => role(&c, "miner"),
+        Command::Miner(m) => match (m.network, m.hotkey, m.owner) {
+            (Some(url), Some(hotkey), Some(owner)) => {
+                grail_runtime::join::run(grail_runtime::join::JoinOptions {
+                    url,
+                    hotkey,
+                    owner,
+                    model: m.model,
+                    data_dir: m.data_dir,
+                    run_dir: m.run_dir,
+                    workers: m.workers,
+                    groups_per_window: m.groups_per_window,
+                    device: m.device,
+                    metrics_listen: m.metrics_listen,
+                })
+            }
+            _ => role(&m.config, "miner"),
+        },
+        Command::Manifest { config, url } => {
+            let cfg = load(&config)?;
+            let url = match url {
+                Some(u) => u,
+                None => up::resolve_url(&cfg)?,
+            };
+            let manifest =
+                actix::System::new().block_on(grail_runtime::network::sign_as_owner(&cfg, &url))?;
+            println!("{}", serde_json::to_string_pretty(&manifest)?);
+            Ok(())
+        }
         Command::Verifier(c) => role(&c, "verifier"),
         Command::Trainer(c) => role(&c, "trainer"),
         Command::Publisher(c) => role(&c, "publisher"),

@@ -342,3 +342,19 @@ async fn follow(bus: &Bus, owner: &str, network_id: Option<&str>) -> anyhow::Res
     }
     Ok(())
 }
+
+/// `grail manifest`: connect as the admin (publishing the manifest is an owner's act on the
+/// admin's bus identity), sign and publish the manifest when it changed, return it.
+pub async fn sign_as_owner(cfg: &ClusterConfig, url: &str) -> anyhow::Result<NetworkManifest> {
+    let bus = Bus::connect_with(
+        url,
+        "grail-manifest",
+        Arc::new(actors::metrics::Metrics::new()),
+        cfg.nats.max_message_bytes,
+        &crate::auth::operator_credentials(cfg, messages::bus_permissions::BusIdentity::Admin),
+    )
+    .await?;
+    let manifest = sign_and_publish(cfg, &bus, &SharedCompute::new(cfg), false).await?;
+    bus.client.flush().await?;
+    Ok(manifest)
+}

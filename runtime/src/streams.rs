@@ -239,6 +239,24 @@ pub struct TopologyMissing {
 /// Check, without changing anything, that every stream, KV bucket and the object store
 /// exist: what a role started alone does (it has no right to create them).
 pub async fn check(js: &jetstream::Context) -> Result<(), TopologyMissing> {
+    check_some(js, &STREAMS.map(|(name, _, _)| name), true).await
+}
+
+/// What a miner may see of the topology (it may not read the other streams or the KV).
+pub async fn check_for_miner(js: &jetstream::Context) -> Result<(), TopologyMissing> {
+    let streams = [
+        subj::STREAM_CLOCK,
+        subj::STREAM_CHECKPOINTS,
+        subj::STREAM_MANIFEST,
+    ];
+    check_some(js, &streams, false).await
+}
+
+async fn check_some(
+    js: &jetstream::Context,
+    streams: &[&str],
+    kv: bool,
+) -> Result<(), TopologyMissing> {
     let missing = |what: &'static str, name: &str| {
         let name = name.to_string();
         move |e: &dyn std::fmt::Display| TopologyMissing {
@@ -247,13 +265,18 @@ pub async fn check(js: &jetstream::Context) -> Result<(), TopologyMissing> {
             detail: e.to_string(),
         }
     };
-    for (name, _, _) in STREAMS {
-        js.get_stream(name)
+    for name in streams {
+        js.get_stream(*name)
             .await
             .map_err(|e| missing("stream", name)(&e))?;
     }
-    for bucket in [subj::KV_CLOCK, subj::KV_STATE] {
-        js.get_key_value(bucket)
+    let buckets: &[&str] = if kv {
+        &[subj::KV_CLOCK, subj::KV_STATE]
+    } else {
+        &[]
+    };
+    for bucket in buckets {
+        js.get_key_value(*bucket)
             .await
             .map_err(|e| missing("kv bucket", bucket)(&e))?;
     }

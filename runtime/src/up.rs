@@ -49,6 +49,10 @@ pub fn topology(cfg: &ClusterConfig) -> TopologyConfig {
 /// on every exit path (its Drop runs when this function returns or unwinds).
 pub fn run(cfg: ClusterConfig, opts: UpOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(cfg.run_dir())?;
+    if opts.only_role.is_none() {
+        // `grail up` is the owner: its key exists before anything pins or binds to it.
+        crate::keys::load_or_create(&cfg.owner_key_path())?;
+    }
     let embedded = match &cfg.nats.url {
         Some(_) => None,
         None if opts.only_role.is_some() => None,
@@ -100,6 +104,8 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
     if opts.only_role.is_none() || !buses.authenticated() {
         ensure(&bus.client, &bus.js, &topology(&cfg)).await?;
         crate::streams::ensure_consumers(&bus.js).await?;
+    } else if opts.only_role.as_deref() == Some("miner") {
+        crate::streams::check_for_miner(&bus.js).await?;
     } else {
         crate::streams::check(&bus.js).await?;
     }

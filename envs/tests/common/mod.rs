@@ -3,9 +3,23 @@
 
 use std::path::PathBuf;
 
+/// The datasets root: `$GRAIL_DATASETS`, else `shared/datasets` beside the repository (or
+/// beside any folder above it, for clones nested deeper), else the expected default path.
+pub fn datasets_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("GRAIL_DATASETS") {
+        return PathBuf::from(dir);
+    }
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    repo.ancestors()
+        .skip(1)
+        .map(|a| a.join("shared/datasets"))
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| repo.join("../shared/datasets"))
+}
+
 /// `../shared/datasets` relative to the repository root, if present.
 pub fn data_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets");
+    let dir = datasets_root();
     if dir.is_dir() {
         Some(dir)
     } else {
@@ -44,10 +58,10 @@ pub fn spread(n: u64, count: u64) -> Vec<u64> {
 /// The datasets root holding `relative`; panics (never skips) when it is absent, for tests whose
 /// point would be lost by silently passing without data.
 pub fn data_dir_or_fail(relative: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets");
+    let dir = datasets_root();
     assert!(
         dir.join(relative).is_file(),
-        "{relative} not found under {}: this test needs the datasets (see ../shared/datasets/README.md)",
+        "{relative} not found under {}: this test needs the datasets (../shared/datasets beside the repository, or set GRAIL_DATASETS)",
         dir.display()
     );
     dir

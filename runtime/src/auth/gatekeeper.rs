@@ -6,7 +6,7 @@
 //! gatekeeper verifies that JWT (ed25519 signature under its issuer, issuer = the server id
 //! it names, audience, type, expiry), then the miner's proof: user = an SS58 address,
 //! password = hex sr25519 signature by that address over
-//! [`login_challenge`]`(network id, nonce)`, where the nonce is the one the server issued to
+//! [`login_challenge`]`(login domain, nonce)` (the login domain is the network's pinned owner address), where the nonce is the one the server issued to
 //! this very connection (reported in `client_info.nonce`). It answers with an
 //! authorization-response JWT (signed by the issuer account key of the server config) that
 //! carries a user JWT with exactly that miner's permissions ([`BusIdentity::Miner`]), or an
@@ -40,7 +40,7 @@ const MINER_MAX_SUBS: i64 = 256;
 
 #[derive(Clone, Debug)]
 pub struct GatekeeperConfig {
-    /// Bound into the login challenge (cluster.toml's network id).
+    /// Bound into the login challenge: the pinned owner address (`auth::login_domain`).
     pub network_id: String,
     /// Never-seen hotkeys admitted per minute (also the burst).
     pub max_new_miners_per_minute: u32,

@@ -47,22 +47,30 @@ pub fn operator_credentials(cfg: &ClusterConfig, id: BusIdentity) -> Credentials
 
 /// The credentials a role instance with `identity` (its hotkey) connects with.
 pub fn role_credentials(cfg: &ClusterConfig, role: &str, identity: &Identity) -> Credentials {
-    if credentials_dir(cfg).is_none() {
+    if credentials_dir(cfg).is_none() && !cfg.nats.hotkey_login {
         return Credentials::None;
     }
     match BusIdentity::operator(role) {
         Some(id) => operator_credentials(cfg, id),
         None => Credentials::Hotkey {
             identity: Arc::new(identity.clone()),
-            network_id: cfg.network_id(),
+            network_id: login_domain(cfg),
         },
     }
+}
+
+/// What a miner's login signature is bound to besides the server's nonce: the network's
+/// pinned owner address, which an outside miner knows before it can read anything (the
+/// network id is in the manifest, readable only after login). Falls back to the network id
+/// when no owner is pinned here (such a process cannot install a manifest anyway and says so).
+pub fn login_domain(cfg: &ClusterConfig) -> String {
+    crate::network::pinned_owner(cfg).unwrap_or_else(|_| cfg.network_id())
 }
 
 /// The gatekeeper settings of a config.
 pub fn gatekeeper_config(cfg: &ClusterConfig) -> gatekeeper::GatekeeperConfig {
     gatekeeper::GatekeeperConfig {
-        network_id: cfg.network_id(),
+        network_id: login_domain(cfg),
         max_new_miners_per_minute: cfg.nats.max_new_miners_per_minute,
         max_message_bytes: cfg.nats.max_message_bytes,
     }
@@ -90,7 +98,7 @@ impl RoleBuses {
     }
 
     pub fn authenticated(&self) -> bool {
-        credentials_dir(&self.cfg).is_some()
+        credentials_dir(&self.cfg).is_some() || self.cfg.nats.hotkey_login
     }
 
     /// The bus role `role`'s instance with hotkey `identity` uses.
