@@ -56,14 +56,25 @@ async fn connect(url: &str, hotkey: &messages::Identity, owner: &str) -> anyhow:
         identity: Arc::new(hotkey.clone()),
         network_id: owner.to_string(),
     };
-    Ok(Bus::connect_with(
+    let bus = Bus::connect_with(
         url,
         "grail-miner",
         Arc::new(Metrics::new()),
         messages::DEFAULT_MAX_MESSAGE_BYTES,
         &credentials,
     )
-    .await?)
+    .await?;
+    // The client retries a refused login for ever; a joining miner says why it cannot join.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while bus.client.connection_state() != async_nats::connection::State::Connected {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{url} did not accept the login of {} within 15 s: the login is bound to the owner address, so check --owner {owner} (the operator's `grail keys show run/keys/owner.json`); or the server is unreachable, or the network admits few new miners per minute (try again)",
+            hotkey.address()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(bus)
 }
 
 fn toml_string(s: &str) -> String {

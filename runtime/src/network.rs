@@ -354,6 +354,8 @@ pub async fn sign_as_owner(cfg: &ClusterConfig, url: &str) -> anyhow::Result<Net
         &crate::auth::operator_credentials(cfg, messages::bus_permissions::BusIdentity::Admin),
     )
     .await?;
+    // The manifest stream is part of the topology the admin keeps (like `grail streams`).
+    crate::streams::ensure(&bus.client, &bus.js, &crate::up::topology(cfg)).await?;
     let manifest = sign_and_publish(cfg, &bus, &SharedCompute::new(cfg), false).await?;
     bus.client.flush().await?;
     Ok(manifest)

@@ -79,6 +79,28 @@ fn write_config(dir: &Path, name: &str, url: &str) -> PathBuf {
     path
 }
 
+/// `grail keys new` for the role key, then `grail manifest` as the owner.
+fn owner_signs_manifest(config: &Path, role_key: &Path) {
+    let grail = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_grail"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "grail {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    grail(&[
+        "keys".as_ref(),
+        "new".as_ref(),
+        "--out".as_ref(),
+        role_key.as_os_str(),
+    ]);
+    grail(&["manifest".as_ref(), "--config".as_ref(), config.as_os_str()]);
+}
+
 async fn lease_holder(bus: &Bus) -> Option<String> {
     let kv = bus.js.get_key_value(subj::KV_CLOCK).await.ok()?;
     let value = kv.get("leader").await.ok()??;
@@ -189,6 +211,9 @@ fn two_clock_processes_the_leader_sigkilled_windows_continue_on_the_same_chain()
         )
         .await
         .unwrap();
+        // The farm flow: the clock's key exists on its box, the owner signs the manifest that
+        // lists it, then the clocks start and pin that owner.
+        owner_signs_manifest(&config_a, &dir.path().join("run/keys/clock-0.json"));
         let mut a = Grail::clock(&config_a, dir.path().join("a.log"));
         assert!(
             wait_for(Duration::from_secs(30), || async {
