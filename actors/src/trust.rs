@@ -34,6 +34,13 @@ pub enum Refusal {
         current: u64,
         max_ahead: u64,
     },
+    #[error("{kind} from {signer} is for window {window}, which can no longer close (the clock is at {current})")]
+    FarPast {
+        kind: &'static str,
+        signer: String,
+        window: u64,
+        current: u64,
+    },
     #[error("{kind} from {signer}: {source}")]
     Field {
         kind: &'static str,
@@ -50,6 +57,7 @@ impl Refusal {
             Refusal::NoManifest { .. } => "no_manifest",
             Refusal::Unauthorized { .. } => "unauthorized_signer",
             Refusal::FarFuture { .. } => "far_future_window",
+            Refusal::FarPast { .. } => "far_past_window",
             Refusal::Field { source, .. } => source.reason(),
         }
     }
@@ -61,10 +69,16 @@ impl Refusal {
             Refusal::NoManifest { signer, .. }
             | Refusal::Unauthorized { signer, .. }
             | Refusal::FarFuture { signer, .. }
+            | Refusal::FarPast { signer, .. }
             | Refusal::Field { signer, .. } => Some(signer),
         }
     }
 }
+
+/// Windows behind the clock a group may still be for: the clock closes at most
+/// `roles::clock::MAX_CATCH_UP` (16) windows back, so an older window without a close never
+/// gets one.
+pub const MAX_PAST_WINDOWS: u64 = 32;
 
 /// Distinct (signer, reason) pairs logged before logging goes quiet (memory stays bounded
 /// under a flood of fresh keys; the counters keep counting).
@@ -197,6 +211,29 @@ impl Trust {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Refuse a group for a window that will never close: window 0 (no clock opens it) or
+    /// one more than [`MAX_PAST_WINDOWS`] behind the clock (older than any catch-up), which
+    /// would otherwise hold a verifier slot while "waiting for its close".
+    pub fn check_not_stale(
+        &self,
+        kind: &'static str,
+        signer: &str,
+        window: u64,
+        current: Option<u64>,
+    ) -> Result<(), Refusal> {
+        let stale =
+            window == 0 || current.is_some_and(|c| window.saturating_add(MAX_PAST_WINDOWS) < c);
+        if stale {
+            return Err(Refusal::FarPast {
+                kind,
+                signer: signer.chars().take(64).collect(),
+                window,
+                current: current.unwrap_or(0),
+            });
+        }
+        Ok(())
     }
 
     /// Whether this (signer, reason) pair is new: log the first refusal, count every one.

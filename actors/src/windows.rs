@@ -216,7 +216,14 @@ pub async fn follow_clock(bus: Bus, role: &'static str, book: WindowBook) -> any
                 .unwrap_or(false),
             Ok(subj::Subject::WindowClose { .. }) => bus
                 .open::<WindowClose>(role, &msg.payload)
-                .map(|(env, _)| book.record_close(env.payload))
+                .map(|(env, _)| {
+                    // The close reveals the challenge: the server's clock, not the clock's
+                    // own claim, must show it was stored after the deadline.
+                    let deadline = book.get(env.payload.window).open.map(|o| o.deadline_ms);
+                    let stored = crate::bus::server_timestamp_ms(&msg);
+                    let early = matches!((deadline, stored), (Some(d), Some(t)) if t < d);
+                    !early && book.record_close(env.payload)
+                })
                 .unwrap_or(false),
             _ => false,
         };

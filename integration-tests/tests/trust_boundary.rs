@@ -40,6 +40,90 @@ async fn publish_raw(bus: &Bus, subject: String, bytes: Vec<u8>, msg_id: Option<
         .expect("stored");
 }
 
+// ---------------------------------------------------------------- message builders
+
+/// A one-rollout group of `miner` (1 prompt token, then `completion`).
+fn group(miner: &str, window: u64, index: u32, completion: u32) -> RolloutGroup {
+    RolloutGroup {
+        version: WIRE_VERSION,
+        window,
+        miner: miner.to_string(),
+        group_index: index,
+        nonce: u64::from(index),
+        checkpoint: Hash32::default(),
+        env: "structural".into(),
+        problem_seed: 1,
+        problem_id: "p".into(),
+        rollouts: vec![Rollout {
+            tokens: PackedU32(vec![1, completion]),
+            prompt_len: 1,
+            sketches: PackedU32(vec![0]),
+            logprobs: PackedF32(vec![-1.0]),
+            reward: 0.0,
+            advantage: 0.0,
+            success: false,
+        }],
+    }
+}
+
+fn verdict(
+    window: u64,
+    miner: &str,
+    index: u32,
+    digest: Hash32,
+    verifier: &str,
+    accepted: bool,
+) -> GroupVerdict {
+    GroupVerdict {
+        version: WIRE_VERSION,
+        window,
+        miner: miner.to_string(),
+        group_index: index,
+        group_digest: digest,
+        verifier: verifier.to_string(),
+        accepted,
+        reason: (!accepted).then(|| "sketch_mismatch".into()),
+        deep_checked: true,
+        unique_rollouts: 16,
+        learning_signal: true,
+        mean_reward: 1.0,
+        server_ts_ms: 0,
+    }
+}
+
+fn miner_verdict(window: u64, miner: &str, scorer: &str, passed: bool) -> MinerWindowVerdict {
+    MinerWindowVerdict {
+        version: WIRE_VERSION,
+        window,
+        miner: miner.to_string(),
+        verifier: scorer.to_string(),
+        passed,
+        reason: None,
+        groups_seen: 4,
+        groups_accepted: 4,
+        unique_rollouts: 64,
+        signal_groups: 4,
+    }
+}
+
+/// Weights giving each of `miners` an equal share.
+fn weights(window: u64, miners: &[&str]) -> Weights {
+    let share = 1.0 / miners.len().max(1) as f32;
+    Weights {
+        version: WIRE_VERSION,
+        window,
+        entries: miners
+            .iter()
+            .map(|m| WeightEntry {
+                miner: m.to_string(),
+                score: 1.0,
+                weight: share,
+                weight_u16: (share * 65535.0) as u16,
+            })
+            .collect(),
+    }
+}
+
 /// What the trainer was asked to train on: (window, miner, group index).
 type Trained = Arc<Mutex<BTreeSet<(u64, String, u32)>>>;
 
@@ -136,7 +220,7 @@ fn forged_verdicts_weights_and_miner_verdicts_from_an_unknown_key_change_nothing
         // itself, and weights that give it everything.
         actix_rt::spawn(async move {
             loop {
-                for (subject, payload) in
+                for (_, payload) in
                     stream_raw(&a_bus, subj::STREAM_ROLLOUTS, "grail.rollout.").await
                 {
                     let Ok((env, digest)) = Envelope::<RolloutGroup>::open(&payload, 1 << 23)
@@ -151,72 +235,31 @@ fn forged_verdicts_weights_and_miner_verdicts_from_an_unknown_key_change_nothing
                     {
                         continue;
                     }
-                    let _ = subject;
-                    let forged =
-                        |miner: &str, index: u32, accepted: bool, digest: Hash32| GroupVerdict {
-                            version: WIRE_VERSION,
-                            window: g.window,
-                            miner: miner.to_string(),
-                            group_index: index,
-                            group_digest: digest,
-                            verifier: a_id.address().to_string(),
-                            accepted,
-                            reason: (!accepted).then(|| "sketch_mismatch".into()),
-                            deep_checked: true,
-                            unique_rollouts: 16,
-                            learning_signal: true,
-                            mean_reward: 1.0,
-                            server_ts_ms: 0,
-                        };
-                    let reject =
-                        Envelope::seal(forged(&g.miner, g.group_index, false, digest), &a_id);
+                    let me = a_id.address();
+                    let reject = verdict(g.window, &g.miner, g.group_index, digest, me, false);
                     publish_raw(
                         &a_bus,
                         subj::group_verdict(g.window, &g.miner),
-                        reject.to_bytes(),
+                        Envelope::seal(reject, &a_id).to_bytes(),
                         Some(&subj::verdict_msg_id(&digest)),
                     )
                     .await;
-                    let mine =
-                        Envelope::seal(forged(a_id.address(), g.group_index, true, digest), &a_id);
+                    let mine = verdict(g.window, me, g.group_index, digest, me, true);
                     publish_raw(
                         &a_bus,
-                        subj::group_verdict(g.window, a_id.address()),
-                        mine.to_bytes(),
+                        subj::group_verdict(g.window, me),
+                        Envelope::seal(mine, &a_id).to_bytes(),
                         None,
                     )
                     .await;
-                    let pass = MinerWindowVerdict {
-                        version: WIRE_VERSION,
-                        window: g.window,
-                        miner: a_id.address().to_string(),
-                        verifier: a_id.address().to_string(),
-                        passed: true,
-                        reason: None,
-                        groups_seen: 4,
-                        groups_accepted: 4,
-                        unique_rollouts: 64,
-                        signal_groups: 4,
-                    };
-                    let pass = Envelope::seal(pass, &a_id);
                     publish_raw(
                         &a_bus,
-                        subj::miner_verdict(g.window, a_id.address()),
-                        pass.to_bytes(),
+                        subj::miner_verdict(g.window, me),
+                        Envelope::seal(miner_verdict(g.window, me, me, true), &a_id).to_bytes(),
                         None,
                     )
                     .await;
-                    let all_mine = Weights {
-                        version: WIRE_VERSION,
-                        window: g.window,
-                        entries: vec![WeightEntry {
-                            miner: a_id.address().to_string(),
-                            score: 1.0,
-                            weight: 1.0,
-                            weight_u16: 65535,
-                        }],
-                    };
-                    let all_mine = Envelope::seal(all_mine, &a_id);
+                    let all_mine = Envelope::seal(weights(g.window, &[me]), &a_id);
                     publish_raw(&a_bus, subj::weights(g.window), all_mine.to_bytes(), None).await;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -378,26 +421,7 @@ fn squatted_deduplication_ids_are_detected_on_every_publishing_subject() {
 
         // A miner's group: the attacker squats from its own rollout subject.
         let miner = Identity::generate();
-        let group = RolloutGroup {
-            version: WIRE_VERSION,
-            window: w,
-            miner: miner.address().to_string(),
-            group_index: 0,
-            nonce: 7,
-            checkpoint: Hash32::default(),
-            env: "arith".into(),
-            problem_seed: 1,
-            problem_id: "p".into(),
-            rollouts: vec![Rollout {
-                tokens: PackedU32(vec![1, 2]),
-                prompt_len: 1,
-                sketches: PackedU32(vec![0]),
-                logprobs: PackedF32(vec![-1.0]),
-                reward: 0.0,
-                advantage: 0.0,
-                success: false,
-            }],
-        };
+        let group = group(miner.address(), w, 0, 2);
         let id = subj::rollout_msg_id(&payload_digest(&group));
         squat(subj::rollout(w, attacker.address()), id.clone()).await;
         publish_and_check(
@@ -412,21 +436,14 @@ fn squatted_deduplication_ids_are_detected_on_every_publishing_subject() {
         .await;
 
         let verifier = role_identity("verifier");
-        let verdict = GroupVerdict {
-            version: WIRE_VERSION,
-            window: w,
-            miner: miner.address().to_string(),
-            group_index: 0,
-            group_digest: Hash32::from([9; 32]),
-            verifier: verifier.address().to_string(),
-            accepted: true,
-            reason: None,
-            deep_checked: false,
-            unique_rollouts: 1,
-            learning_signal: false,
-            mean_reward: 0.0,
-            server_ts_ms: 0,
-        };
+        let verdict = verdict(
+            w,
+            miner.address(),
+            0,
+            Hash32::from([9; 32]),
+            verifier.address(),
+            true,
+        );
         let id = subj::verdict_msg_id(&verdict.group_digest);
         squat(subj::group_verdict(w, miner.address()), id.clone()).await;
         publish_and_check(
@@ -441,36 +458,21 @@ fn squatted_deduplication_ids_are_detected_on_every_publishing_subject() {
         .await;
 
         let scorer = role_identity("scorer");
-        let weights = Weights {
-            version: WIRE_VERSION,
-            window: w,
-            entries: vec![],
-        };
-        let id = subj::content_msg_id(Weights::KIND, &payload_digest(&weights));
+        let ws = weights(w, &[]);
+        let id = subj::content_msg_id(Weights::KIND, &payload_digest(&ws));
         squat(subj::weights(w), id.clone()).await;
         publish_and_check(
             &bus,
             "scorer",
             subj::weights(w),
-            weights,
+            ws,
             &scorer,
             id,
             subj::STREAM_WEIGHTS,
         )
         .await;
 
-        let mv = MinerWindowVerdict {
-            version: WIRE_VERSION,
-            window: w,
-            miner: miner.address().to_string(),
-            verifier: scorer.address().to_string(),
-            passed: true,
-            reason: None,
-            groups_seen: 1,
-            groups_accepted: 1,
-            unique_rollouts: 1,
-            signal_groups: 0,
-        };
+        let mv = miner_verdict(w, miner.address(), scorer.address(), true);
         let id = subj::content_msg_id(MinerWindowVerdict::KIND, &payload_digest(&mv));
         squat(subj::miner_verdict(w, miner.address()), id.clone()).await;
         publish_and_check(
@@ -516,7 +518,7 @@ fn squatted_deduplication_ids_are_detected_on_every_publishing_subject() {
             trainer: trainer.address().to_string(),
             checkpoint: Hash32::from([6; 32]),
             trained_from: Hash32::from([4; 32]),
-            object: "staging-06060606".into(),
+            object: subj::staging_object(&Hash32::from([6; 32]).to_string()),
             bytes: 1,
             object_digest: Hash32::from([7; 32]),
             last_window: w,
@@ -537,11 +539,7 @@ fn squatted_deduplication_ids_are_detected_on_every_publishing_subject() {
         .await;
 
         // An honest duplicate (a retry of our own message) is not a squat.
-        let retry = Weights {
-            version: WIRE_VERSION,
-            window: w + 1,
-            entries: vec![],
-        };
+        let retry = weights(w + 1, &[]);
         let id = subj::content_msg_id(Weights::KIND, &payload_digest(&retry));
         let before = rejected(&bus, "scorer", "dedup_squatted");
         for _ in 0..2 {
@@ -646,21 +644,7 @@ fn hostile_fields_even_from_trusted_keys_are_refused_and_the_roles_keep_going() 
         let victim = &miners[0];
         let hostile_names = ["x".repeat(6000), "5".to_string(), "a.b.>".to_string()];
         for name in &hostile_names {
-            let v = GroupVerdict {
-                version: WIRE_VERSION,
-                window: 1,
-                miner: name.clone(),
-                group_index: 0,
-                group_digest: Hash32::default(),
-                verifier: verifier.address().to_string(),
-                accepted: true,
-                reason: None,
-                deep_checked: false,
-                unique_rollouts: 16,
-                learning_signal: true,
-                mean_reward: 1.0,
-                server_ts_ms: 0,
-            };
+            let v = verdict(1, name, 0, Hash32::default(), verifier.address(), true);
             publish_raw(
                 &bus,
                 subj::group_verdict(1, victim),
@@ -668,16 +652,7 @@ fn hostile_fields_even_from_trusted_keys_are_refused_and_the_roles_keep_going() 
                 None,
             )
             .await;
-            let w = Weights {
-                version: WIRE_VERSION,
-                window: 1,
-                entries: vec![WeightEntry {
-                    miner: name.clone(),
-                    score: 1.0,
-                    weight: 1.0,
-                    weight_u16: 65535,
-                }],
-            };
+            let w = weights(1, &[name]);
             publish_raw(
                 &bus,
                 subj::weights(1),
@@ -687,18 +662,7 @@ fn hostile_fields_even_from_trusted_keys_are_refused_and_the_roles_keep_going() 
             .await;
         }
         // A passing verdict for window 10^12: the trainer must not record it as trained.
-        let far = MinerWindowVerdict {
-            version: WIRE_VERSION,
-            window: 1_000_000_000_000,
-            miner: victim.clone(),
-            verifier: scorer.address().to_string(),
-            passed: true,
-            reason: None,
-            groups_seen: 1,
-            groups_accepted: 1,
-            unique_rollouts: 16,
-            signal_groups: 1,
-        };
+        let far = miner_verdict(1_000_000_000_000, victim, scorer.address(), true);
         // Sent once the trainer follows the clock, so it knows where the clock is.
         tokio::time::sleep(Duration::from_millis(WINDOW_MS)).await;
         publish_raw(
@@ -713,26 +677,7 @@ fn hostile_fields_even_from_trusted_keys_are_refused_and_the_roles_keep_going() 
         let book = follow_windows(&bus);
         assert!(eventually(Duration::from_secs(20), || book.latest_open().is_some()).await);
         let current = book.latest_open().unwrap().window;
-        let poison = RolloutGroup {
-            version: WIRE_VERSION,
-            window: current,
-            miner: poisoner.address().to_string(),
-            group_index: 0,
-            nonce: 1,
-            checkpoint: Hash32::default(),
-            env: "structural".into(),
-            problem_seed: 1,
-            problem_id: "p".into(),
-            rollouts: vec![Rollout {
-                tokens: PackedU32(vec![1, 0xFFFF_FFF0]),
-                prompt_len: 1,
-                sketches: PackedU32(vec![0]),
-                logprobs: PackedF32(vec![-1.0]),
-                reward: 0.0,
-                advantage: 0.0,
-                success: false,
-            }],
-        };
+        let poison = group(poisoner.address(), current, 0, 0xFFFF_FFF0);
         publish_raw(
             &bus,
             subj::rollout(current, poisoner.address()),
@@ -793,26 +738,7 @@ fn far_future_groups_and_a_flood_of_fresh_keys_do_not_starve_honest_miners() {
         // 40 fresh keys, each trying to store 80 junk groups in this window (above the
         // per-key quota), plus one group each for window current + 1000.
         let flooders: Vec<Identity> = (0..40).map(|_| Identity::generate()).collect();
-        let junk = |id: &Identity, window: u64, index: u32| RolloutGroup {
-            version: WIRE_VERSION,
-            window,
-            miner: id.address().to_string(),
-            group_index: index,
-            nonce: index as u64,
-            checkpoint: Hash32::default(),
-            env: "structural".into(),
-            problem_seed: 1,
-            problem_id: "junk".into(),
-            rollouts: vec![Rollout {
-                tokens: PackedU32(vec![1, 2]),
-                prompt_len: 1,
-                sketches: PackedU32(vec![0]),
-                logprobs: PackedF32(vec![-1.0]),
-                reward: 0.0,
-                advantage: 0.0,
-                success: false,
-            }],
-        };
+        let junk = |id: &Identity, window: u64, index: u32| group(id.address(), window, index, 2);
         let mut refused_by_quota = 0;
         for id in &flooders {
             for i in 0..80u32 {
@@ -876,6 +802,60 @@ fn far_future_groups_and_a_flood_of_fresh_keys_do_not_starve_honest_miners() {
             .await,
             "honest miners lost their weight after the flood ({} windows scored): {}",
             after.len(),
+            summary(&bus).await
+        );
+    });
+}
+
+/// Red-team finding (fixed): groups for a window that will never close — window 0, which no
+/// clock opens, or one older than any catch-up — used to hold verifier slots while "waiting
+/// for the close" and be redelivered ahead of newer groups, stalling all verification.
+#[test]
+fn groups_for_windows_that_never_close_are_refused_at_once_and_honest_groups_get_verified() {
+    let nats = TestNats::start();
+    actix::System::new().block_on(async {
+        let bus = nats.bus().await;
+        let (miners, _) = honest_network(&bus);
+        let book = follow_windows(&bus);
+        assert!(
+            eventually(Duration::from_secs(30), || book
+                .latest_open()
+                .is_some_and(|o| o.window > 3))
+            .await
+        );
+        let flood_at = book.latest_open().unwrap().window;
+        let attacker = Identity::generate();
+        let quota = messages::manifest::NetworkLimits::default().max_groups_per_window;
+        for window in [0, 1] {
+            for i in 0..quota {
+                let bytes =
+                    Envelope::seal(group(attacker.address(), window, i, 2), &attacker).to_bytes();
+                publish_raw(&bus, subj::rollout(window, attacker.address()), bytes, None).await;
+            }
+        }
+        // Window 0 is refused at once; window 1 closed long ago and its groups are simply late.
+        assert!(
+            eventually(Duration::from_secs(30), || rejected(
+                &bus,
+                "verifier",
+                "far_past_window"
+            ) >= u64::from(quota))
+            .await,
+            "window-0 groups: {} refused",
+            rejected(&bus, "verifier", "far_past_window")
+        );
+        // Honest groups mined after the flood are verified within a few windows.
+        assert!(
+            eventually_async(Duration::from_secs(40), || async {
+                let verdicts = stored_verdicts(&bus).await;
+                verdicts
+                    .keys()
+                    .filter(|k| k.0 > flood_at && miners.contains(&k.1))
+                    .count()
+                    >= 4
+            })
+            .await,
+            "verification stalled after the flood: {}",
             summary(&bus).await
         );
     });

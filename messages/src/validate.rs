@@ -244,7 +244,19 @@ impl CheckFields for CheckpointAnnounce {
 impl CheckFields for CheckpointCandidate {
     fn check_fields(&self, _: &FieldLimits) -> Result<(), FieldError> {
         address("trainer", &self.trainer)?;
-        token("object", &self.object, 128)
+        // The publisher deletes a candidate's object when it is done with it: it must be the
+        // staging object of these weights, never a published checkpoint's.
+        let staging = crate::subjects::staging_object(&self.checkpoint.to_string());
+        if self.object != staging {
+            return Err(err(
+                "object",
+                format!(
+                    "{:?} is not {staging}, the staging object of its checkpoint",
+                    shown(&self.object)
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -373,6 +385,31 @@ mod tests {
         assert_eq!(
             v.check_fields(&FieldLimits::default()).unwrap_err().field,
             "reason"
+        );
+    }
+
+    /// A stolen trainer key naming a live anchor as its candidate's object must not make
+    /// the publisher delete that anchor.
+    #[test]
+    fn a_candidate_names_only_its_own_staging_object() {
+        let checkpoint = Hash32::from([7; 32]);
+        let mut c = CheckpointCandidate {
+            version: 1,
+            trainer: Identity::generate().address().to_string(),
+            checkpoint,
+            trained_from: Hash32::default(),
+            object: crate::subjects::staging_object(&checkpoint.to_string()),
+            bytes: 1,
+            object_digest: Hash32::default(),
+            last_window: 1,
+            steps: 1,
+            created_at_ms: 0,
+        };
+        c.check_fields(&FieldLimits::default()).unwrap();
+        c.object = crate::subjects::checkpoint_object(10, &checkpoint.to_string());
+        assert_eq!(
+            c.check_fields(&FieldLimits::default()).unwrap_err().field,
+            "object"
         );
     }
 

@@ -87,10 +87,15 @@ fn worker_bases(
         .collect()
 }
 
+/// A checkpoint book trusting `[checkpoints] publisher` (or this cluster's publisher key)
+/// and every publisher key of the installed manifest (an outside miner's only source).
 async fn book(shared: &SharedCompute, bus: &Bus) -> anyhow::Result<CheckpointBook> {
-    let trusted = shared.trusted("publisher")?;
+    let mut trusted = vec![shared.trusted("publisher")?];
+    if let Some(m) = bus.trust.manifest() {
+        trusted.extend(m.roles.publisher.iter().cloned());
+    }
     Ok(CheckpointBook::new(
-        BookConfig::trusting([trusted]),
+        BookConfig::trusting(trusted),
         shared.store(bus).await?,
     ))
 }

@@ -76,23 +76,37 @@ impl Clock {
     }
 }
 
-/// The highest window whose `phase` ("open" or "close") the clock stream holds (0: none).
-async fn last_published(ctx: &RoleCtx, phase: &str) -> anyhow::Result<u64> {
+/// The highest window whose `phase` ("open" or "close") the clock stream holds (0: none),
+/// believed only when that message is a clock message the manifest trusts for a window not
+/// ahead of the schedule: anyone who can write the stream could otherwise make a new leader
+/// skip every window up to a huge number. A message that fails gives 0, so the leader
+/// re-publishes the last [`MAX_CATCH_UP`] windows (their ids collapse with the stored ones).
+async fn last_published(ctx: &RoleCtx, phase: &str, info: &ChainInfo) -> anyhow::Result<u64> {
     use async_nats::jetstream::stream::LastRawMessageErrorKind;
     let stream = ctx.bus.js.get_stream(subj::STREAM_CLOCK).await?;
-    match stream
+    let msg = match stream
         .get_last_raw_message_by_subject(&format!("{}.clock.*.{phase}", subj::ROOT))
         .await
     {
-        Ok(msg) => match subj::parse(&msg.subject) {
-            Ok(subj::Subject::WindowOpen { window } | subj::Subject::WindowClose { window }) => {
-                Ok(window)
-            }
-            _ => anyhow::bail!("unexpected subject {} in the clock stream", msg.subject),
-        },
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
-        Err(e) => Err(e.into()),
-    }
+        Ok(msg) => msg,
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let window = match subj::parse(&msg.subject) {
+        Ok(subj::Subject::WindowOpen { .. }) => ctx
+            .bus
+            .open::<WindowOpen>("clock", &msg.payload)
+            .map(|(env, _)| env.payload.window),
+        Ok(subj::Subject::WindowClose { .. }) => ctx
+            .bus
+            .open::<WindowClose>("clock", &msg.payload)
+            .map(|(env, _)| env.payload.window),
+        _ => return Ok(0),
+    };
+    Ok(window
+        .ok()
+        .filter(|w| *w <= info.window_at(now_ms()))
+        .unwrap_or(0))
 }
 
 /// Read the deployment's schedule, creating it if this is the first clock ever.
@@ -152,8 +166,11 @@ async fn hold_lease(store: &kv::Store, me: &str, ttl_ms: u64) -> bool {
     match store.entry("leader").await {
         Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
             let current: Option<Lease> = serde_json::from_slice(&entry.value).ok();
+            // A lease further ahead than any clock writes one is bogus (someone else wrote
+            // the key): treat it as free rather than never lead again.
+            let bogus = |l: &Lease| l.until_ms > now.saturating_add(ttl_ms.saturating_mul(10));
             let free = current
-                .map(|l| l.holder == me || l.until_ms < now)
+                .map(|l| l.holder == me || l.until_ms < now || bogus(&l))
                 .unwrap_or(true);
             free && store.update("leader", value, entry.revision).await.is_ok()
         }
@@ -188,8 +205,8 @@ impl RoleLoop for Clock {
                     // Resume from what the stream holds, not from what this clock published
                     // before (another clock may have led since).
                     match (
-                        last_published(&ctx, "open").await,
-                        last_published(&ctx, "close").await,
+                        last_published(&ctx, "open", &info).await,
+                        last_published(&ctx, "close", &info).await,
                     ) {
                         (Ok(open), Ok(close)) => (published_open, published_close) = (open, close),
                         (Err(e), _) | (_, Err(e)) => {
@@ -215,13 +232,13 @@ impl RoleLoop for Clock {
                         .with_label_values(&["clock"])
                         .set(window as i64);
                     let oldest = window.saturating_sub(MAX_CATCH_UP);
-                    for w in published_open.max(oldest) + 1..=window {
+                    for w in published_open.max(oldest).saturating_add(1)..=window {
                         publish_open(&ctx, &chain, &info, w).await?;
                         published_open = w;
                     }
                     // A window's close is due once its deadline passed (catching up on any
                     // earlier window left unclosed).
-                    for w in published_close.max(oldest) + 1..=window {
+                    for w in published_close.max(oldest).saturating_add(1)..=window {
                         if now < info.deadline_ms(w) {
                             break;
                         }

@@ -136,6 +136,14 @@ impl ScoreBook {
                 .or_default()
                 .push((window, outcome));
         }
+        // Only windows that can still change a score are kept, and miners with none left
+        // leave the weights: memory and the weights' size follow the active miners, not
+        // every key that was ever seen.
+        let horizon = params.score_windows.max(params.failure_lookback_windows);
+        self.history.retain(|_, h| {
+            h.retain(|(w, _)| w.saturating_add(horizon) > window);
+            !h.is_empty()
+        });
         let mut miners: Vec<&String> = self.history.keys().collect();
         miners.sort();
         let scores: Vec<f64> = miners
@@ -191,6 +199,23 @@ impl RoleLoop for Scorer {
                 .flatten()
                 .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
                 .unwrap_or(0);
+            // A record ahead of the clock (written by someone else) would silence the scorer
+            // until that window: ignore it.
+            let scheduled = ctx
+                .bus
+                .trust
+                .schedule()
+                .map(|s| s.window_at(crate::bus::now_ms()));
+            let max_ahead = ctx.bus.trust.limits_max_future();
+            if let Some(current) = scheduled.filter(|c| last_final > c.saturating_add(max_ahead)) {
+                tracing::error!(
+                    recorded = last_final,
+                    current,
+                    "{}/{LAST_KEY} is ahead of the clock; ignoring it",
+                    subj::KV_STATE
+                );
+                last_final = 0;
+            }
             let mut verdicts = ctx
                 .bus
                 .replay(
@@ -210,8 +235,15 @@ impl RoleLoop for Scorer {
                         let msg = msg.ok_or_else(|| anyhow::anyhow!("verdict stream ended"))?
                             .map_err(|e| anyhow::anyhow!("verdict stream: {e}"))?;
                         if let Ok((env, _)) = ctx.bus.open::<GroupVerdict>("scorer", &msg.payload) {
-                            // Windows finalised before a restart still rebuild the history.
-                            scores.record(env.payload);
+                            let current = book.current(ctx.bus.trust.schedule().as_ref());
+                            let v = env.payload;
+                            match ctx.bus.trust.check_window(GroupVerdict::KIND, &env.signer, v.window, current) {
+                                // Windows finalised before a restart still rebuild the history.
+                                Ok(()) => {
+                                    scores.record(v);
+                                }
+                                Err(r) => ctx.bus.refused("scorer", &r),
+                            }
                         }
                     }
                     _ = tick.tick() => {}
@@ -391,6 +423,24 @@ mod tests {
         let (passed, reason, _) = with(&["reward_mismatch", "reward_mismatch"]);
         assert!(!passed && reason.unwrap().contains("reward_mismatch"));
         assert!(!with(&["sketch_mismatch"]).0, "hard");
+    }
+
+    /// Keys seen once leave the history (and the weights) once no window of theirs can
+    /// change a score: memory and the weights follow the active miners.
+    #[test]
+    fn miners_without_recent_windows_leave_the_history_and_the_weights() {
+        let mut book = ScoreBook::default();
+        let p = ScoringParams::default();
+        book.record(verdict(1, "once", 0, true));
+        let horizon = p.score_windows.max(p.failure_lookback_windows);
+        for w in 1..=horizon + 1 {
+            book.record(verdict(w, "steady", 0, true));
+            let (_, weights) = book.finalise(w, &p);
+            let listed = weights.iter().any(|e| e.miner == "once");
+            assert_eq!(listed, w < 1 + horizon, "window {w}");
+        }
+        assert!(!book.history.contains_key("once"));
+        assert!(book.history["steady"].len() as u64 <= horizon);
     }
 
     #[test]

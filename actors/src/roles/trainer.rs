@@ -327,7 +327,17 @@ async fn train_loop(
             Ok(Some(Ok(msg))) => match subj::parse(&msg.subject) {
                 Ok(Subject::GroupVerdict { .. }) => {
                     if let Ok((env, _)) = ctx.bus.open::<GroupVerdict>("trainer", &msg.payload) {
-                        batcher.group_verdict(env.payload);
+                        // Far-future windows would evict the real ones still being collected.
+                        let current = clock.current(ctx.bus.trust.schedule().as_ref());
+                        let (kind, window) = (GroupVerdict::KIND, env.payload.window);
+                        match ctx
+                            .bus
+                            .trust
+                            .check_window(kind, &env.signer, window, current)
+                        {
+                            Ok(()) => batcher.group_verdict(env.payload),
+                            Err(r) => ctx.bus.refused("trainer", &r),
+                        }
                     }
                     continue;
                 }
@@ -384,10 +394,12 @@ async fn train_window(
         if accepted.is_empty() {
             continue;
         }
+        let mut accepted = accepted.clone();
         for (group, digest) in groups_of(ctx, window, miner).await? {
             // Only the exact envelope a trusted verifier accepted (not another group the
-            // miner published under the same index, or after the deadline).
-            if accepted.contains(&digest) {
+            // miner published under the same index, or after the deadline), and only once:
+            // identical copies re-published under other ids are not trained again.
+            if accepted.remove(&digest) {
                 groups.push(group);
             } else {
                 ctx.metrics().reject("trainer", "not_accepted");

@@ -191,10 +191,14 @@ async fn handle(
         ctx.metrics().reject("verifier", "subject_mismatch");
         return settle(&msg, AckKind::Term).await;
     }
-    // A group for a window far ahead would sit here waiting for its close for good.
+    // A group for a window far ahead, or one that can no longer close, would sit here
+    // waiting for its close for good.
     let trust = &ctx.bus.trust;
     let current = book.current(trust.schedule().as_ref());
-    if let Err(refusal) = trust.check_window(RolloutGroup::KIND, &miner, window, current) {
+    let in_reach = trust
+        .check_window(RolloutGroup::KIND, &miner, window, current)
+        .and_then(|()| trust.check_not_stale(RolloutGroup::KIND, &miner, window, current));
+    if let Err(refusal) = in_reach {
         ctx.bus.refused("verifier", &refusal);
         return settle(&msg, AckKind::Term).await;
     }
