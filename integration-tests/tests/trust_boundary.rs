@@ -26,6 +26,16 @@ fn rejected(bus: &Bus, role: &str, reason: &str) -> u64 {
         .get()
 }
 
+/// Print what each role refused, by reason (`--nocapture` shows the attack's refusal counts).
+fn report(bus: &Bus, attack: &str) {
+    let text = bus.metrics.render();
+    let counts: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("grail_messages_rejected_total"))
+        .collect();
+    eprintln!("attack-report: {attack}: {}", counts.join(" "));
+}
+
 /// Publish raw bytes with a chosen de-duplication id, as any NATS client can.
 async fn publish_raw(bus: &Bus, subject: String, bytes: Vec<u8>, msg_id: Option<&str>) {
     let mut headers = HeaderMap::new();
@@ -326,6 +336,10 @@ fn forged_verdicts_weights_and_miner_verdicts_from_an_unknown_key_change_nothing
             trained.iter().all(|(_, m, _)| miners.contains(m)),
             "{trained:?}"
         );
+        report(
+            &bus,
+            "forged_verdicts_weights_and_miner_verdicts_from_an_unknown_key_change_nothing",
+        );
     });
 }
 
@@ -565,6 +579,10 @@ fn squatted_deduplication_ids_are_detected_on_every_publishing_subject() {
                 .len(),
             1
         );
+        report(
+            &bus,
+            "squatted_deduplication_ids_are_detected_on_every_publishing_subject",
+        );
     });
 }
 
@@ -629,6 +647,10 @@ fn clock_messages_re_signed_by_another_key_are_refused_and_the_real_deadlines_st
             );
         }
         assert!(rejected(&bus, "test", "unauthorized_signer") >= 2);
+        report(
+            &bus,
+            "clock_messages_re_signed_by_another_key_are_refused_and_the_real_deadlines_stand",
+        );
     });
 }
 
@@ -722,6 +744,10 @@ fn hostile_fields_even_from_trusted_keys_are_refused_and_the_roles_keep_going() 
                 .get(),
             0
         );
+        report(
+            &bus,
+            "hostile_fields_even_from_trusted_keys_are_refused_and_the_roles_keep_going",
+        );
     });
 }
 
@@ -804,6 +830,10 @@ fn far_future_groups_and_a_flood_of_fresh_keys_do_not_starve_honest_miners() {
             after.len(),
             summary(&bus).await
         );
+        report(
+            &bus,
+            "far_future_groups_and_a_flood_of_fresh_keys_do_not_starve_honest_miners",
+        );
     });
 }
 
@@ -858,5 +888,6 @@ fn groups_for_windows_that_never_close_are_refused_at_once_and_honest_groups_get
             "verification stalled after the flood: {}",
             summary(&bus).await
         );
+        report(&bus, "groups_for_windows_that_never_close_are_refused_at_once_and_honest_groups_get_verified");
     });
 }
