@@ -308,7 +308,6 @@ fn hostile_completions_score_zero_on_dataset_problems() {
 /// same code with the breach check forced true scores full reward, so the zero is not an
 /// accident of the code.
 #[test]
-#[ignore = "found a breach once in ~15 runs, under the full suite on a loaded machine, not reproduced since; a failure now names the probe that fired (Breach_<what>). Run: cargo test -p grail-envs --test code_forgery -- --ignored the_candidate_cannot_reach_the_harness"]
 fn the_candidate_cannot_reach_the_harness() {
     let sandbox = sandbox();
     let probe = r#"
@@ -329,10 +328,14 @@ def _breached():
             return 'extra descriptor %d' % fd
         except OSError:
             pass
+    me = os.getpid()
     try:
-        pids = [int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()]
+        pids = [int(p) for p in os.listdir('/proc') if p.isdigit()]
     except OSError:
-        pids = list(range(2, 4096))
+        # /proc cannot be listed: try the low pids and every pid near our own (the harness
+        # and the launcher were started just before us).
+        pids = list(range(2, 4096)) + list(range(max(2, me - 8192), me + 8192))
+    pids = [p for p in pids if p != me]
     for pid in pids:
         for path in ('/proc/%d/fd/3' % pid, '/proc/%d/fd/0' % pid):
             try:
