@@ -28,6 +28,14 @@
 //! The exact answer (and nothing else, surrounding whitespace ignored) scores 1.0 and is the only
 //! `success`. Each component is monotone in "closer to the answer", so the components never pull
 //! against each other.
+//!
+//! # Split
+//! Training problem `seed` draws from the SplitMix64 stream keyed `"arith"`, eval problem `index`
+//! from the stream keyed `"arith/eval"`: the two seed spaces are domain-separated, so no eval
+//! index replays a training seed's draw (eval ids carry `/eval/<index>`). The task itself is a
+//! small closed family (`max_operand = 9` has 100 sums), so the same *sum* can appear in both:
+//! arith measures whether the policy learned the skill, not whether it generalises to unseen
+//! items. Use `sat` or a data env for held-out items.
 
 use crate::params::Params;
 use crate::rng::SplitMix64;
@@ -85,30 +93,18 @@ impl Environment for ArithEnv {
     }
 
     fn problem(&self, seed: u64) -> Problem {
-        let mut rng = SplitMix64::keyed("arith", seed);
-        let (id, prompt, answer) = match self.mode {
-            ArithMode::Add { max_operand } => {
-                let a = rng.range_inclusive(0, max_operand);
-                let b = rng.range_inclusive(0, max_operand);
-                (
-                    format!("arith/add/{a}+{b}"),
-                    format!("{a}+{b}="),
-                    (a + b).to_string(),
-                )
-            }
-            ArithMode::Copy { digits } => {
-                let text: String = (0..digits)
-                    .map(|_| char::from(b'0' + rng.below(10) as u8))
-                    .collect();
-                (format!("arith/copy/{text}"), format!("copy {text}="), text)
-            }
-        };
-        Problem {
-            env: "arith".to_string(),
-            id,
-            messages: vec![ChatMessage::user(prompt)],
-            target: json!({ "answer": answer }),
-        }
+        self.generate(SplitMix64::keyed("arith", seed), "arith")
+    }
+
+    fn eval_problem(&self, index: u64) -> Problem {
+        self.generate(
+            SplitMix64::keyed(EVAL_SALT, index),
+            &format!("arith/eval/{index}"),
+        )
+    }
+
+    fn eval_len(&self) -> Option<u64> {
+        None
     }
 
     fn score(&self, problem: &Problem, completion: &str) -> Reward {
@@ -124,6 +120,42 @@ impl Environment for ArithEnv {
 
     fn reference_completion(&self, problem: &Problem) -> Option<String> {
         problem.target.get("answer")?.as_str().map(str::to_string)
+    }
+}
+
+/// The RNG salt of the eval stream (training uses `"arith"`).
+const EVAL_SALT: &str = "arith/eval";
+
+impl ArithEnv {
+    /// One problem from `rng`; ids start with `prefix` (`arith` or `arith/eval/<index>`).
+    fn generate(&self, mut rng: SplitMix64, prefix: &str) -> Problem {
+        let (id, prompt, answer) = match self.mode {
+            ArithMode::Add { max_operand } => {
+                let a = rng.range_inclusive(0, max_operand);
+                let b = rng.range_inclusive(0, max_operand);
+                (
+                    format!("{prefix}/add/{a}+{b}"),
+                    format!("{a}+{b}="),
+                    (a + b).to_string(),
+                )
+            }
+            ArithMode::Copy { digits } => {
+                let text: String = (0..digits)
+                    .map(|_| char::from(b'0' + rng.below(10) as u8))
+                    .collect();
+                (
+                    format!("{prefix}/copy/{text}"),
+                    format!("copy {text}="),
+                    text,
+                )
+            }
+        };
+        Problem {
+            env: "arith".to_string(),
+            id,
+            messages: vec![ChatMessage::user(prompt)],
+            target: json!({ "answer": answer }),
+        }
     }
 }
 

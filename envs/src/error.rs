@@ -49,6 +49,9 @@ pub enum EnvError {
         message: String,
     },
 
+    #[error("unknown split `{given}`; use `train` (what miners sample) or `eval` (the held-out problems)")]
+    BadSplit { given: String },
+
     #[error("python sandbox unavailable: {0}")]
     Sandbox(String),
 }

@@ -5,6 +5,11 @@
 //! Problem for seed `s` = row `s mod N`; id `gsm8k/<split>/<row>`; digest = BLAKE2b-256 of the
 //! split's file.
 //!
+//! # Split
+//! Train = `train.jsonl` (the default `split`); eval = `test.jsonl` (1319 rows, ids
+//! `gsm8k/test/<row>`, `eval_problem(i)` = row `i mod 1319`), the standard GSM8K split. Both
+//! files are loaded. `split = "test"` trains on the eval rows ([`Environment::train_overlaps_eval`]).
+//!
 //! # Reward
 //! The predicted answer is the explicitly marked final answer (`\boxed{}`, `####`,
 //! `<SOLUTION>`, "the answer is"), else the last number of the completion. Both sides are reduced
@@ -43,7 +48,47 @@ struct Item {
 pub struct Gsm8kEnv {
     split: String,
     items: Vec<Item>,
+    /// The test rows when training reads `train.jsonl` (`None`: `items` are the test rows).
+    eval_items: Option<Vec<Item>>,
     digest: [u8; 32],
+}
+
+/// Parses a GSM8K file's rows; the gold answer is the number after `####`.
+fn load_items(path: &Path, bytes: &[u8]) -> Result<Vec<Item>, EnvError> {
+    let rows: Vec<Row> = parse_jsonl(path, bytes)?;
+    let mut items = Vec::with_capacity(rows.len());
+    for (index, row) in rows.into_iter().enumerate() {
+        let gold = row
+            .answer
+            .rsplit("####")
+            .next()
+            .filter(|_| row.answer.contains("####"))
+            .map(|text| text.trim().replace(',', ""))
+            .filter(|gold| parse_number(gold).is_some())
+            .ok_or_else(|| EnvError::DataRow {
+                path: path.to_path_buf(),
+                line: index + 1,
+                message: "`answer` does not end in `#### <number>`".to_string(),
+            })?;
+        items.push(Item {
+            question: row.question,
+            solution: row.answer,
+            gold,
+        });
+    }
+    Ok(items)
+}
+
+fn item_problem(item: &Item, split: &str, row: usize) -> Problem {
+    Problem {
+        env: "gsm8k".to_string(),
+        id: format!("gsm8k/{split}/{row}"),
+        messages: vec![
+            ChatMessage::system(SYSTEM_PROMPT),
+            ChatMessage::user(item.question.clone()),
+        ],
+        target: json!({ "answer": item.gold, "row": row, "split": split }),
+    }
 }
 
 impl Gsm8kEnv {
@@ -56,36 +101,27 @@ impl Gsm8kEnv {
         let split = params.choice("split", "train", &["train", "test"])?;
         let path = resolve("gsm8k", data_dir, &format!("gsm8k/{split}.jsonl"))?;
         let bytes = data::read_bytes(&path)?;
-        let rows: Vec<Row> = parse_jsonl(&path, &bytes)?;
-        let mut items = Vec::with_capacity(rows.len());
-        for (index, row) in rows.into_iter().enumerate() {
-            let gold = row
-                .answer
-                .rsplit("####")
-                .next()
-                .filter(|_| row.answer.contains("####"))
-                .map(|text| text.trim().replace(',', ""))
-                .filter(|gold| parse_number(gold).is_some())
-                .ok_or_else(|| EnvError::DataRow {
-                    path: path.clone(),
-                    line: index + 1,
-                    message: "`answer` does not end in `#### <number>`".to_string(),
-                })?;
-            items.push(Item {
-                question: row.question,
-                solution: row.answer,
-                gold,
-            });
-        }
+        let items = load_items(&path, &bytes)?;
+        let eval_items = if split == "test" {
+            None
+        } else {
+            let eval_path = resolve("gsm8k", data_dir, "gsm8k/test.jsonl")?;
+            Some(load_items(&eval_path, &data::read_bytes(&eval_path)?)?)
+        };
         Ok(Gsm8kEnv {
             split,
             items,
+            eval_items,
             digest: data::blake2b256(&[&bytes]),
         })
     }
 
     pub fn split(&self) -> &str {
         &self.split
+    }
+
+    fn eval_items(&self) -> &[Item] {
+        self.eval_items.as_deref().unwrap_or(&self.items)
     }
 }
 
@@ -96,16 +132,21 @@ impl Environment for Gsm8kEnv {
 
     fn problem(&self, seed: u64) -> Problem {
         let row = data::row_for_seed(seed, self.items.len());
-        let item = &self.items[row];
-        Problem {
-            env: "gsm8k".to_string(),
-            id: format!("gsm8k/{}/{row}", self.split),
-            messages: vec![
-                ChatMessage::system(SYSTEM_PROMPT),
-                ChatMessage::user(item.question.clone()),
-            ],
-            target: json!({ "answer": item.gold, "row": row }),
-        }
+        item_problem(&self.items[row], &self.split, row)
+    }
+
+    fn eval_problem(&self, index: u64) -> Problem {
+        let items = self.eval_items();
+        let row = data::row_for_seed(index, items.len());
+        item_problem(&items[row], "test", row)
+    }
+
+    fn eval_len(&self) -> Option<u64> {
+        Some(self.eval_items().len() as u64)
+    }
+
+    fn train_overlaps_eval(&self) -> bool {
+        self.eval_items.is_none()
     }
 
     fn score(&self, problem: &Problem, completion: &str) -> Reward {
@@ -125,7 +166,11 @@ impl Environment for Gsm8kEnv {
 
     fn reference_completion(&self, problem: &Problem) -> Option<String> {
         let row = problem.target.get("row")?.as_u64()? as usize;
-        self.items.get(row).map(|item| item.solution.clone())
+        let items = match problem.target.get("split").and_then(Value::as_str) {
+            Some("test") => self.eval_items(),
+            _ => &self.items,
+        };
+        items.get(row).map(|item| item.solution.clone())
     }
 }
 

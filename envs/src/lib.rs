@@ -10,6 +10,23 @@
 //! Environments: `arith` (toy task a tiny random model learns from scratch), `sat` (planted
 //! 3-SAT), `gsm8k`, `math` (MATH / MATH-500), `mbpp`, `humaneval`. Build one from a
 //! [`EnvSpec`] (deserialisable from `cluster.toml`) with [`build`].
+//!
+//! # Train and eval splits
+//! Training and evaluation never draw from the same data ([`Split`]): [`Environment::problem`]
+//! is the training draw (its meaning is unchanged, so the proof protocol's problem seeds are
+//! too) and [`Environment::eval_problem`] enumerates the held-out split (`grail eval`):
+//!
+//! | env | train (`problem(seed)`) | eval (`eval_problem(index)`) |
+//! |---|---|---|
+//! | `arith`, `sat` | generator stream keyed `"<id>"` | generator stream keyed `"<id>/eval"` (see each module) |
+//! | `gsm8k` | `train.jsonl` (7473) | `test.jsonl` (1319) |
+//! | `math` | MATH `test.jsonl` minus MATH-500 (4500) | MATH-500 (500) |
+//! | `mbpp` | task ids 601–974 (374) | task ids 11–510 (500) |
+//! | `humaneval` | none (eval only) | all 164 tasks |
+//!
+//! The data envs' `split` parameter still selects other rows for `problem(seed)` (reference
+//! checks and benchmarks read the test rows that way); [`Environment::train_overlaps_eval`]
+//! says when such a configuration would train on the eval split.
 
 pub mod arith;
 pub mod chat;
@@ -30,6 +47,47 @@ pub use error::EnvError;
 pub use spec::{build, EnvSpec, KNOWN_ENVS};
 
 use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Which side of the train/eval split a problem comes from. Closed: there is no third split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// What miners sample and the trainer learns from ([`Environment::problem`]).
+    Train,
+    /// The held-out problems `grail eval` scores ([`Environment::eval_problem`]).
+    Eval,
+}
+
+impl Split {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Eval => "eval",
+        }
+    }
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Split {
+    type Err = EnvError;
+
+    fn from_str(text: &str) -> Result<Split, EnvError> {
+        match text {
+            "train" => Ok(Split::Train),
+            "eval" => Ok(Split::Eval),
+            other => Err(EnvError::BadSplit {
+                given: other.to_string(),
+            }),
+        }
+    }
+}
 
 /// One single-turn task: the chat to send to the policy and what the scorer needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,8 +156,28 @@ impl Reward {
 pub trait Environment: Send + Sync {
     /// The environment id, e.g. `"gsm8k"`.
     fn id(&self) -> &str;
-    /// The problem for `seed`; the same on every machine holding the same data.
+    /// The training problem for `seed` ([`Split::Train`]); the same on every machine holding
+    /// the same data. Miners and verifiers derive `seed` from the window randomness.
     fn problem(&self, seed: u64) -> Problem;
+    /// Held-out evaluation problem number `index` ([`Split::Eval`]), never a training problem
+    /// (see the crate docs for each environment's split). Data envs take `index mod`
+    /// [`Environment::eval_len`], so `0..eval_len` visits every eval problem once.
+    fn eval_problem(&self, index: u64) -> Problem;
+    /// Number of eval problems; `None` for procedural envs (every index is a fresh draw).
+    fn eval_len(&self) -> Option<u64>;
+    /// Whether the configured training rows intersect the eval split (e.g. `gsm8k` with
+    /// `split = "test"`, or `humaneval`, which has no training split). Roles should not train
+    /// on such an environment; `grail eval` reports it.
+    fn train_overlaps_eval(&self) -> bool {
+        false
+    }
+    /// The problem `n` of `split`: [`Environment::problem`] or [`Environment::eval_problem`].
+    fn split_problem(&self, split: Split, n: u64) -> Problem {
+        match split {
+            Split::Train => self.problem(n),
+            Split::Eval => self.eval_problem(n),
+        }
+    }
     /// Scores a completion (the assistant text only, without the prompt).
     fn score(&self, problem: &Problem, completion: &str) -> Reward;
     /// BLAKE2b-256 of the data file(s) the problems come from (`None` for procedural envs), so

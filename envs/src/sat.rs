@@ -15,6 +15,13 @@
 //!   `N` values). A uniformly random assignment satisfies 7/8 of the clauses in expectation, so
 //!   this is a shaping signal, not a measure of progress.
 //! * `solved` (0.4): every clause satisfied; this alone is `success`.
+//!
+//! # Split
+//! Training problem `seed` is generated from the SplitMix64 stream keyed `"sat"` (id
+//! `sat/<seed>`), eval problem `index` from the stream keyed `"sat/eval"` (id
+//! `sat/eval/<index>`): domain-separated seed spaces. With ≥ 5 clauses over ≥ 3 variables
+//! the instance space is far larger than any run draws, so held-out instances are new
+//! instances (the split test checks 20 000 of each side share none).
 
 use crate::params::Params;
 use crate::parse::{after_thinking, final_answer, AnswerMarker};
@@ -44,7 +51,15 @@ pub struct SatInstance {
 impl SatInstance {
     /// Generates the instance for `seed` with `num_vars` in `vars` and clause count in `clauses`.
     pub fn generate(seed: u64, vars: (u64, u64), clauses: (u64, u64)) -> SatInstance {
-        let mut rng = SplitMix64::keyed("sat", seed);
+        SatInstance::generate_from(SplitMix64::keyed("sat", seed), vars, clauses)
+    }
+
+    /// The eval-split instance `index` (stream keyed `"sat/eval"`).
+    pub fn generate_eval(index: u64, vars: (u64, u64), clauses: (u64, u64)) -> SatInstance {
+        SatInstance::generate_from(SplitMix64::keyed("sat/eval", index), vars, clauses)
+    }
+
+    fn generate_from(mut rng: SplitMix64, vars: (u64, u64), clauses: (u64, u64)) -> SatInstance {
         let num_vars = rng.range_inclusive(vars.0, vars.1) as usize;
         let num_clauses = rng.range_inclusive(clauses.0, clauses.1) as usize;
         let planted: Vec<bool> = (0..num_vars).map(|_| rng.coin()).collect();
@@ -158,16 +173,16 @@ impl Environment for SatEnv {
     }
 
     fn problem(&self, seed: u64) -> Problem {
-        let instance = self.instance(seed);
-        Problem {
-            env: "sat".to_string(),
-            id: format!("sat/{seed}"),
-            messages: vec![
-                ChatMessage::system(SYSTEM_PROMPT),
-                ChatMessage::user(instance.prompt()),
-            ],
-            target: serde_json::to_value(&instance).unwrap_or(Value::Null),
-        }
+        sat_problem(self.instance(seed), format!("sat/{seed}"))
+    }
+
+    fn eval_problem(&self, index: u64) -> Problem {
+        let instance = SatInstance::generate_eval(index, self.vars, self.clauses);
+        sat_problem(instance, format!("sat/eval/{index}"))
+    }
+
+    fn eval_len(&self) -> Option<u64> {
+        None
     }
 
     fn score(&self, problem: &Problem, completion: &str) -> Reward {
@@ -192,6 +207,18 @@ impl Environment for SatEnv {
             .map(|value| if *value { "1" } else { "0" })
             .collect();
         Some(format!("<SOLUTION>{}</SOLUTION>", bits.join(" ")))
+    }
+}
+
+fn sat_problem(instance: SatInstance, id: String) -> Problem {
+    Problem {
+        env: "sat".to_string(),
+        id,
+        messages: vec![
+            ChatMessage::system(SYSTEM_PROMPT),
+            ChatMessage::user(instance.prompt()),
+        ],
+        target: serde_json::to_value(&instance).unwrap_or(Value::Null),
     }
 }
 

@@ -7,6 +7,11 @@
 //! assert-bearing statement of `check(candidate)`, with `candidate` bound to a proxy of the
 //! entry point; they run in the trusted harness (see [`super`]), with the stub's own helpers
 //! (e.g. `poly`, `encode_cyclic`), never the completion's.
+//!
+//! # Split
+//! HumanEval is an evaluation set only: `eval_problem(i)` is task `i mod 164`. It has no train
+//! split; `problem(seed)` still returns its tasks (for reference checks and tests), and
+//! [`crate::Environment::train_overlaps_eval`] is `true` so nobody trains on it unawares.
 
 use super::{code_env, CodeEnv, CodeTask, SandboxSettings, SANDBOX_PARAMS};
 use crate::data::{self, parse_jsonl, resolve};
@@ -52,6 +57,8 @@ pub fn load(data_dir: Option<&Path>, raw: &Map<String, Value>) -> Result<CodeEnv
     Ok(code_env(
         "humaneval",
         tasks,
+        None,
+        true,
         data::blake2b256(&[&bytes]),
         settings,
     ))

@@ -4,6 +4,13 @@
 //! (11–510), `validation` (511–600), `prompt` (1–10), `all`. Plus the sandbox parameters of
 //! [`super`]. Digest = BLAKE2b-256 of `mbpp.jsonl`; problem id `mbpp/<task_id>`.
 //!
+//! # Split
+//! The paper's split (Austin et al. 2021, §2.1, and the HF `mbpp` "full" config): task ids 1–10
+//! are few-shot prompts, 11–510 test, 511–600 validation, 601–974 train. Train = the `split`
+//! parameter (default `train`, 374 tasks); eval = `test` (500 tasks, `eval_problem(i)` = the
+//! `i mod 500`-th by task id). `split = "test"` or `"all"` trains on eval tasks
+//! ([`crate::Environment::train_overlaps_eval`]).
+//!
 //! Prompt: the task text, the tested function's signature (the `def` line of the reference
 //! solution) and the first test as an example. Tests: `test_setup_code` as setup, then every
 //! `test_list` assert separately, in the trusted harness (see [`super`]); the entry point (the
@@ -39,7 +46,7 @@ pub fn load(data_dir: Option<&Path>, raw: &Map<String, Value>) -> Result<CodeEnv
         &["train", "test", "validation", "prompt", "all"],
     )?;
     let range = match split.as_str() {
-        "test" => 11..=510,
+        "test" => EVAL_TASK_IDS,
         "validation" => 511..=600,
         "prompt" => 1..=10,
         "all" => 0..=u64::MAX,
@@ -48,15 +55,45 @@ pub fn load(data_dir: Option<&Path>, raw: &Map<String, Value>) -> Result<CodeEnv
     let path = resolve("mbpp", data_dir, "mbpp/mbpp.jsonl")?;
     let bytes = data::read_bytes(&path)?;
     let rows: Vec<Row> = parse_jsonl(&path, &bytes)?;
+    let tasks = tasks_in(&rows, &range, &path)?;
+    if tasks.is_empty() {
+        return Err(EnvError::EmptyDataset {
+            path,
+            detail: format!(" for split `{split}`"),
+        });
+    }
+    let eval_tasks = tasks_in(&rows, &EVAL_TASK_IDS, &path)?;
+    let overlaps_eval =
+        range.start() <= EVAL_TASK_IDS.end() && EVAL_TASK_IDS.start() <= range.end();
+    let settings = SandboxSettings::from_params(&params, raw)?;
+    Ok(code_env(
+        "mbpp",
+        tasks,
+        Some(eval_tasks),
+        overlaps_eval,
+        data::blake2b256(&[&bytes]),
+        settings,
+    ))
+}
+
+/// The eval split's task ids (the paper's test split).
+pub const EVAL_TASK_IDS: std::ops::RangeInclusive<u64> = 11..=510;
+
+/// The tasks whose id is in `range`, in file order.
+fn tasks_in(
+    rows: &[Row],
+    range: &std::ops::RangeInclusive<u64>,
+    path: &Path,
+) -> Result<Vec<CodeTask>, EnvError> {
     let mut tasks = Vec::new();
-    for (index, row) in rows.into_iter().enumerate() {
+    for (index, row) in rows.iter().enumerate() {
         if !range.contains(&row.task_id) {
             continue;
         }
         let code = row.code.replace("\r\n", "\n");
         let signature =
             tested_signature(&code, &row.test_list).ok_or_else(|| EnvError::DataRow {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 line: index + 1,
                 message: "the reference `code` has no `def` line".to_string(),
             })?;
@@ -82,19 +119,7 @@ pub fn load(data_dir: Option<&Path>, raw: &Map<String, Value>) -> Result<CodeEnv
             reference: format!("```python\n{code}\n```"),
         });
     }
-    if tasks.is_empty() {
-        return Err(EnvError::EmptyDataset {
-            path,
-            detail: format!(" for split `{split}`"),
-        });
-    }
-    let settings = SandboxSettings::from_params(&params, raw)?;
-    Ok(code_env(
-        "mbpp",
-        tasks,
-        data::blake2b256(&[&bytes]),
-        settings,
-    ))
+    Ok(tasks)
 }
 
 /// The `def` line of the function the first test calls (`f(` or `f (`), else the first `def`.

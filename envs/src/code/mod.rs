@@ -61,7 +61,7 @@ pub mod mbpp;
 use crate::params::Params;
 use crate::parse::extract_code;
 use crate::sandbox::{Exit, PairProgram, Sandbox, SandboxConfig};
-use crate::{ChatMessage, EnvError, Environment, Problem, Reward};
+use crate::{ChatMessage, EnvError, Environment, Problem, Reward, Split};
 use serde_json::{json, Map, Value};
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
@@ -136,6 +136,9 @@ pub(crate) struct CodeTask {
 pub struct CodeEnv {
     id: &'static str,
     tasks: Vec<CodeTask>,
+    /// The held-out tasks (`None`: `tasks` are the eval tasks, as for HumanEval).
+    eval_tasks: Option<Vec<CodeTask>>,
+    overlaps_eval: bool,
     digest: [u8; 32],
     settings: SandboxSettings,
 }
@@ -154,20 +157,21 @@ impl Environment for CodeEnv {
 
     fn problem(&self, seed: u64) -> Problem {
         let row = crate::data::row_for_seed(seed, self.tasks.len());
-        let task = &self.tasks[row];
-        let mut target = task.target.clone();
-        if let Some(object) = target.as_object_mut() {
-            object.insert("row".to_string(), json!(row));
-        }
-        Problem {
-            env: self.id.to_string(),
-            id: task.id.clone(),
-            messages: vec![
-                ChatMessage::system(SYSTEM_PROMPT),
-                ChatMessage::user(task.user_prompt.clone()),
-            ],
-            target,
-        }
+        self.task_problem(&self.tasks[row], row, Split::Train)
+    }
+
+    fn eval_problem(&self, index: u64) -> Problem {
+        let tasks = self.eval_tasks();
+        let row = crate::data::row_for_seed(index, tasks.len());
+        self.task_problem(&tasks[row], row, Split::Eval)
+    }
+
+    fn eval_len(&self) -> Option<u64> {
+        Some(self.eval_tasks().len() as u64)
+    }
+
+    fn train_overlaps_eval(&self) -> bool {
+        self.overlaps_eval
     }
 
     fn score(&self, problem: &Problem, completion: &str) -> Reward {
@@ -204,7 +208,36 @@ impl Environment for CodeEnv {
 
     fn reference_completion(&self, problem: &Problem) -> Option<String> {
         let row = problem.target.get("row")?.as_u64()? as usize;
-        self.tasks.get(row).map(|task| task.reference.clone())
+        let tasks = match problem.target.get("split").and_then(Value::as_str) {
+            Some("eval") => self.eval_tasks(),
+            _ => &self.tasks,
+        };
+        tasks.get(row).map(|task| task.reference.clone())
+    }
+}
+
+impl CodeEnv {
+    fn eval_tasks(&self) -> &[CodeTask] {
+        self.eval_tasks.as_deref().unwrap_or(&self.tasks)
+    }
+
+    fn task_problem(&self, task: &CodeTask, row: usize, split: Split) -> Problem {
+        let mut target = task.target.clone();
+        if let Some(object) = target.as_object_mut() {
+            object.insert("row".to_string(), json!(row));
+            if split == Split::Eval {
+                object.insert("split".to_string(), json!("eval"));
+            }
+        }
+        Problem {
+            env: self.id.to_string(),
+            id: task.id.clone(),
+            messages: vec![
+                ChatMessage::system(SYSTEM_PROMPT),
+                ChatMessage::user(task.user_prompt.clone()),
+            ],
+            target,
+        }
     }
 }
 
@@ -636,15 +669,21 @@ fn parse_fatal(text: &str) -> CodeFailure {
 }
 
 /// Shared loader pieces.
+/// `eval_tasks`: the held-out tasks, or `None` when `tasks` are themselves the eval tasks;
+/// `overlaps_eval`: the training tasks intersect the eval tasks.
 pub(crate) fn code_env(
     id: &'static str,
     tasks: Vec<CodeTask>,
+    eval_tasks: Option<Vec<CodeTask>>,
+    overlaps_eval: bool,
     digest: [u8; 32],
     settings: SandboxSettings,
 ) -> CodeEnv {
     CodeEnv {
         id,
         tasks,
+        eval_tasks,
+        overlaps_eval,
         digest,
         settings,
     }

@@ -13,6 +13,12 @@
 //! that equals its `answer` field on every row). Problem for seed `s` = row `s mod N`; id
 //! `math/<split>/<row>`.
 //!
+//! # Split
+//! Train = the default `split = "train"` (MATH minus MATH-500); eval = MATH-500 (ids
+//! `math/math500/<row>`, `eval_problem(i)` = row `i mod 500`): the standard held-out set
+//! since "Let's Verify Step by Step" (PRM800K). `math500_test.jsonl` is always loaded; `split`
+//! `math500` or `test` trains on eval rows ([`Environment::train_overlaps_eval`]).
+//!
 //! # Reward
 //! * `correct` (0.9): the final answer ([`crate::parse::final_answer`]: `\boxed{}`,
 //!   `<SOLUTION>`, ...) is [`normalize::equivalent`] to the gold answer (`success`).
@@ -35,7 +41,7 @@ const WEIGHT_FORMAT: f32 = 0.1;
 const SYSTEM_PROMPT: &str =
     "Solve the math problem step by step. Write the final answer as \\boxed{answer}.";
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 struct Row {
     problem: String,
     solution: String,
@@ -59,7 +65,54 @@ struct Item {
 pub struct MathEnv {
     split: String,
     items: Vec<Item>,
+    /// MATH-500, the eval split.
+    eval_items: Vec<Item>,
+    overlaps_eval: bool,
     digest: [u8; 32],
+}
+
+/// Items with their gold answers: `answer` if present, else the solution's last `\boxed{}`.
+fn items_from_rows(rows: Vec<Row>, path: &Path) -> Result<Vec<Item>, EnvError> {
+    let mut items = Vec::with_capacity(rows.len());
+    for (index, row) in rows.into_iter().enumerate() {
+        let gold = match row.answer {
+            Some(answer) => answer,
+            None => last_boxed(&row.solution)
+                .map(str::to_string)
+                .ok_or_else(|| EnvError::DataRow {
+                    path: path.to_path_buf(),
+                    line: index + 1,
+                    message: "`solution` has no \\boxed{} answer and there is no `answer` field"
+                        .to_string(),
+                })?,
+        };
+        items.push(Item {
+            problem: row.problem,
+            solution: row.solution,
+            gold,
+            level: row.level.unwrap_or(Value::Null),
+            subject: row.subject.unwrap_or_default(),
+        });
+    }
+    Ok(items)
+}
+
+fn item_problem(item: &Item, split: &str, row: usize) -> Problem {
+    Problem {
+        env: "math".to_string(),
+        id: format!("math/{split}/{row}"),
+        messages: vec![
+            ChatMessage::system(SYSTEM_PROMPT),
+            ChatMessage::user(item.problem.clone()),
+        ],
+        target: json!({
+            "answer": item.gold,
+            "row": row,
+            "split": split,
+            "level": item.level,
+            "subject": item.subject,
+        }),
+    }
 }
 
 impl MathEnv {
@@ -68,7 +121,9 @@ impl MathEnv {
         let params = Params::new("math", params, &["split"])?;
         let split = params.choice("split", "train", &["train", "math500", "test"])?;
         let full_path = resolve("math", data_dir, "math/test.jsonl");
-        let subset_path = resolve("math", data_dir, "math/math500_test.jsonl");
+        let subset_path = resolve("math", data_dir, "math/math500_test.jsonl")?;
+        let subset_bytes = data::read_bytes(&subset_path)?;
+        let subset_rows = parse_jsonl::<Row>(&subset_path, &subset_bytes)?;
         let (rows, digest, path) = match split.as_str() {
             "test" => {
                 let path = full_path?;
@@ -79,52 +134,25 @@ impl MathEnv {
                     path,
                 )
             }
-            "math500" => {
-                let path = subset_path?;
-                let bytes = data::read_bytes(&path)?;
-                (
-                    parse_jsonl::<Row>(&path, &bytes)?,
-                    data::blake2b256(&[&bytes]),
-                    path,
-                )
-            }
+            "math500" => (
+                subset_rows.clone(),
+                data::blake2b256(&[&subset_bytes]),
+                subset_path.clone(),
+            ),
             _ => {
-                let (path, subset_path) = (full_path?, subset_path?);
-                let (bytes, subset_bytes) =
-                    (data::read_bytes(&path)?, data::read_bytes(&subset_path)?);
-                let held_out: HashSet<String> = parse_jsonl::<Row>(&subset_path, &subset_bytes)?
-                    .into_iter()
-                    .map(|row| row.problem)
-                    .collect();
+                let path = full_path?;
+                let bytes = data::read_bytes(&path)?;
+                let held_out: HashSet<&str> =
+                    subset_rows.iter().map(|row| row.problem.as_str()).collect();
                 let rows = parse_jsonl::<Row>(&path, &bytes)?
                     .into_iter()
-                    .filter(|row| !held_out.contains(&row.problem))
+                    .filter(|row| !held_out.contains(row.problem.as_str()))
                     .collect();
                 (rows, data::blake2b256(&[&bytes, &subset_bytes]), path)
             }
         };
-        let mut items = Vec::with_capacity(rows.len());
-        for (index, row) in rows.into_iter().enumerate() {
-            let gold = match row.answer {
-                Some(answer) => answer,
-                None => last_boxed(&row.solution)
-                    .map(str::to_string)
-                    .ok_or_else(|| EnvError::DataRow {
-                        path: path.clone(),
-                        line: index + 1,
-                        message:
-                            "`solution` has no \\boxed{} answer and there is no `answer` field"
-                                .to_string(),
-                    })?,
-            };
-            items.push(Item {
-                problem: row.problem,
-                solution: row.solution,
-                gold,
-                level: row.level.unwrap_or(Value::Null),
-                subject: row.subject.unwrap_or_default(),
-            });
-        }
+        let items = items_from_rows(rows, &path)?;
+        let eval_items = items_from_rows(subset_rows, &subset_path)?;
         if items.is_empty() {
             return Err(EnvError::EmptyDataset {
                 path,
@@ -132,8 +160,10 @@ impl MathEnv {
             });
         }
         Ok(MathEnv {
+            overlaps_eval: split != "train",
             split,
             items,
+            eval_items,
             digest,
         })
     }
@@ -150,21 +180,20 @@ impl Environment for MathEnv {
 
     fn problem(&self, seed: u64) -> Problem {
         let row = data::row_for_seed(seed, self.items.len());
-        let item = &self.items[row];
-        Problem {
-            env: "math".to_string(),
-            id: format!("math/{}/{row}", self.split),
-            messages: vec![
-                ChatMessage::system(SYSTEM_PROMPT),
-                ChatMessage::user(item.problem.clone()),
-            ],
-            target: json!({
-                "answer": item.gold,
-                "row": row,
-                "level": item.level,
-                "subject": item.subject,
-            }),
-        }
+        item_problem(&self.items[row], &self.split, row)
+    }
+
+    fn eval_problem(&self, index: u64) -> Problem {
+        let row = data::row_for_seed(index, self.eval_items.len());
+        item_problem(&self.eval_items[row], "math500", row)
+    }
+
+    fn eval_len(&self) -> Option<u64> {
+        Some(self.eval_items.len() as u64)
+    }
+
+    fn train_overlaps_eval(&self) -> bool {
+        self.overlaps_eval
     }
 
     fn score(&self, problem: &Problem, completion: &str) -> Reward {
@@ -184,7 +213,11 @@ impl Environment for MathEnv {
 
     fn reference_completion(&self, problem: &Problem) -> Option<String> {
         let row = problem.target.get("row")?.as_u64()? as usize;
-        self.items.get(row).map(|item| item.solution.clone())
+        let items = match problem.target.get("split").and_then(Value::as_str) {
+            Some(split) if split != self.split => &self.eval_items,
+            _ => &self.items,
+        };
+        items.get(row).map(|item| item.solution.clone())
     }
 }
 
