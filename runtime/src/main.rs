@@ -117,11 +117,50 @@ enum Command {
         #[command(subcommand)]
         action: ModelAction,
     },
+    /// Score a model on an environment's held-out eval split: pass@1 greedy and sampled,
+    /// pass@k, mean reward and its components, completion length (see docs/OPERATIONS.md).
+    Eval(EvalArgs),
     /// Benchmarks that print a table.
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
     },
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// `tiny` (the deterministic tiny model), an HF model directory or a .gguf file.
+    #[arg(long)]
+    model: String,
+    /// Environment id (arith, sat, gsm8k, math, mbpp, humaneval).
+    #[arg(long)]
+    env: String,
+    /// Environment parameter KEY=VALUE (repeatable), as in cluster.toml's `params`.
+    #[arg(long = "param")]
+    params: Vec<String>,
+    /// Datasets root (the folder holding gsm8k/, math/, mbpp/, humaneval/).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Score the first N eval problems (0 = the whole split of a data env).
+    #[arg(long, default_value_t = 100)]
+    limit: u64,
+    /// Sampled completions per problem (the k of pass@k); 0 = greedy only.
+    #[arg(long, default_value_t = 8)]
+    samples: usize,
+    /// Seed of the sampled completions.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Sampling temperature of the sampled completions (greedy is always T=0).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// `cpu` or `cuda:N` (a `--features cuda` build).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Print the report as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -401,6 +440,29 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        Command::Eval(a) => {
+            let started = std::time::Instant::now();
+            let report = grail_runtime::eval::run(&grail_runtime::eval::EvalOptions {
+                model: a.model,
+                env: a.env,
+                params: a.params,
+                data_dir: a.data_dir,
+                limit: a.limit,
+                samples: a.samples,
+                seed: a.seed,
+                max_new_tokens: a.max_new_tokens,
+                temperature: a.temperature,
+                device: a.device,
+            })?;
+            let wall_s = started.elapsed().as_secs_f64();
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                eprintln!("eval: done in {wall_s:.1}s");
+            } else {
+                print!("{}", grail_runtime::eval::table(&report, wall_s));
+            }
+            Ok(())
+        }
         Command::Bench { what } => match what {
             BenchWhat::Policy {
                 model,
