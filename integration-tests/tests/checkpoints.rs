@@ -779,6 +779,7 @@ async fn verified_window(bus: &Bus, miner: &Identity, window: u64, names: Hash32
             learning_signal: true,
             mean_reward: 0.5,
             server_ts_ms: 0,
+            success_rollouts: 0,
         };
         bus.publish_durable(
             "verifier",

@@ -128,6 +128,7 @@ fn every_message_type_round_trips_through_jetstream() {
             learning_signal: true,
             mean_reward: 0.25,
             server_ts_ms: 99,
+            success_rollouts: 0,
         };
         let mverdict = MinerWindowVerdict {
             version: WIRE_VERSION,

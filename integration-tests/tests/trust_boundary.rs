@@ -98,6 +98,7 @@ fn verdict(
         learning_signal: true,
         mean_reward: 1.0,
         server_ts_ms: 0,
+        success_rollouts: 0,
     }
 }
 

@@ -128,6 +128,11 @@ pub struct GroupVerdict {
     pub mean_reward: f32,
     /// JetStream server timestamp of the group (unix ms).
     pub server_ts_ms: u64,
+    /// Rollouts of the group that solved the task (`success`: exact answer, all tests pass),
+    /// as the verifier re-scored them; what `grail up` reports as exact-answer success.
+    /// Decodes as 0 from verdicts that predate it.
+    #[serde(default)]
+    pub success_rollouts: u32,
 }
 
 /// Verifier: a miner's result for a whole window (one failed hard check fails it).

@@ -219,10 +219,19 @@ impl CheckFields for RolloutGroup {
 }
 
 impl CheckFields for GroupVerdict {
-    fn check_fields(&self, _: &FieldLimits) -> Result<(), FieldError> {
+    fn check_fields(&self, limits: &FieldLimits) -> Result<(), FieldError> {
         address("miner", &self.miner)?;
         address("verifier", &self.verifier)?;
         reason("reason", &self.reason)?;
+        if self.success_rollouts > limits.max_rollouts {
+            return Err(err(
+                "success_rollouts",
+                format!(
+                    "{} exceeds the group bound {}",
+                    self.success_rollouts, limits.max_rollouts
+                ),
+            ));
+        }
         finite("mean_reward", self.mean_reward)
     }
 }
@@ -381,10 +390,20 @@ mod tests {
             learning_signal: false,
             mean_reward: 0.0,
             server_ts_ms: 0,
+            success_rollouts: 0,
         };
         assert_eq!(
             v.check_fields(&FieldLimits::default()).unwrap_err().field,
             "reason"
+        );
+        let v = GroupVerdict {
+            reason: None,
+            success_rollouts: 1_000_000,
+            ..v
+        };
+        assert_eq!(
+            v.check_fields(&FieldLimits::default()).unwrap_err().field,
+            "success_rollouts"
         );
     }
 

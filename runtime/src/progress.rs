@@ -1,6 +1,11 @@
 //! What `grail up` prints: one line per finalised window (groups mined / verified / rejected
 //! by reason, mean verified reward, the checkpoint the window was mined on, how long the
 //! window took from open to weights) and a closing summary with the mean-reward curve.
+//!
+//! The shaped mean reward mixes partial credit (arith's digit components, SAT's clause share);
+//! next to it each line shows **exact-answer success**: the fraction of rollouts in verified
+//! groups whose `success` the verifier confirmed (`GroupVerdict::success_rollouts` over
+//! verified groups × the protocol group size), the number that says the model got smarter.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -18,6 +23,7 @@ struct WindowLine {
     verified: u32,
     rejected: BTreeMap<String, u32>,
     reward_sum: f64,
+    success_rollouts: u64,
     groups: u32,
     opened: Option<Instant>,
 }
@@ -40,6 +46,16 @@ impl Checkpoints {
                 format!("#{} {}… {kind}", a.seq, &a.checkpoint.short()[..8])
             })
             .unwrap_or_else(|| "none".into())
+    }
+}
+
+/// Fraction of rollouts that solved the task among `verified` groups of `group_size`.
+pub fn success_rate(success_rollouts: u64, verified: u32, group_size: u32) -> f64 {
+    let rollouts = u64::from(verified) * u64::from(group_size);
+    if rollouts == 0 {
+        0.0
+    } else {
+        success_rollouts as f64 / rollouts as f64
     }
 }
 
@@ -72,6 +88,9 @@ pub async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
     let mut checkpoints = Checkpoints::default();
     let mut seen: HashSet<(u64, String, u32)> = HashSet::new();
     let mut curve = Vec::new();
+    let mut success_curve = Vec::new();
+    // Every verified group has exactly this many rollouts (a different count is rejected).
+    let group_size = messages::manifest::NetworkLimits::default().group_size;
     let mut done = 0u64;
     loop {
         tokio::select! {
@@ -97,6 +116,7 @@ pub async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
                 if v.accepted {
                     line.verified += 1;
                     line.reward_sum += v.mean_reward as f64;
+                    line.success_rollouts += u64::from(v.success_rollouts);
                 } else {
                     *line.rejected.entry(v.reason.unwrap_or_default()).or_default() += 1;
                 }
@@ -108,17 +128,22 @@ pub async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
                 lines.retain(|window, _| *window > w.window);
                 let mean = if line.verified > 0 { line.reward_sum / line.verified as f64 } else { 0.0 };
                 curve.push((w.window, mean));
+                let success = success_rate(line.success_rollouts, line.verified, group_size);
+                success_curve.push((w.window, success));
                 let top: Vec<String> = w.entries.iter().filter(|e| e.weight > 0.0)
                     .map(|e| format!("{}…={:.2}", e.miner.chars().take(6).collect::<String>(), e.weight)).collect();
                 let took = line.opened.map(|t| format!("{:.1}s", t.elapsed().as_secs_f64())).unwrap_or_else(|| "?".into());
                 println!(
-                    "window {:>4} | groups {:>3} verified {:>3} rejected {:>3} {:?} | mean reward {:.3} | ckpt {} | open→weights {} | weights {}",
+                    "window {:>4} | groups {:>3} verified {:>3} rejected {:>3} {:?} | mean reward {:.3} success {:.3} | ckpt {} | open→weights {} | weights {}",
                     w.window, line.groups, line.verified, line.groups - line.verified, line.rejected,
-                    mean, checkpoints.label(w.window), took, top.join(" ")
+                    mean, success, checkpoints.label(w.window), took, top.join(" ")
                 );
                 done += 1;
                 if limit.is_some_and(|l| done >= l) {
                     print_summary(&curve, &checkpoints);
+                    for line in success_summary(&success_curve) {
+                        println!("{line}");
+                    }
                     return Ok(());
                 }
             }
@@ -150,6 +175,25 @@ fn print_summary(curve: &[(u64, f64)], checkpoints: &Checkpoints) {
     }
 }
 
+/// The summary lines for exact-answer success: the per-window curve, then first vs last windows.
+pub fn success_summary(curve: &[(u64, f64)]) -> Vec<String> {
+    let mut lines = vec![format!(
+        "summary: exact-answer success curve: {}",
+        curve
+            .iter()
+            .map(|(w, s)| format!("{w}:{s:.3}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )];
+    if let Some((first, last)) = curve_gain(curve, 3) {
+        lines.push(format!(
+            "summary: exact-answer success first windows {first:.3} → last windows {last:.3} ({:+.3})",
+            last - first
+        ));
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,5 +204,30 @@ mod tests {
         assert_eq!(curve_gain(&curve, 3), Some((1.0, 8.0)));
         assert_eq!(curve_gain(&curve[..1], 3), None);
         assert_eq!(curve_gain(&curve[..4], 3), Some((0.5, 2.5)));
+    }
+
+    #[test]
+    fn success_is_the_share_of_solved_rollouts_in_verified_groups() {
+        assert_eq!(success_rate(0, 0, 16), 0.0);
+        assert_eq!(success_rate(8, 2, 16), 0.25);
+        assert_eq!(success_rate(32, 2, 16), 1.0);
+        let curve = [
+            (1, 0.0),
+            (2, 0.0625),
+            (3, 0.125),
+            (4, 0.25),
+            (5, 0.5),
+            (6, 0.5),
+        ];
+        let lines = success_summary(&curve);
+        assert_eq!(
+            lines[0],
+            "summary: exact-answer success curve: 1:0.000 2:0.062 3:0.125 4:0.250 5:0.500 6:0.500"
+        );
+        assert_eq!(
+            lines[1],
+            "summary: exact-answer success first windows 0.062 → last windows 0.417 (+0.354)"
+        );
+        assert_eq!(success_summary(&curve[..1]).len(), 1);
     }
 }

@@ -143,6 +143,7 @@ mod tests {
             learning_signal: true,
             mean_reward: 0.5,
             server_ts_ms: 0,
+            success_rollouts: 0,
         }
     }
 

@@ -220,6 +220,8 @@ async fn handle(
         return settle(&msg, AckKind::Term).await;
     };
     let group_index = group.group_index;
+    // Claimed here, checked by the re-scoring (a wrong `success` flag rejects the group).
+    let success_rollouts = group.rollouts.iter().filter(|r| r.success).count() as u32;
     let deadline_ms = open.deadline_ms;
     let checkpoint = match checkpoints.map(|b| b.status_for_window(window)) {
         None => Ok(None),
@@ -277,6 +279,11 @@ async fn handle(
         learning_signal: outcome.learning_signal,
         mean_reward: outcome.mean_reward,
         server_ts_ms,
+        success_rollouts: if outcome.accepted {
+            success_rollouts
+        } else {
+            0
+        },
     };
     let meta = MsgMeta {
         window: Some(window),
