@@ -43,6 +43,8 @@ pub struct EvalOptions {
     pub temperature: f32,
     /// `cpu` or `cuda:N`.
     pub device: String,
+    /// Print the first `show` problems' greedy completions on stderr (to see what it says).
+    pub show: u64,
 }
 
 /// Means over one kind of completion (greedy or sampled).
@@ -234,7 +236,17 @@ pub fn run(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
                 .with_context(|| format!("generating for eval problem {}", problem.id))
         };
         for sequence in generate(1, &mut Greedy)? {
-            greedy.add(&score(env.as_ref(), &base, &problem, &sequence)?, &sequence);
+            let reward = score(env.as_ref(), &base, &problem, &sequence)?;
+            if index < opts.show {
+                eprintln!(
+                    "eval {}: greedy completion: {:?} (success {}, reward {:.3})",
+                    problem.id,
+                    base.completion_text(sequence.completion())?,
+                    reward.success,
+                    reward.total
+                );
+            }
+            greedy.add(&reward, &sequence);
         }
         if opts.samples > 0 {
             let mut sampler = SeededSampler::new(

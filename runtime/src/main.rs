@@ -161,6 +161,9 @@ struct EvalArgs {
     /// Print the report as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Print the first N problems' greedy completions on stderr.
+    #[arg(long, default_value_t = 0)]
+    show: u64,
 }
 
 #[derive(clap::Args)]
@@ -453,6 +456,7 @@ fn main() -> anyhow::Result<()> {
                 max_new_tokens: a.max_new_tokens,
                 temperature: a.temperature,
                 device: a.device,
+                show: a.show,
             })?;
             let wall_s = started.elapsed().as_secs_f64();
             if a.json {

@@ -106,11 +106,15 @@ fn table_for_people_and_greedy_only() {
         "0",
         "--max-new-tokens",
         "4",
+        "--show",
+        "1",
     ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("greedy completion:").count(), 1, "{stderr}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains("eval sat/eval/0: greedy completion:"),
+        "{stderr}"
     );
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(
