@@ -188,6 +188,14 @@ impl Trust {
             .unwrap_or(messages::manifest::NetworkLimits::default().max_future_windows)
     }
 
+    /// The scheduled window now, when a progress record read back from KV (`recorded`) is
+    /// further ahead of it than the manifest allows: such a record was not written by the
+    /// role itself and would make it skip every real window until then.
+    pub fn record_ahead_of_schedule(&self, recorded: u64) -> Option<u64> {
+        let current = self.schedule()?.window_at(crate::bus::now_ms());
+        (recorded > current.saturating_add(self.limits_max_future())).then_some(current)
+    }
+
     /// Refuse `window` when it is further ahead of `current` (the clock's window, when known)
     /// than the manifest allows: a far-future message would park a consumer or poison a
     /// progress record.

@@ -38,10 +38,10 @@ pub struct RunningRoles {
 /// Start every role of `cfg` (or only `only`) as supervised actors, each on its bus.
 pub async fn start_roles(
     cfg: &ClusterConfig,
+    shared: &Arc<SharedCompute>,
     buses: &crate::auth::RoleBuses,
     only: Option<&str>,
 ) -> anyhow::Result<RunningRoles> {
-    let shared = Arc::new(SharedCompute::new(cfg));
     let mut actors = Vec::new();
     for role in ROLE_NAMES {
         if only.is_some_and(|o| o != role) {

@@ -5,7 +5,8 @@
 //! a `tiny:ARCH:SEED` model is regenerated locally, any other is read from `--model`), the
 //! environment and its parameters, the sampling settings and the limits; checkpoints come from
 //! the checkpoint stream, trusted only from the manifest's publisher keys. The miner refuses to
-//! start when its base model's digest differs from the manifest's. Everything else is the same
+//! start when its base model's digest differs from the manifest's (checked in `up::run`, as
+//! for every role started alone). Everything else is the same
 //! code path as an operator's miner (`up::run` with one role).
 
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use actors::bus::Bus;
 use actors::metrics::Metrics;
 use anyhow::Context;
-use messages::{Hash32, NetworkManifest};
+use messages::NetworkManifest;
 
 use crate::config::ClusterConfig;
 use crate::keys;
@@ -201,25 +202,6 @@ groups_per_window = {groups}
     Ok(ClusterConfig::parse(&text, &path)?)
 }
 
-/// Refuse to mine with a base model other than the network's.
-fn check_model(cfg: &ClusterConfig, m: &NetworkManifest) -> anyhow::Result<()> {
-    let Some(spec) = &m.model else {
-        return Ok(());
-    };
-    let shared = crate::compute::SharedCompute::new(cfg);
-    let base = shared.base("cpu")?;
-    let ours = Hash32::from(policy::checkpoint::digest(base.base_weights())?);
-    anyhow::ensure!(
-        ours == spec.base_checkpoint,
-        "the model at {} has base digest {ours}, but network {} trains {} with digest {}: use that model (--model)",
-        cfg.model.path.display(),
-        m.network_id,
-        spec.source,
-        spec.base_checkpoint
-    );
-    Ok(())
-}
-
 /// Join the network and mine until Ctrl-C.
 pub fn run(o: JoinOptions) -> anyhow::Result<()> {
     let hotkey = keys::read_key(&o.hotkey)?;
@@ -227,8 +209,9 @@ pub fn run(o: JoinOptions) -> anyhow::Result<()> {
     let manifest =
         tokio::runtime::Runtime::new()?.block_on(fetch_manifest(&o.url, &o.owner, &hotkey))?;
     tracing::info!(network = %manifest.network_id, seq = manifest.seq, miner = %hotkey.address(), "joining");
+    // The base model is checked against the manifest's digest as every role alone does
+    // (`network::check_base_model`, in `up::run`).
     let cfg = miner_config(&manifest, &o)?;
-    check_model(&cfg, &manifest)?;
     up::run(
         cfg,
         up::UpOptions {

@@ -303,6 +303,29 @@ pub async fn sign_and_publish(
     }
 }
 
+/// Refuse to run model roles on a base model other than the one the manifest names (its
+/// canonical weight digest): proofs made on another model would all be rejected anyway.
+pub fn check_base_model(
+    cfg: &ClusterConfig,
+    shared: &SharedCompute,
+    m: &NetworkManifest,
+) -> anyhow::Result<()> {
+    let Some(spec) = m.model.as_ref().filter(|_| shared.uses_model()) else {
+        return Ok(());
+    };
+    let base = shared.base("cpu")?;
+    let ours = Hash32::from(policy::checkpoint::digest(base.base_weights())?);
+    anyhow::ensure!(
+        ours == spec.base_checkpoint,
+        "the model at {} has base digest {ours}, but network {} trains {} with digest {}: use that model ([model] path, or --model)",
+        cfg.model.path.display(),
+        m.network_id,
+        spec.source,
+        spec.base_checkpoint
+    );
+    Ok(())
+}
+
 /// Install the newest manifest `owner` signed and follow the stream for newer ones.
 pub async fn install_latest(
     bus: &Bus,

@@ -83,14 +83,18 @@ pub async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
     let mut verdicts = subscribe(subj::VERDICT_GROUP_ALL).await?;
     let mut weights = subscribe(subj::WEIGHTS_ALL).await?;
     let mut opens = subscribe(subj::CLOCK_ALL).await?;
-    let mut announces = subscribe(subj::CHECKPOINT_ALL).await?;
+    let mut announces = subscribe(subj::CHECKPOINT_ANNOUNCE_ALL).await?;
     let mut lines: BTreeMap<u64, WindowLine> = BTreeMap::new();
     let mut checkpoints = Checkpoints::default();
     let mut seen: HashSet<(u64, String, u32)> = HashSet::new();
     let mut curve = Vec::new();
     let mut success_curve = Vec::new();
     // Every verified group has exactly this many rollouts (a different count is rejected).
-    let group_size = messages::manifest::NetworkLimits::default().group_size;
+    // The network's group size (the manifest's; the default before one is installed).
+    let group_size = bus.trust.manifest().map_or(
+        messages::manifest::NetworkLimits::default().group_size,
+        |m| m.limits.group_size,
+    );
     let mut done = 0u64;
     loop {
         tokio::select! {
@@ -100,9 +104,6 @@ pub async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
                 }
             }
             Some(msg) = announces.next() => {
-                if !matches!(subj::parse(&msg.subject), Ok(subj::Subject::Checkpoint { .. })) {
-                    continue; // trainer candidates share the stream; only announcements are shown
-                }
                 if let Ok((env, _)) = bus.open::<CheckpointAnnounce>(CONSOLE, &msg.payload) {
                     checkpoints.0.push(env.payload);
                 }

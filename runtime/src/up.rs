@@ -111,15 +111,22 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
     }
     // `grail up` (every role) signs the manifest as the owner; a single role only pins it.
     let signs = opts.only_role.is_none();
-    let manifest =
-        crate::network::establish(&cfg, &bus, &crate::compute::SharedCompute::new(&cfg), signs)
-            .await?;
+    // One model load per process: the manifest's digest and the roles share it.
+    let shared = Arc::new(crate::compute::SharedCompute::new(&cfg));
+    let manifest = crate::network::establish(&cfg, &bus, &shared, signs).await?;
+    let model_role = matches!(
+        opts.only_role.as_deref(),
+        Some("miner" | "verifier" | "trainer" | "publisher")
+    );
+    if !signs && model_role {
+        crate::network::check_base_model(&cfg, &shared, &manifest)?;
+    }
     tracing::info!(network = %manifest.network_id, seq = manifest.seq, owner = %manifest.owner, "trusting the network manifest");
     if let Some(listen) = &cfg.metrics.listen {
         let addr = crate::metrics_server::serve(listen.parse()?, metrics.clone()).await?;
         tracing::info!(%addr, "serving /metrics");
     }
-    let roles = start_roles(&cfg, &buses, opts.only_role.as_deref()).await?;
+    let roles = start_roles(&cfg, &shared, &buses, opts.only_role.as_deref()).await?;
     println!(
         "grail up: {} role actors on {url} (Ctrl-C to stop)",
         roles.actors.len()

@@ -201,13 +201,7 @@ impl RoleLoop for Scorer {
                 .unwrap_or(0);
             // A record ahead of the clock (written by someone else) would silence the scorer
             // until that window: ignore it.
-            let scheduled = ctx
-                .bus
-                .trust
-                .schedule()
-                .map(|s| s.window_at(crate::bus::now_ms()));
-            let max_ahead = ctx.bus.trust.limits_max_future();
-            if let Some(current) = scheduled.filter(|c| last_final > c.saturating_add(max_ahead)) {
+            if let Some(current) = ctx.bus.trust.record_ahead_of_schedule(last_final) {
                 tracing::error!(
                     recorded = last_final,
                     current,

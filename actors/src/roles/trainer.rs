@@ -296,9 +296,7 @@ async fn train_loop(
     book: Option<&CheckpointBook>,
 ) -> anyhow::Result<()> {
     let mut progress = Progress::load(ctx).await?;
-    let current = ctx.bus.trust.schedule().map(|s| s.window_at(now_ms()));
-    let max_ahead = ctx.bus.trust.limits_max_future();
-    if let Some(current) = current.filter(|c| progress.last_window > c.saturating_add(max_ahead)) {
+    if let Some(current) = ctx.bus.trust.record_ahead_of_schedule(progress.last_window) {
         tracing::error!(
             recorded = progress.last_window,
             current,
