@@ -60,7 +60,7 @@ pub async fn start_roles(
                 role,
                 instance: instance.clone(),
             };
-            let body = build_role(cfg, &shared, role, section, ctx.clone()).await?;
+            let body = build_role(cfg, shared, role, section, ctx.clone()).await?;
             tracing::info!(role, instance = %instance, address = %ctx.identity.address(), "starting");
             actors.push((role, instance, RoleActor::start(ctx, body)));
         }
