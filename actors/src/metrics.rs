@@ -257,6 +257,35 @@ pub const ROLES_ALIVE: Family = family(
     "all",
 );
 
+pub const EVAL_PASS_AT_1: Family = family(
+    "grail_eval_pass_at_1",
+    GaugeKind,
+    &["env", "split", "sampling"],
+    "Held-out pass@1 of the latest evaluated checkpoint, greedy or sampled",
+    "evaluator",
+);
+pub const EVAL_MEAN_REWARD: Family = family(
+    "grail_eval_mean_reward",
+    GaugeKind,
+    &["env", "split", "sampling"],
+    "Held-out mean reward of the latest evaluated checkpoint",
+    "evaluator",
+);
+pub const EVAL_CHECKPOINT_SEQ: Family = family(
+    "grail_eval_checkpoint_seq",
+    GaugeKind,
+    &["env", "split"],
+    "Seq of the latest evaluated checkpoint (0 = the base model)",
+    "evaluator",
+);
+pub const EVAL_SECONDS: Family = family(
+    "grail_eval_seconds",
+    HistogramKind,
+    &["env"],
+    "Seconds to evaluate one checkpoint (model build + generation + scoring)",
+    "evaluator",
+);
+
 /// Every grail family, in the order of the operations reference.
 pub const FAMILIES: &[Family] = &[
     MESSAGES_IN,
@@ -287,6 +316,10 @@ pub const FAMILIES: &[Family] = &[
     NATS_EVENTS,
     AUTH_LOGINS,
     AUTH_REFUSALS,
+    EVAL_PASS_AT_1,
+    EVAL_MEAN_REWARD,
+    EVAL_CHECKPOINT_SEQ,
+    EVAL_SECONDS,
 ];
 
 /// Families of the `process` collector (registered on Linux only; all unlabelled).
@@ -427,6 +460,11 @@ pub struct Metrics {
     pub auth_logins: IntCounterVec,
     pub auth_refusals: IntCounterVec,
     pub roles_alive: IntGaugeVec,
+    /// Evaluator: the latest held-out scores, by env, split and `greedy`/`sampled`.
+    pub eval_pass_at_1: GaugeVec,
+    pub eval_mean_reward: GaugeVec,
+    pub eval_checkpoint_seq: IntGaugeVec,
+    pub eval_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -479,6 +517,11 @@ impl Metrics {
             auth_logins: counter_vec(r, &AUTH_LOGINS),
             auth_refusals: counter_vec(r, &AUTH_REFUSALS),
             roles_alive: int_gauge_vec(r, &ROLES_ALIVE),
+            eval_pass_at_1: gauge_vec(r, &EVAL_PASS_AT_1),
+            eval_mean_reward: gauge_vec(r, &EVAL_MEAN_REWARD),
+            eval_checkpoint_seq: int_gauge_vec(r, &EVAL_CHECKPOINT_SEQ),
+            // 50 ms .. ~27 min: a tiny model in a second, a real one on CPU in many minutes.
+            eval_seconds: histogram_vec(r, &EVAL_SECONDS, exponential(0.05, 16)),
             registry,
         }
     }

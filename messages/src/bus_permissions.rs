@@ -32,12 +32,13 @@ pub enum BusIdentity {
     Scorer,
     Trainer,
     Publisher,
+    Evaluator,
     /// An outside miner, authenticated by its sr25519 hotkey (its SS58 address).
     Miner(String),
 }
 
 /// The operator identities that get static nkey credentials, in file order.
-pub const OPERATORS: [BusIdentity; 7] = [
+pub const OPERATORS: [BusIdentity; 8] = [
     BusIdentity::Admin,
     BusIdentity::Gatekeeper,
     BusIdentity::Clock,
@@ -45,6 +46,7 @@ pub const OPERATORS: [BusIdentity; 7] = [
     BusIdentity::Scorer,
     BusIdentity::Trainer,
     BusIdentity::Publisher,
+    BusIdentity::Evaluator,
 ];
 
 /// Durable consumers (created by the admin only; roles bind to them).
@@ -100,6 +102,7 @@ impl BusIdentity {
             BusIdentity::Scorer => "scorer",
             BusIdentity::Trainer => "trainer",
             BusIdentity::Publisher => "publisher",
+            BusIdentity::Evaluator => "evaluator",
             BusIdentity::Miner(_) => "miner",
         }
     }
@@ -148,6 +151,8 @@ impl BusIdentity {
         // Everyone follows the owner-signed manifest and the clock.
         read(&mut p, subj::STREAM_MANIFEST);
         read(&mut p, subj::STREAM_CLOCK);
+        // Held-out scores are public: anyone may read how each checkpoint did.
+        read(&mut p, subj::STREAM_EVAL);
         match self {
             BusIdentity::Admin | BusIdentity::Gatekeeper => unreachable!("handled above"),
             BusIdentity::Miner(address) => {
@@ -193,6 +198,11 @@ impl BusIdentity {
                 read(&mut p, subj::STREAM_CHECKPOINTS);
                 read_objects(&mut p);
                 write_objects(&mut p);
+            }
+            BusIdentity::Evaluator => {
+                p.publish_allow.push(subj::EVAL_ALL.into());
+                read(&mut p, subj::STREAM_CHECKPOINTS);
+                read_objects(&mut p);
             }
         }
         p
@@ -327,6 +337,7 @@ mod tests {
             (subj::checkpoint(3), vec!["admin", "publisher"]),
             (subj::checkpoint_candidate(3), vec!["admin", "trainer"]),
             (subj::MANIFEST.to_string(), vec!["admin"]),
+            (subj::eval_report(4), vec!["admin", "evaluator"]),
             (
                 format!("$KV.{}.leader", subj::KV_CLOCK),
                 vec!["admin", "clock"],

@@ -83,6 +83,12 @@ signed!(
 signed!(Weights, "weights", by = Scorer);
 signed!(Heartbeat, "heartbeat", by = Anyone);
 signed!(
+    EvalReport,
+    "eval_report",
+    by = Evaluator,
+    signer = evaluator
+);
+signed!(
     NetworkManifest,
     "network_manifest",
     by = Owner,

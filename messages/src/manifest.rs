@@ -24,6 +24,8 @@ pub enum Authority {
     Scorer,
     Trainer,
     Publisher,
+    /// Scores checkpoints on held-out problems (its reports inform people, not training).
+    Evaluator,
     /// Anyone: miners are anonymous by design (the payload binds the signer to its own
     /// subject, and quotas bound what one key can cost).
     Anyone,
@@ -39,6 +41,7 @@ impl Authority {
             "scorer" => Some(Authority::Scorer),
             "trainer" => Some(Authority::Trainer),
             "publisher" => Some(Authority::Publisher),
+            "evaluator" => Some(Authority::Evaluator),
             _ => None,
         }
     }
@@ -51,6 +54,7 @@ impl Authority {
             Authority::Scorer => "scorer",
             Authority::Trainer => "trainer",
             Authority::Publisher => "publisher",
+            Authority::Evaluator => "evaluator",
             Authority::Anyone => "anyone",
         }
     }
@@ -64,6 +68,9 @@ pub struct RoleKeys {
     pub scorer: Vec<String>,
     pub trainer: Vec<String>,
     pub publisher: Vec<String>,
+    /// Optional role: manifests signed before it existed have none.
+    #[serde(default)]
+    pub evaluator: Vec<String>,
 }
 
 impl RoleKeys {
@@ -75,6 +82,7 @@ impl RoleKeys {
             Authority::Scorer => &mut self.scorer,
             Authority::Trainer => &mut self.trainer,
             Authority::Publisher => &mut self.publisher,
+            Authority::Evaluator => &mut self.evaluator,
             Authority::Owner | Authority::Anyone => return,
         };
         if !keys.iter().any(|k| k == address) {
@@ -89,6 +97,7 @@ impl RoleKeys {
             Authority::Scorer => &self.scorer,
             Authority::Trainer => &self.trainer,
             Authority::Publisher => &self.publisher,
+            Authority::Evaluator => &self.evaluator,
             Authority::Owner | Authority::Anyone => &[],
         }
     }
@@ -100,6 +109,7 @@ impl RoleKeys {
             Authority::Scorer,
             Authority::Trainer,
             Authority::Publisher,
+            Authority::Evaluator,
         ]
         .into_iter()
         .flat_map(move |a| self.holders(a).iter().map(move |k| (a, k)))

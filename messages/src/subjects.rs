@@ -28,6 +28,8 @@ pub const STREAM_CHECKPOINTS: &str = "GRAIL_CHECKPOINTS";
 pub const STREAM_WEIGHTS: &str = "GRAIL_WEIGHTS";
 /// The owner-signed network manifest (every version kept forever).
 pub const STREAM_MANIFEST: &str = "GRAIL_MANIFEST";
+/// Evaluator reports (kept like the manifest: a checkpoint's held-out score is its history).
+pub const STREAM_EVAL: &str = "GRAIL_EVAL";
 /// The one manifest subject; versions follow each other on it.
 pub const MANIFEST: &str = "grail.manifest";
 
@@ -43,6 +45,7 @@ pub const CHECKPOINT_ANNOUNCE_ALL: &str = "grail.checkpoint.*";
 pub const CHECKPOINT_CANDIDATE_ALL: &str = "grail.checkpoint.candidate.>";
 pub const WEIGHTS_ALL: &str = "grail.weights.>";
 pub const HEARTBEAT_ALL: &str = "grail.heartbeat.>";
+pub const EVAL_ALL: &str = "grail.eval.>";
 
 /// KV bucket holding the clock leader lease and chain state.
 pub const KV_CLOCK: &str = "grail_clock";
@@ -99,6 +102,10 @@ pub fn checkpoint_candidate(window: u64) -> String {
 }
 pub fn weights(window: u64) -> String {
     format!("grail.weights.{window}")
+}
+/// The held-out evaluation of checkpoint `seq` (0 = the base model).
+pub fn eval_report(seq: u64) -> String {
+    format!("grail.eval.{seq}")
 }
 pub fn heartbeat(role: &str, instance: &str) -> String {
     format!("grail.heartbeat.{}.{}", token(role), token(instance))
@@ -170,6 +177,7 @@ pub enum Subject {
     Weights { window: u64 },
     Heartbeat { role: String, instance: String },
     Manifest,
+    EvalReport { seq: u64 },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -218,6 +226,7 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
         }
         ["grail", "weights", w] => Ok(Subject::Weights { window: num(w)? }),
         ["grail", "manifest"] => Ok(Subject::Manifest),
+        ["grail", "eval", s] => Ok(Subject::EvalReport { seq: num(s)? }),
         ["grail", "heartbeat", r, i] => Ok(Subject::Heartbeat {
             role: r.to_string(),
             instance: i.to_string(),

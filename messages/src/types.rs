@@ -222,6 +222,69 @@ pub struct Weights {
     pub entries: Vec<WeightEntry>,
 }
 
+/// Which part of an environment's data a score is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSplit {
+    Train,
+    /// Held out: never drawn for training (`envs::Split::Eval`).
+    Eval,
+}
+
+impl DataSplit {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DataSplit::Train => "train",
+            DataSplit::Eval => "eval",
+        }
+    }
+}
+
+/// Success and reward over one kind of completion (greedy or sampled) of an evaluation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvalScores {
+    pub completions: u32,
+    /// Completions with `success` (exact answer / every test passes).
+    pub successes: u32,
+    pub mean_reward: f32,
+    pub mean_completion_tokens: f32,
+}
+
+impl EvalScores {
+    /// pass@1: the share of completions that succeed.
+    pub fn pass_at_1(&self) -> f64 {
+        f64::from(self.successes) / f64::from(self.completions.max(1))
+    }
+}
+
+/// Evaluator → anyone: one checkpoint (seq 0: the base model) scored on a fixed subset of the
+/// environment's held-out split. Deterministic in (weights, env, problems, samples, seed), so
+/// anyone can re-run it with `grail eval --checkpoint` and compare.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub version: u16,
+    /// SS58 address of the evaluator; must equal the envelope signer.
+    pub evaluator: String,
+    /// Weight digest of what was evaluated.
+    pub checkpoint: Hash32,
+    /// Its announcement seq (0 = the manifest's base model, before any announcement).
+    pub seq: u64,
+    pub env: String,
+    pub split: DataSplit,
+    /// The first `problems` problems of the split.
+    pub problems: u32,
+    /// Sampled completions per problem (0: greedy only).
+    pub samples: u32,
+    pub seed: u64,
+    pub max_new_tokens: u32,
+    pub temperature: f32,
+    pub greedy: EvalScores,
+    pub sampled: Option<EvalScores>,
+    /// Unbiased pass@k over the sampled completions: (k, value).
+    pub pass_at_k: Vec<(u32, f32)>,
+    pub created_at_ms: u64,
+}
+
 /// Any role, periodically: liveness for dashboards and `grail tail`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {

@@ -293,6 +293,54 @@ impl CheckFields for Heartbeat {
     }
 }
 
+impl CheckFields for EvalReport {
+    fn check_fields(&self, _: &FieldLimits) -> Result<(), FieldError> {
+        address("evaluator", &self.evaluator)?;
+        label("env", &self.env, 64)?;
+        if self.problems == 0 || self.problems > 100_000 {
+            return Err(err(
+                "problems",
+                format!("{} not in 1..=100000", self.problems),
+            ));
+        }
+        if self.samples > 1024 || self.max_new_tokens > 1 << 20 {
+            return Err(err("samples", "more than 1024 samples or 2^20 new tokens"));
+        }
+        finite("temperature", self.temperature)?;
+        let scores = |field: &'static str, s: &EvalScores, per_problem: u32| {
+            if s.successes > s.completions || s.completions != self.problems * per_problem {
+                return Err(err(
+                    field,
+                    format!(
+                        "{} successes of {} completions for {} problems × {per_problem}",
+                        s.successes, s.completions, self.problems
+                    ),
+                ));
+            }
+            finite(field, s.mean_reward)?;
+            finite(field, s.mean_completion_tokens)
+        };
+        scores("greedy", &self.greedy, 1)?;
+        match (&self.sampled, self.samples) {
+            (None, 0) => {}
+            (Some(s), n) if n > 0 => scores("sampled", s, n)?,
+            _ => return Err(err("sampled", "present exactly when samples > 0")),
+        }
+        if self.pass_at_k.len() > 32 {
+            return Err(err(
+                "pass_at_k",
+                format!("{} entries", self.pass_at_k.len()),
+            ));
+        }
+        for (k, v) in &self.pass_at_k {
+            if *k == 0 || *k > self.samples || !(0.0..=1.0).contains(v) {
+                return Err(err("pass_at_k", format!("pass@{k} = {v}")));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl CheckFields for NetworkManifest {
     fn check_fields(&self, _: &FieldLimits) -> Result<(), FieldError> {
         self.validate().map_err(|e| err("manifest", e.to_string()))

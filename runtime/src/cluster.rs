@@ -11,6 +11,8 @@ use std::time::Duration;
 use actix::Addr;
 use actors::bus::Bus;
 use actors::checkpoints::{BookConfig, CheckpointBook};
+use actors::compute::model::evaluate::EvalPlan;
+use actors::compute::model::ModelEvaluator;
 use actors::compute::model::{
     MinerOptions, ModelBase, ModelMiner, ModelVerifier, VerifierOptions, WindowRegistry,
 };
@@ -18,6 +20,7 @@ use actors::compute::structural::{StructuralMiner, StructuralVerifier};
 use actors::compute::trainer::{GrpoTrainerCompute, TrainerOptions};
 use actors::role::{RoleActor, RoleCtx, RoleLoop};
 use actors::roles::clock::{Clock, ClockConfig};
+use actors::roles::evaluator::{Evaluator, EvaluatorConfig};
 use actors::roles::miner::{Miner, MinerConfig, MinerWorker};
 use actors::roles::publisher::{Publisher, PublisherConfig, PublisherSetup};
 use actors::roles::scorer::Scorer;
@@ -260,6 +263,44 @@ async fn build_role(
             } else {
                 Arc::new(Publisher::new(ctx))
             }
+        }
+        "evaluator" => {
+            anyhow::ensure!(
+                model,
+                "[roles.evaluator] needs [compute] kind = \"model\" (it scores the model); delete the section for structural clusters"
+            );
+            let env = shared.env()?;
+            let e = &cfg.evaluator;
+            let plan = EvalPlan {
+                problems: match env.eval_len() {
+                    Some(len) => e.problems.min(len),
+                    None => e.problems,
+                },
+                samples: e.samples,
+                seed: e.seed,
+                max_new_tokens: cfg.sampling.max_new_tokens as usize,
+                temperature: cfg.sampling.temperature,
+            };
+            let eval_cfg = EvaluatorConfig {
+                every: e.every,
+                env: env.id().to_string(),
+                plan: plan.clone(),
+                max_backlog: e.max_backlog,
+            };
+            let bases = worker_bases(shared, section)?;
+            let pool = WorkerPool::start(
+                pool_config(role, section),
+                Arc::new(move |w| {
+                    Ok(ModelEvaluator::new(
+                        bases[w % bases.len()].clone(),
+                        env.clone(),
+                        plan.clone(),
+                    ))
+                }),
+                metrics,
+            );
+            let book = book(shared, &ctx.bus).await?;
+            Arc::new(Evaluator::new(ctx, eval_cfg, Arc::new(pool), book))
         }
         other => anyhow::bail!("unknown role {other}"),
     })

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod evaluator;
 pub mod learning;
 pub mod network;
 pub use learning::{CheckpointsSection, ComputeSection, SamplingSection, TrainerSection};
@@ -53,6 +54,8 @@ pub struct ClusterConfig {
     pub trainer: TrainerSection,
     #[serde(default)]
     pub checkpoints: CheckpointsSection,
+    #[serde(default)]
+    pub evaluator: evaluator::EvaluatorSection,
     #[serde(default)]
     pub roles: RolesSection,
     #[serde(default)]
@@ -266,6 +269,8 @@ pub struct RolesSection {
     pub trainer: Option<RoleSection>,
     pub publisher: Option<RoleSection>,
     pub scorer: Option<RoleSection>,
+    /// Optional: scores checkpoints on held-out problems (`[evaluator]`).
+    pub evaluator: Option<RoleSection>,
 }
 
 impl Default for RolesSection {
@@ -277,17 +282,19 @@ impl Default for RolesSection {
             trainer: Some(RoleSection::with_instances(1)),
             publisher: Some(RoleSection::with_instances(1)),
             scorer: Some(RoleSection::with_instances(1)),
+            evaluator: None,
         }
     }
 }
 
-pub const ROLE_NAMES: [&str; 6] = [
+pub const ROLE_NAMES: [&str; 7] = [
     "clock",
     "miner",
     "verifier",
     "trainer",
     "publisher",
     "scorer",
+    "evaluator",
 ];
 
 impl RolesSection {
@@ -299,6 +306,7 @@ impl RolesSection {
             "trainer" => self.trainer.as_ref(),
             "publisher" => self.publisher.as_ref(),
             "scorer" => self.scorer.as_ref(),
+            "evaluator" => self.evaluator.as_ref(),
             _ => None,
         }
     }
@@ -438,6 +446,7 @@ impl ClusterConfig {
             ("scorer", &n.keys.scorer),
             ("trainer", &n.keys.trainer),
             ("publisher", &n.keys.publisher),
+            ("evaluator", &n.keys.evaluator),
         ];
         let owner = (!n.owner.is_empty()).then_some(("owner", &n.owner));
         for (key, address) in keys
@@ -476,6 +485,13 @@ impl ClusterConfig {
             &self.checkpoints,
         )
         .map_err(|(key, problem, fix)| self.invalid(key, problem, fix))?;
+        if self.roles.evaluator.is_some() && self.evaluator.problems == 0 {
+            return Err(self.invalid(
+                "evaluator.problems",
+                "is 0",
+                "score at least 1 held-out problem, or delete [roles.evaluator]",
+            ));
+        }
         for role in ROLE_NAMES {
             let Some(r) = self.roles.get(role) else {
                 continue;

@@ -14,11 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actors::compute::model::{sampling_params, ModelBase, SeededSampler};
+pub use actors::compute::model::evaluate::{pass_at_k, reported_ks, Scores};
+
+use actors::compute::model::evaluate::{evaluate, EvalPlan};
+use actors::compute::model::ModelBase;
 use anyhow::Context;
-use envs::{EnvSpec, Environment, Problem, Split};
-use messages::SamplingSpec;
-use policy::generate::{generate_group, GeneratedSequence, Greedy, GroupRequest, TokenSampler};
+use envs::{EnvSpec, Environment, Split};
 use policy::{LoadOptions, Model};
 use serde::Serialize;
 
@@ -29,7 +30,12 @@ pub const TINY_SEED: u64 = 7;
 #[derive(Clone, Debug)]
 pub struct EvalOptions {
     /// `tiny` (the deterministic tiny Qwen2 model), an HF model directory or a `.gguf` file.
-    pub model: String,
+    pub model: Option<String>,
+    /// A published checkpoint instead (`latest`, a seq or a digest prefix), fetched and
+    /// verified from the network `config` describes (at `url`, or the running `grail up`'s).
+    pub checkpoint: Option<String>,
+    pub config: Option<PathBuf>,
+    pub url: Option<String>,
     pub env: String,
     /// `--param k=v` pairs (values parsed as JSON when they parse, else strings).
     pub params: Vec<String>,
@@ -45,21 +51,6 @@ pub struct EvalOptions {
     pub device: String,
     /// Print the first `show` problems' greedy completions on stderr (to see what it says).
     pub show: u64,
-}
-
-/// Means over one kind of completion (greedy or sampled).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Scores {
-    pub completions: u64,
-    /// Fraction of completions with `success` (exact answer / all tests pass).
-    pub pass_at_1: f64,
-    pub mean_reward: f64,
-    /// Mean of each reward component the environment reports, by name.
-    pub components: BTreeMap<String, f64>,
-    /// Mean completion length in tokens (EOS included when emitted).
-    pub mean_completion_tokens: f64,
-    /// Fraction of completions cut at `max_new_tokens` without an EOS.
-    pub truncated: f64,
 }
 
 /// The `--json` report (fully deterministic: no timings).
@@ -83,71 +74,6 @@ pub struct EvalReport {
     pub sampled: Option<Scores>,
     /// Unbiased pass@k over the sampled completions, by k.
     pub pass_at_k: BTreeMap<String, f64>,
-}
-
-/// Sums behind [`Scores`].
-#[derive(Default)]
-struct Tally {
-    completions: u64,
-    successes: u64,
-    reward: f64,
-    components: BTreeMap<String, f64>,
-    tokens: u64,
-    truncated: u64,
-}
-
-impl Tally {
-    fn add(&mut self, reward: &envs::Reward, sequence: &GeneratedSequence) {
-        self.completions += 1;
-        self.successes += u64::from(reward.success);
-        self.reward += f64::from(reward.total);
-        for (name, value) in &reward.components {
-            *self.components.entry(name.clone()).or_default() += f64::from(*value);
-        }
-        self.tokens += sequence.completion_len as u64;
-        self.truncated += u64::from(!sequence.ended_with_eos);
-    }
-
-    fn scores(&self) -> Scores {
-        let n = self.completions.max(1) as f64;
-        Scores {
-            completions: self.completions,
-            pass_at_1: self.successes as f64 / n,
-            mean_reward: self.reward / n,
-            components: self
-                .components
-                .iter()
-                .map(|(name, sum)| (name.clone(), sum / n))
-                .collect(),
-            mean_completion_tokens: self.tokens as f64 / n,
-            truncated: self.truncated as f64 / n,
-        }
-    }
-}
-
-/// Unbiased pass@k for `n` samples of which `c` are correct: `1 - C(n-c, k) / C(n, k)`.
-pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
-    if k == 0 || k > n {
-        return f64::NAN;
-    }
-    if n - c < k {
-        return 1.0;
-    }
-    // C(n-c, k) / C(n, k) = prod_{i=n-c+1}^{n} (1 - k / i)
-    1.0 - ((n - c + 1)..=n)
-        .map(|i| 1.0 - k as f64 / i as f64)
-        .product::<f64>()
-}
-
-/// The ks reported: 1, 2, 4, … below `samples`, and `samples` itself.
-pub fn reported_ks(samples: usize) -> Vec<usize> {
-    let mut ks: Vec<usize> = std::iter::successors(Some(1usize), |k| k.checked_mul(2))
-        .take_while(|k| *k < samples)
-        .collect();
-    if samples > 0 {
-        ks.push(samples);
-    }
-    ks
 }
 
 /// Parses `--param k=v` (the value as JSON when it parses: numbers, booleans; else a string).
@@ -186,6 +112,52 @@ fn load_model(spec: &str, device: &str) -> anyhow::Result<(ModelBase, Model)> {
     Ok((base, model))
 }
 
+/// The model to score: built from `--model`, or a published checkpoint (`--checkpoint`).
+struct Scored {
+    label: String,
+    base: Arc<ModelBase>,
+    model: Model,
+}
+
+fn scored_model(opts: &EvalOptions) -> anyhow::Result<Scored> {
+    match (&opts.checkpoint, &opts.model) {
+        (Some(selector), None) => {
+            let config = opts.config.as_deref().context(
+                "--checkpoint needs the network's cluster.toml (--config FILE): its owner, model and store",
+            )?;
+            let cfg = crate::config::ClusterConfig::load(config)?;
+            let selector = selector
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--checkpoint {e}"))?;
+            let p = crate::published::fetch(&cfg, opts.url.as_deref(), &selector, &opts.device)?;
+            let label = format!(
+                "checkpoint #{} {} of network {}",
+                p.announce.seq, p.announce.checkpoint, p.manifest.network_id
+            );
+            let model = p.base.build_model(&p.checkpoint.weights.0, &label)?;
+            Ok(Scored {
+                label,
+                base: p.base,
+                model,
+            })
+        }
+        (None, Some(spec)) => {
+            let (base, model) = load_model(spec, &opts.device)?;
+            Ok(Scored {
+                label: spec.clone(),
+                base: Arc::new(base),
+                model,
+            })
+        }
+        (Some(_), Some(_)) => anyhow::bail!(
+            "give --model (a model on disk) or --checkpoint (a published one), not both"
+        ),
+        (None, None) => anyhow::bail!(
+            "nothing to evaluate: give --model tiny|DIR|FILE.gguf or --checkpoint latest|SEQ|DIGEST --config cluster.toml"
+        ),
+    }
+}
+
 /// Runs the evaluation, printing progress on stderr.
 pub fn run(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
     let params = parse_params(&opts.params)?;
@@ -209,82 +181,45 @@ pub fn run(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
         ),
         (None, limit) => limit,
     };
-    let sampling = sampling_params(&SamplingSpec {
+    let plan = EvalPlan {
+        problems,
+        samples: opts.samples,
+        seed: opts.seed,
+        max_new_tokens: opts.max_new_tokens,
         temperature: opts.temperature,
-        ..SamplingSpec::default()
-    })
-    .with_context(|| format!("--temperature {}", opts.temperature))?;
-    let (base, model) = load_model(&opts.model, &opts.device)?;
-    let open = protocol::randomness::prf("grail-rs/eval-sampling", &[&opts.seed.to_le_bytes()]);
-
+    };
+    let scored = scored_model(opts)?;
     let started = Instant::now();
-    let (mut greedy, mut sampled) = (Tally::default(), Tally::default());
-    let ks = reported_ks(opts.samples);
-    let mut pass_sums = vec![0.0f64; ks.len()];
     let every = (problems / 20).max(1);
-    for index in 0..problems {
-        let problem = env.eval_problem(index);
-        let prompt = base.prompt_tokens(&problem)?;
-        let generate = |group_size: usize, sampler: &mut dyn TokenSampler| {
-            let request = GroupRequest {
-                prompt: &prompt,
-                group_size,
-                max_new_tokens: opts.max_new_tokens,
-                eos_ids: &base.eos_ids,
-            };
-            generate_group(&model, &request, sampler)
-                .with_context(|| format!("generating for eval problem {}", problem.id))
-        };
-        for sequence in generate(1, &mut Greedy)? {
-            let reward = score(env.as_ref(), &base, &problem, &sequence)?;
-            if index < opts.show {
+    let evaluation = evaluate(
+        &scored.base,
+        &scored.model,
+        env.as_ref(),
+        &plan,
+        &mut |done| {
+            if done.index < opts.show {
                 eprintln!(
                     "eval {}: greedy completion: {:?} (success {}, reward {:.3})",
-                    problem.id,
-                    base.completion_text(sequence.completion())?,
-                    reward.success,
-                    reward.total
+                    done.problem.id, done.greedy_text, done.greedy.success, done.greedy.total
                 );
             }
-            greedy.add(&reward, &sequence);
-        }
-        if opts.samples > 0 {
-            let mut sampler = SeededSampler::new(
-                open,
-                [0; 32],
-                index as u32,
-                prompt.len(),
-                sampling,
-                opts.samples,
-                base.eos_ids.first().copied().unwrap_or(0),
-            );
-            let mut correct = 0;
-            for sequence in generate(opts.samples, &mut sampler)? {
-                let reward = score(env.as_ref(), &base, &problem, &sequence)?;
-                correct += usize::from(reward.success);
-                sampled.add(&reward, &sequence);
+            if (done.index + 1) % every == 0 || done.index + 1 == problems {
+                eprintln!(
+                    "eval {}: {}/{problems} problems, pass@1 greedy {:.3}{}, {:.1}s",
+                    opts.env,
+                    done.index + 1,
+                    done.greedy_so_far.pass_at_1,
+                    done.sampled_so_far
+                        .map(|s| format!(" sampled {:.3}", s.pass_at_1))
+                        .unwrap_or_default(),
+                    started.elapsed().as_secs_f64()
+                );
             }
-            for (sum, k) in pass_sums.iter_mut().zip(&ks) {
-                *sum += pass_at_k(opts.samples, correct, *k);
-            }
-        }
-        if (index + 1) % every == 0 || index + 1 == problems {
-            eprintln!(
-                "eval {}: {}/{problems} problems, pass@1 greedy {:.3}{}, {:.1}s",
-                opts.env,
-                index + 1,
-                greedy.scores().pass_at_1,
-                if opts.samples > 0 {
-                    format!(" sampled {:.3}", sampled.scores().pass_at_1)
-                } else {
-                    String::new()
-                },
-                started.elapsed().as_secs_f64()
-            );
-        }
-    }
+        },
+    )
+    .with_context(|| format!("evaluating {}", scored.label))?;
     Ok(EvalReport {
-        model: opts.model.clone(),
+        model: scored.label,
         env: opts.env.clone(),
         params,
         split: Split::Eval,
@@ -295,24 +230,14 @@ pub fn run(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
         seed: opts.seed,
         max_new_tokens: opts.max_new_tokens,
         temperature: opts.temperature,
-        greedy: greedy.scores(),
-        sampled: (opts.samples > 0).then(|| sampled.scores()),
-        pass_at_k: ks
+        greedy: evaluation.greedy,
+        sampled: evaluation.sampled,
+        pass_at_k: evaluation
+            .pass_at_k
             .iter()
-            .zip(&pass_sums)
-            .map(|(k, sum)| (k.to_string(), sum / problems.max(1) as f64))
+            .map(|(k, v)| (k.to_string(), *v))
             .collect(),
     })
-}
-
-fn score(
-    env: &dyn Environment,
-    base: &ModelBase,
-    problem: &Problem,
-    sequence: &GeneratedSequence,
-) -> anyhow::Result<envs::Reward> {
-    let text = base.completion_text(sequence.completion())?;
-    Ok(env.score(problem, &text))
 }
 
 /// The human-readable table.
@@ -373,19 +298,6 @@ pub fn table(report: &EvalReport, wall_s: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pass_at_k_matches_the_closed_form() {
-        assert_eq!(pass_at_k(4, 0, 1), 0.0);
-        assert_eq!(pass_at_k(4, 4, 4), 1.0);
-        assert!((pass_at_k(4, 1, 1) - 0.25).abs() < 1e-12);
-        // 1 - C(2,2)/C(4,2) = 1 - 1/6
-        assert!((pass_at_k(4, 2, 2) - 5.0 / 6.0).abs() < 1e-12);
-        assert_eq!(pass_at_k(4, 3, 2), 1.0);
-        assert_eq!(reported_ks(8), vec![1, 2, 4, 8]);
-        assert_eq!(reported_ks(6), vec![1, 2, 4, 6]);
-        assert!(reported_ks(0).is_empty());
-    }
 
     #[test]
     fn params_parse_as_json_values_or_strings() {

@@ -12,5 +12,6 @@ pub mod metrics_server;
 pub mod nats_server;
 pub mod network;
 pub mod progress;
+pub mod published;
 pub mod streams;
 pub mod up;

@@ -57,6 +57,8 @@ enum Command {
     Publisher(ConfigArg),
     /// Run only the scorer role of the config.
     Scorer(ConfigArg),
+    /// Run only the evaluator role of the config (`[roles.evaluator]`, `[evaluator]`).
+    Evaluator(ConfigArg),
     /// Sign the network manifest with the owner key and publish it when it changed (a farm's
     /// owner runs this once; `grail up` does it itself), then print it as JSON.
     Manifest {
@@ -130,8 +132,18 @@ enum Command {
 #[derive(clap::Args)]
 struct EvalArgs {
     /// `tiny` (the deterministic tiny model), an HF model directory or a .gguf file.
+    #[arg(long, required_unless_present = "checkpoint")]
+    model: Option<String>,
+    /// A published checkpoint instead: `latest`, its seq or a weight-digest prefix, fetched
+    /// and verified like miners do from the network of --config (while it runs).
+    #[arg(long, conflicts_with = "model", requires = "config")]
+    checkpoint: Option<String>,
+    /// The network's cluster.toml (for --checkpoint).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// NATS URL (for --checkpoint; default: cluster.toml's, or the running `grail up`'s).
     #[arg(long)]
-    model: String,
+    url: Option<String>,
     /// Environment id (arith, sat, gsm8k, math, mbpp, humaneval).
     #[arg(long)]
     env: String,
@@ -335,6 +347,7 @@ fn main() -> anyhow::Result<()> {
         Command::Trainer(c) => role(&c, "trainer"),
         Command::Publisher(c) => role(&c, "publisher"),
         Command::Scorer(c) => role(&c, "scorer"),
+        Command::Evaluator(c) => role(&c, "evaluator"),
         Command::Streams { config, url } => {
             let cfg = load(&config)?;
             let url = match url {
@@ -447,6 +460,9 @@ fn main() -> anyhow::Result<()> {
             let started = std::time::Instant::now();
             let report = grail_runtime::eval::run(&grail_runtime::eval::EvalOptions {
                 model: a.model,
+                checkpoint: a.checkpoint,
+                config: a.config,
+                url: a.url,
                 env: a.env,
                 params: a.params,
                 data_dir: a.data_dir,

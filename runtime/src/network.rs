@@ -100,6 +100,7 @@ fn role_keys(cfg: &ClusterConfig, create_missing: bool) -> anyhow::Result<RoleKe
         (Authority::Scorer, &extra.scorer),
         (Authority::Trainer, &extra.trainer),
         (Authority::Publisher, &extra.publisher),
+        (Authority::Evaluator, &extra.evaluator),
     ] {
         for address in list {
             keys.grant(authority, address);

@@ -5,7 +5,10 @@
 //! The shaped mean reward mixes partial credit (arith's digit components, SAT's clause share);
 //! next to it each line shows **exact-answer success**: the fraction of rollouts in verified
 //! groups whose `success` the verifier confirmed (`GroupVerdict::success_rollouts` over
-//! verified groups × the protocol group size), the number that says the model got smarter.
+//! verified groups × the protocol group size). With an evaluator (`[roles.evaluator]`), each
+//! of its signed reports adds a line with **held-out pass@1** of a checkpoint on problems never
+//! trained on, the latest one is shown on every window line, and the summary prints the
+//! held-out curve from the base model on: the number that says the model got smarter.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -13,7 +16,7 @@ use std::time::Instant;
 use actors::bus::Bus;
 use futures::StreamExt;
 use messages::subjects as subj;
-use messages::{CheckpointAnnounce, GroupVerdict, Weights, WindowOpen};
+use messages::{CheckpointAnnounce, EvalReport, GroupVerdict, Weights, WindowOpen};
 
 /// The role label of the console's refusals (`grail_messages_rejected_total{role="console"}`).
 const CONSOLE: &str = "console";
@@ -84,6 +87,8 @@ pub async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
     let mut weights = subscribe(subj::WEIGHTS_ALL).await?;
     let mut opens = subscribe(subj::CLOCK_ALL).await?;
     let mut announces = subscribe(subj::CHECKPOINT_ANNOUNCE_ALL).await?;
+    let mut evals = subscribe(subj::EVAL_ALL).await?;
+    let mut held_out = HeldOut::default();
     let mut lines: BTreeMap<u64, WindowLine> = BTreeMap::new();
     let mut checkpoints = Checkpoints::default();
     let mut seen: HashSet<(u64, String, u32)> = HashSet::new();
@@ -106,6 +111,11 @@ pub async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
             Some(msg) = announces.next() => {
                 if let Ok((env, _)) = bus.open::<CheckpointAnnounce>(CONSOLE, &msg.payload) {
                     checkpoints.0.push(env.payload);
+                }
+            }
+            Some(msg) = evals.next() => {
+                if let Ok((env, _)) = bus.open::<EvalReport>(CONSOLE, &msg.payload) {
+                    println!("{}", held_out.add(env.payload));
                 }
             }
             Some(msg) = verdicts.next() => {
@@ -135,14 +145,14 @@ pub async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
                     .map(|e| format!("{}…={:.2}", e.miner.chars().take(6).collect::<String>(), e.weight)).collect();
                 let took = line.opened.map(|t| format!("{:.1}s", t.elapsed().as_secs_f64())).unwrap_or_else(|| "?".into());
                 println!(
-                    "window {:>4} | groups {:>3} verified {:>3} rejected {:>3} {:?} | mean reward {:.3} success {:.3} | ckpt {} | open→weights {} | weights {}",
+                    "window {:>4} | groups {:>3} verified {:>3} rejected {:>3} {:?} | mean reward {:.3} success {:.3}{} | ckpt {} | open→weights {} | weights {}",
                     w.window, line.groups, line.verified, line.groups - line.verified, line.rejected,
-                    mean, success, checkpoints.label(w.window), took, top.join(" ")
+                    mean, success, held_out.latest_label(), checkpoints.label(w.window), took, top.join(" ")
                 );
                 done += 1;
                 if limit.is_some_and(|l| done >= l) {
                     print_summary(&curve, &checkpoints);
-                    for line in success_summary(&success_curve) {
+                    for line in success_summary(&success_curve).into_iter().chain(held_out.summary()) {
                         println!("{line}");
                     }
                     return Ok(());
@@ -151,6 +161,85 @@ pub async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
             else => anyhow::bail!("subscriptions closed"),
         }
     }
+}
+
+/// The evaluator's reports seen so far, by checkpoint seq.
+#[derive(Default)]
+struct HeldOut(BTreeMap<u64, EvalReport>);
+
+impl HeldOut {
+    /// Record a report; the console line for it.
+    fn add(&mut self, r: EvalReport) -> String {
+        let sampled = r
+            .sampled
+            .as_ref()
+            .map(|s| format!(" sampled {:.3}", s.pass_at_1()))
+            .unwrap_or_default();
+        let line = format!(
+            "held-out eval | ckpt #{} {}… | {} {} split, {} problems | pass@1 greedy {:.3}{sampled} | mean reward {:.3}",
+            r.seq,
+            &r.checkpoint.short()[..8],
+            r.env,
+            r.split.as_str(),
+            r.problems,
+            r.greedy.pass_at_1(),
+            r.greedy.mean_reward,
+        );
+        self.0.insert(r.seq, r);
+        line
+    }
+
+    /// ` | held-out 0.250 (#10)` for window lines, once a report arrived.
+    fn latest_label(&self) -> String {
+        self.0
+            .iter()
+            .next_back()
+            .map(|(seq, r)| format!(" | held-out {:.3} (#{seq})", r.greedy.pass_at_1()))
+            .unwrap_or_default()
+    }
+
+    fn summary(&self) -> Vec<String> {
+        held_out_summary(
+            &self
+                .0
+                .iter()
+                .map(|(seq, r)| {
+                    (
+                        *seq,
+                        r.greedy.pass_at_1(),
+                        r.sampled.as_ref().map(|s| s.pass_at_1()),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+/// Summary lines for the held-out curve `(seq, greedy pass@1, sampled pass@1)`.
+pub fn held_out_summary(curve: &[(u64, f64, Option<f64>)]) -> Vec<String> {
+    let Some((first, last)) = curve.first().zip(curve.last()) else {
+        return vec![
+            "summary: held-out pass@1: no evaluator report (add [roles.evaluator])".into(),
+        ];
+    };
+    let point = |(seq, greedy, sampled): &(u64, f64, Option<f64>)| match sampled {
+        Some(s) => format!("#{seq}:{greedy:.3}/{s:.3}"),
+        None => format!("#{seq}:{greedy:.3}"),
+    };
+    vec![
+        format!(
+            "summary: held-out pass@1 by checkpoint (greedy/sampled): {}",
+            curve.iter().map(point).collect::<Vec<_>>().join(" ")
+        ),
+        format!(
+            "summary: held-out pass@1 (greedy) base #{} {:.3} → #{} {:.3} ({:+.3})",
+            first.0,
+            first.1,
+            last.0,
+            last.1,
+            last.1 - first.1
+        ),
+    ]
 }
 
 fn print_summary(curve: &[(u64, f64)], checkpoints: &Checkpoints) {
@@ -198,6 +287,20 @@ pub fn success_summary(curve: &[(u64, f64)]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_out_summary_shows_the_curve_and_the_gain() {
+        let lines = held_out_summary(&[(0, 0.0, Some(0.0625)), (10, 0.25, Some(0.2))]);
+        assert_eq!(
+            lines[0],
+            "summary: held-out pass@1 by checkpoint (greedy/sampled): #0:0.000/0.062 #10:0.250/0.200"
+        );
+        assert_eq!(
+            lines[1],
+            "summary: held-out pass@1 (greedy) base #0 0.000 → #10 0.250 (+0.250)"
+        );
+        assert!(held_out_summary(&[])[0].contains("no evaluator report"));
+    }
 
     #[test]
     fn curve_gain_compares_the_ends() {

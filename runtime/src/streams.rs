@@ -43,7 +43,7 @@ impl Default for TopologyConfig {
 }
 
 /// (stream, subjects, description)
-pub const STREAMS: [(&str, &str, &str); 6] = [
+pub const STREAMS: [(&str, &str, &str); 7] = [
     (
         subj::STREAM_CLOCK,
         subj::CLOCK_ALL,
@@ -73,6 +73,11 @@ pub const STREAMS: [(&str, &str, &str); 6] = [
         subj::STREAM_MANIFEST,
         subj::MANIFEST,
         "owner-signed network manifests (kept forever)",
+    ),
+    (
+        subj::STREAM_EVAL,
+        subj::EVAL_ALL,
+        "evaluator reports: each checkpoint's held-out score (kept forever)",
     ),
 ];
 
@@ -121,7 +126,13 @@ pub async fn ensure(
             retention: stream::RetentionPolicy::Limits,
             // Checkpoint announcements never expire: a book joining later must still see the
             // anchors its deltas build on (the publisher's retention prunes the objects).
-            max_age: if name == subj::STREAM_CHECKPOINTS || name == subj::STREAM_MANIFEST {
+            max_age: if [
+                subj::STREAM_CHECKPOINTS,
+                subj::STREAM_MANIFEST,
+                subj::STREAM_EVAL,
+            ]
+            .contains(&name)
+            {
                 Duration::ZERO
             } else {
                 cfg.retention
@@ -242,7 +253,7 @@ pub async fn check(js: &jetstream::Context) -> Result<(), TopologyMissing> {
     check_some(js, &STREAMS.map(|(name, _, _)| name), true).await
 }
 
-/// What a miner may see of the topology (it may not read the other streams or the KV).
+/// What a miner or an evaluator may see of the topology (not the other streams, not the KV).
 pub async fn check_for_miner(js: &jetstream::Context) -> Result<(), TopologyMissing> {
     let streams = [
         subj::STREAM_CLOCK,

@@ -104,7 +104,7 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
     if opts.only_role.is_none() || !buses.authenticated() {
         ensure(&bus.client, &bus.js, &topology(&cfg)).await?;
         crate::streams::ensure_consumers(&bus.js).await?;
-    } else if opts.only_role.as_deref() == Some("miner") {
+    } else if matches!(opts.only_role.as_deref(), Some("miner" | "evaluator")) {
         crate::streams::check_for_miner(&bus.js).await?;
     } else {
         crate::streams::check(&bus.js).await?;
@@ -116,7 +116,7 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
     let manifest = crate::network::establish(&cfg, &bus, &shared, signs).await?;
     let model_role = matches!(
         opts.only_role.as_deref(),
-        Some("miner" | "verifier" | "trainer" | "publisher")
+        Some("miner" | "verifier" | "trainer" | "publisher" | "evaluator")
     );
     if !signs && model_role {
         crate::network::check_base_model(&cfg, &shared, &manifest)?;

@@ -512,6 +512,29 @@ impl CheckpointBook {
         }
     }
 
+    /// The weights of announcement `seq`, loaded now if the cache does not hold them (and not
+    /// kept): what an evaluator or `grail eval --checkpoint` needs for checkpoints older than
+    /// the newest few a role keeps. Digests are checked as for every load.
+    pub async fn load_seq(&self, seq: u64) -> Result<ActiveCheckpoint, LoadError> {
+        if let CheckpointStatus::Ready(c) = self.status_of_seq(seq) {
+            return Ok(c);
+        }
+        let announce = self
+            .state()
+            .entries
+            .get(&seq)
+            .map(|e| e.announce.clone())
+            .ok_or(LoadError::NotAnnounced { seq })?;
+        let weights = self.load_one(seq).await?;
+        Ok(ActiveCheckpoint {
+            digest: announce.checkpoint,
+            seq,
+            valid_from_window: announce.valid_from_window,
+            sampling: announce.sampling,
+            weights: SharedWeights(weights),
+        })
+    }
+
     async fn load_one(&self, seq: u64) -> Result<Arc<WeightSet>, LoadError> {
         let announce = self.state().entries[&seq].announce.clone();
         let store = self.inner.store.as_ref();

@@ -50,6 +50,8 @@ pub enum LoadError {
     DeltaApply { seq: u64, detail: String },
     #[error("checkpoint seq {seq} depends on {base}, which is {why}")]
     BaseUnavailable { seq: u64, base: Hash32, why: String },
+    #[error("checkpoint seq {seq} was never announced by a trusted publisher (list them with `grail tail 'grail.checkpoint.*' --stream`)")]
+    NotAnnounced { seq: u64 },
     #[error("checkpoint seq {seq}: worker thread failed: {detail}")]
     Worker { seq: u64, detail: String },
 }
@@ -64,6 +66,7 @@ impl LoadError {
             LoadError::DeltaHeader { .. } => "delta_header_mismatch",
             LoadError::DeltaApply { .. } => "delta_apply_failed",
             LoadError::BaseUnavailable { .. } => "base_unavailable",
+            LoadError::NotAnnounced { .. } => "not_announced",
             LoadError::Worker { .. } => "worker_failed",
         }
     }

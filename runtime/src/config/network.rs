@@ -47,4 +47,5 @@ pub struct ExtraKeys {
     pub scorer: Vec<String>,
     pub trainer: Vec<String>,
     pub publisher: Vec<String>,
+    pub evaluator: Vec<String>,
 }

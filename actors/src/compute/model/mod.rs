@@ -8,6 +8,8 @@
 //!   log-probs, rewards, GRPO advantages.
 //! * [`verifier`]: [`ModelVerifier`]: cheap checks on every group, forward-pass checks
 //!   ([`deep`]) on the groups the close randomness selects.
+//! * [`evaluate`]: held-out evaluation (pass@1, pass@k), shared by `grail eval` and the
+//!   evaluator role; [`evaluator`]: [`ModelEvaluator`], its worker.
 //! * [`registry`]: [`WindowRegistry`], the per-verifier-process memory of a window (duplicate
 //!   nonces and group indices, cross-miner copies, idempotent verdicts).
 //!
@@ -16,12 +18,15 @@
 
 pub mod base;
 pub mod deep;
+pub mod evaluate;
+pub mod evaluator;
 pub mod miner;
 pub mod registry;
 pub mod sampler;
 pub mod verifier;
 
 pub use base::{checkpoint_from_weights, ModelBase};
+pub use evaluator::ModelEvaluator;
 pub use miner::{MinerOptions, ModelMiner};
 pub use registry::{CopyRules, WindowRegistry};
 pub use sampler::SeededSampler;
