@@ -28,6 +28,7 @@ pub(crate) fn resolve(
         .ok_or_else(|| EnvError::DataFileMissing {
             env: env.to_string(),
             path: candidates[0].clone(),
+            hint: crate::catalog::fetch_hint(env, data_dir),
             looked: candidates
                 .iter()
                 .map(|candidate| candidate.display().to_string())

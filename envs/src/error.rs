@@ -6,14 +6,16 @@ pub enum EnvError {
     #[error("unknown environment id `{id}` in [envs]; known ids: {known}")]
     UnknownEnv { id: String, known: String },
 
-    #[error("environment `{env}` has no `data_dir`; set `data_dir` in its [envs] entry to the datasets root (the folder holding {expected})")]
+    #[error("environment `{env}` has no `data_dir`; set `data_dir` to the datasets root (the folder holding {expected}), filled by `grail data fetch {env} --dir DIR`")]
     MissingDataDir { env: String, expected: String },
 
-    #[error("environment `{env}`: data file {} not found (looked in {looked}); point `data_dir` at the datasets root or the folder holding the file", path.display())]
+    #[error("{env}: {} not found (looked in {looked}); {hint}, or point `data_dir` at the folder that holds it", path.display())]
     DataFileMissing {
         env: String,
         path: PathBuf,
         looked: String,
+        /// The command that fetches the data ([`crate::catalog::fetch_hint`]).
+        hint: String,
     },
 
     #[error("cannot read data file {}: {source}; check the path and permissions", path.display())]

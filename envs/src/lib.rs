@@ -29,6 +29,7 @@
 //! says when such a configuration would train on the eval split.
 
 pub mod arith;
+pub mod catalog;
 pub mod chat;
 pub mod code;
 mod data;
@@ -44,7 +45,7 @@ mod spec;
 
 pub use chat::{render_chat, ChatMessage};
 pub use error::EnvError;
-pub use spec::{build, EnvSpec, KNOWN_ENVS};
+pub use spec::{build, trains_on_eval, EnvSpec, TrainsOnEval, KNOWN_ENVS};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -1,9 +1,9 @@
 //! Environment specs as written in `cluster.toml` and the factory that builds them.
 //!
 //! ```toml
-//! [[envs]]
+//! [env]
 //! id = "gsm8k"
-//! data_dir = "../shared/datasets"   # datasets root, or the dataset's own folder
+//! data_dir = "run/datasets"   # datasets root (`grail data fetch gsm8k`), or the dataset's own folder
 //! params = { split = "train" }
 //! ```
 
@@ -63,5 +63,43 @@ pub fn build(spec: &EnvSpec) -> Result<Arc<dyn Environment>, EnvError> {
                 known: KNOWN_ENVS.join(", "),
             })
         }
+    })
+}
+
+/// Why a spec's training draw ([`Environment::problem`]) would include eval problems: the
+/// offending key (`id` or `params.<key>`), what is wrong and the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainsOnEval {
+    pub key: &'static str,
+    pub problem: String,
+    pub fix: String,
+}
+
+/// Whether `spec` trains on its eval split, decided from the id and params alone so a config
+/// can be refused before any data is loaded. Agrees with [`Environment::train_overlaps_eval`]
+/// (checked against the loaded envs in `tests/splits.rs`).
+pub fn trains_on_eval(spec: &EnvSpec) -> Option<TrainsOnEval> {
+    let split = spec.params.get("split").and_then(|value| value.as_str());
+    let eval_splits: &[&str] = match spec.id.as_str() {
+        "gsm8k" => &["test"],
+        "math" => &["math500", "test"],
+        "mbpp" => &["test", "all"],
+        "humaneval" => {
+            return Some(TrainsOnEval {
+                key: "id",
+                problem: "is \"humaneval\", an evaluation-only set (no train split)".into(),
+                fix: "train on `mbpp` (its train split, task ids 601-974) and score HumanEval with `grail eval --env humaneval`".into(),
+            })
+        }
+        _ => return None,
+    };
+    let split = split.filter(|split| eval_splits.contains(split))?;
+    Some(TrainsOnEval {
+        key: "params.split",
+        problem: format!(
+            "is {split:?}, which holds `{}`'s eval problems (held out for `grail eval`)",
+            spec.id
+        ),
+        fix: "use split = \"train\" (the default)".into(),
     })
 }

@@ -127,7 +127,7 @@ impl SharedCompute {
             .unwrap_or_default();
         let spec = envs::EnvSpec {
             id: section.id.clone(),
-            data_dir: section.data_dir.as_ref().map(|d| self.cfg.resolve(d)),
+            data_dir: Some(crate::datasets::data_dir(None, Some(&self.cfg))),
             params,
         };
         let built = envs::build(&spec)

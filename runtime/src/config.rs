@@ -183,6 +183,8 @@ impl Default for ModelSection {
 #[serde(deny_unknown_fields)]
 pub struct EnvSection {
     pub id: String,
+    /// Datasets root, relative to this file; default `<run_dir>/datasets`
+    /// ([`crate::datasets::data_dir`]), filled by `grail data fetch`.
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub params: toml::Table,
@@ -476,6 +478,9 @@ impl ClusterConfig {
                 "allow at least the miners' groups_per_window",
             ));
         }
+        if let Some(t) = self.trains_on_eval() {
+            return Err(self.invalid(&format!("env.{}", t.key), t.problem, t.fix));
+        }
         check_device(&self.model.device)
             .map_err(|p| self.invalid("model.device", p, "use \"cpu\" or \"cuda:N\""))?;
         learning::validate(
@@ -539,6 +544,16 @@ impl ClusterConfig {
         } else {
             self.base_dir.join(p)
         }
+    }
+
+    /// Whether `[env]` selects held-out eval problems for training (refused by `validate`).
+    fn trains_on_eval(&self) -> Option<envs::TrainsOnEval> {
+        let params = serde_json::to_value(&self.env.params).ok()?;
+        envs::trains_on_eval(&envs::EnvSpec {
+            id: self.env.id.clone(),
+            data_dir: None,
+            params: params.as_object().cloned().unwrap_or_default(),
+        })
     }
 
     pub fn run_dir(&self) -> PathBuf {

@@ -161,9 +161,16 @@ fn scored_model(opts: &EvalOptions) -> anyhow::Result<Scored> {
 /// Runs the evaluation, printing progress on stderr.
 pub fn run(opts: &EvalOptions) -> anyhow::Result<EvalReport> {
     let params = parse_params(&opts.params)?;
+    let cfg = match (&opts.data_dir, &opts.config) {
+        (None, Some(config)) => Some(crate::config::ClusterConfig::load(config)?),
+        _ => None,
+    };
     let spec = EnvSpec {
         id: opts.env.clone(),
-        data_dir: opts.data_dir.clone(),
+        data_dir: Some(crate::datasets::data_dir(
+            opts.data_dir.as_deref(),
+            cfg.as_ref(),
+        )),
         params: params.clone(),
     };
     let env: Arc<dyn Environment> = envs::build(&spec)

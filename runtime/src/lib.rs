@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cluster;
 pub mod compute;
 pub mod config;
+pub mod datasets;
 pub mod eval;
 pub mod join;
 pub mod keys;

@@ -122,6 +122,11 @@ enum Command {
     /// Score a model on an environment's held-out eval split: pass@1 greedy and sampled,
     /// pass@k, mean reward and its components, completion length (see docs/OPERATIONS.md).
     Eval(EvalArgs),
+    /// Datasets of the data envs (gsm8k, math, mbpp, humaneval), pinned by SHA-256.
+    Data {
+        #[command(subcommand)]
+        action: DataAction,
+    },
     /// Benchmarks that print a table.
     Bench {
         #[command(subcommand)]
@@ -150,7 +155,8 @@ struct EvalArgs {
     /// Environment parameter KEY=VALUE (repeatable), as in cluster.toml's `params`.
     #[arg(long = "param")]
     params: Vec<String>,
-    /// Datasets root (the folder holding gsm8k/, math/, mbpp/, humaneval/).
+    /// Datasets root (the folder holding gsm8k/, math/, mbpp/, humaneval/); default: --config's
+    /// `[env] data_dir`, else run/datasets (`grail data fetch`).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Score the first N eval problems (0 = the whole split of a data env).
@@ -240,6 +246,28 @@ enum ModelAction {
         arch: String,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataAction {
+    /// Download datasets from their public homes (or import a local copy with --from) into
+    /// DIR/<id>/, verify each file's pinned SHA-256 and move it into place atomically. Files
+    /// already present with the right digest are left alone.
+    Fetch {
+        /// gsm8k, math, mbpp, humaneval (one or more).
+        #[arg(required = true)]
+        datasets: Vec<String>,
+        /// Datasets root; the default is the default cluster.toml's `[env] data_dir`
+        /// (`<run_dir>/datasets`) from the repository root.
+        #[arg(long, default_value = grail_runtime::datasets::DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Import from a local copy (a datasets root or the dataset's folder) instead.
+        #[arg(long, conflicts_with = "mirror")]
+        from: Option<PathBuf>,
+        /// Download from a mirror instead: URL/<id>/<file> for each file.
+        #[arg(long)]
+        mirror: Option<String>,
     },
 }
 
@@ -483,6 +511,32 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Data { action } => match action {
+            DataAction::Fetch {
+                datasets,
+                dir,
+                from,
+                mirror,
+            } => {
+                use grail_runtime::datasets::{self, Outcome, Source};
+                let source = match (from, mirror) {
+                    (Some(from), _) => Source::Local(from),
+                    (None, Some(mirror)) => Source::Mirror(mirror),
+                    (None, None) => Source::Web,
+                };
+                for id in &datasets {
+                    for file in datasets::fetch(datasets::dataset(id)?, &dir, &source)? {
+                        let how = match &file.outcome {
+                            Outcome::Present => "already present".to_string(),
+                            Outcome::Downloaded(url) => format!("downloaded from {url}"),
+                            Outcome::Imported(path) => format!("imported from {}", path.display()),
+                        };
+                        println!("{}  sha256 {}  {how}", file.path.display(), file.sha256);
+                    }
+                }
+                Ok(())
+            }
+        },
         Command::Bench { what } => match what {
             BenchWhat::Policy {
                 model,
