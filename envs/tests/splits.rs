@@ -164,3 +164,42 @@ fn humaneval_is_eval_only() {
     let ids: HashSet<String> = (0..164).map(|i| env.eval_problem(i).id).collect();
     assert_eq!(ids.len(), 164);
 }
+
+/// The config-time check (`trains_on_eval`, from id and params, no data) agrees with the
+/// loaded envs' `train_overlaps_eval` for every split of every data env, and of the procedural ones.
+#[test]
+fn the_config_check_agrees_with_the_loaded_envs() {
+    let dir = data_dir_or_fail("humaneval/HumanEval.jsonl.gz");
+    let cases: &[(&str, &[&str])] = &[
+        ("gsm8k", &["train", "test"]),
+        ("math", &["train", "math500", "test"]),
+        ("mbpp", &["train", "test", "validation", "prompt", "all"]),
+        ("humaneval", &[]),
+        ("arith", &[]),
+        ("sat", &[]),
+    ];
+    let mut refused = 0;
+    for (id, splits) in cases {
+        let mut params: Vec<Vec<(&str, &str)>> =
+            splits.iter().map(|s| vec![("split", *s)]).collect();
+        params.push(vec![]);
+        for params in params {
+            let env = load(id, Some(&dir), &params);
+            let mut spec = EnvSpec::new(id);
+            for (key, value) in &params {
+                spec = spec.with_param(key, *value);
+            }
+            let check = grail_envs::trains_on_eval(&spec);
+            assert_eq!(
+                check.is_some(),
+                env.train_overlaps_eval(),
+                "{id} {params:?}: {check:?}"
+            );
+            refused += usize::from(check.is_some());
+        }
+    }
+    assert_eq!(
+        refused, 6,
+        "gsm8k test, math math500/test, mbpp test/all, humaneval"
+    );
+}
