@@ -238,6 +238,7 @@ pub fn to_json(bytes: &[u8], limit: usize) -> Result<serde_json::Value, Envelope
         Weights::KIND => typed::<Weights>(bytes, limit),
         Heartbeat::KIND => typed::<Heartbeat>(bytes, limit),
         NetworkManifest::KIND => typed::<NetworkManifest>(bytes, limit),
+        EvalReport::KIND => typed::<EvalReport>(bytes, limit),
         other => Err(EnvelopeError::WrongKind {
             expected: "a grail message kind",
             found: other.chars().take(64).collect(),

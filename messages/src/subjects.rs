@@ -34,6 +34,8 @@ pub const STREAM_EVAL: &str = "GRAIL_EVAL";
 pub const MANIFEST: &str = "grail.manifest";
 
 pub const CLOCK_ALL: &str = "grail.clock.>";
+/// Window openings only (`grail.clock.<w>.open`).
+pub const CLOCK_OPEN_ALL: &str = "grail.clock.*.open";
 pub const ROLLOUT_ALL: &str = "grail.rollout.>";
 pub const VERDICT_ALL: &str = "grail.verdict.>";
 pub const VERDICT_GROUP_ALL: &str = "grail.verdict.group.>";

@@ -85,7 +85,7 @@ pub async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
     };
     let mut verdicts = subscribe(subj::VERDICT_GROUP_ALL).await?;
     let mut weights = subscribe(subj::WEIGHTS_ALL).await?;
-    let mut opens = subscribe(subj::CLOCK_ALL).await?;
+    let mut opens = subscribe(subj::CLOCK_OPEN_ALL).await?;
     let mut announces = subscribe(subj::CHECKPOINT_ANNOUNCE_ALL).await?;
     let mut evals = subscribe(subj::EVAL_ALL).await?;
     let mut held_out = HeldOut::default();

@@ -80,7 +80,8 @@ pub fn fetch(
         Some(u) => u.to_string(),
         None => crate::up::resolve_url(cfg)?,
     };
-    tokio::runtime::Runtime::new()?.block_on(fetch_async(cfg, &url, selector, device))
+    // An actix System: the manifest follower and the checkpoint book spawn local tasks.
+    actix_rt::System::new().block_on(fetch_async(cfg, &url, selector, device))
 }
 
 async fn fetch_async(
@@ -103,7 +104,7 @@ async fn fetch_async(
     // Only what is asked for is loaded (`load_seq`); the follower keeps one set at most.
     book_cfg.cache = 1;
     let book = CheckpointBook::new(book_cfg, shared.store(&bus).await?);
-    let follower = tokio::spawn(book.clone().follow(bus.clone(), "eval"));
+    let follower = actix_rt::spawn(book.clone().follow(bus.clone(), "eval"));
     let caught_up = book.wait_caught_up(Duration::from_secs(60)).await;
     let result = async {
         anyhow::ensure!(

@@ -359,6 +359,81 @@ mod tests {
         assert_eq!(q.next(&a), Some(9));
     }
 
+    /// What a reader (console, dashboard exporter, `grail tail`) does with reports: forged
+    /// or inflated ones never count as the network's held-out score.
+    #[test]
+    fn forged_and_inflated_reports_are_refused() {
+        use messages::manifest::{NetworkLimits, RoleKeys};
+        use messages::{Envelope, Identity, NetworkManifest};
+        let (owner, evaluator, forger) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        let trust = crate::trust::Trust::default();
+        trust
+            .install(NetworkManifest {
+                version: WIRE_VERSION,
+                network_id: "t".into(),
+                seq: 1,
+                owner: owner.address().into(),
+                created_at_ms: 0,
+                roles: RoleKeys {
+                    evaluator: vec![evaluator.address().into()],
+                    ..Default::default()
+                },
+                model: None,
+                env: None,
+                sampling: Default::default(),
+                schedule: None,
+                limits: NetworkLimits::default(),
+            })
+            .unwrap();
+        let report = |by: &Identity, successes: u32| EvalReport {
+            version: WIRE_VERSION,
+            evaluator: by.address().into(),
+            checkpoint: Default::default(),
+            seq: 10,
+            env: "arith".into(),
+            split: DataSplit::Eval,
+            problems: 8,
+            samples: 0,
+            seed: 0,
+            max_new_tokens: 8,
+            temperature: 1.0,
+            greedy: messages::EvalScores {
+                completions: 8,
+                successes,
+                mean_reward: 0.5,
+                mean_completion_tokens: 3.0,
+            },
+            sampled: None,
+            pass_at_k: vec![],
+            created_at_ms: 0,
+        };
+        let admit = |r: EvalReport, by: &Identity| {
+            let bytes = Envelope::seal(r, by).to_bytes();
+            let (env, _) = Envelope::<EvalReport>::open(&bytes, 1 << 20)
+                .map_err(|e| crate::trust::Refusal::from(e).reason())?;
+            trust.admit(&env).map_err(|e| e.reason())
+        };
+        assert_eq!(admit(report(&evaluator, 2), &evaluator), Ok(()));
+        assert_eq!(
+            admit(report(&forger, 8), &forger),
+            Err("unauthorized_signer"),
+            "a key the manifest does not name cannot publish a score"
+        );
+        assert!(
+            admit(report(&evaluator, 8), &forger).is_err(),
+            "nor sign one in the evaluator's name"
+        );
+        assert_eq!(
+            admit(report(&evaluator, 9), &evaluator),
+            Err("bad_field"),
+            "more successes than completions"
+        );
+    }
+
     #[test]
     fn reports_from_before_a_restart_are_not_redone() {
         let mut q = EvalQueue::new(EvalEvery::Anchors, 4);
