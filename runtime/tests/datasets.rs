@@ -5,7 +5,7 @@
 //! split are refused. Needs the datasets (../shared/datasets or $GRAIL_DATASETS): fails without.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use grail_runtime::config::ClusterConfig;
 use grail_runtime::datasets::{self, Outcome, Source};
+use tokio_rustls::rustls;
 
 /// The datasets root (`$GRAIL_DATASETS`, else `shared/datasets` beside a folder above the repo).
 fn shared_datasets() -> PathBuf {
@@ -29,49 +30,69 @@ fn shared_datasets() -> PathBuf {
 }
 
 /// A tiny HTTP/1.1 file server: `GET /files/<path>` answers the bytes, `GET /moved/<path>`
-/// redirects there (302), anything else 404. Counts the requests it answers.
+/// redirects there (302), anything else 404. Counts the requests it answers. With `tls`, it
+/// speaks HTTPS (rustls) with the certificate in `tests/fixtures/tls`.
 struct Server {
     base: String,
     requests: Arc<AtomicUsize>,
 }
 
 fn serve(files: HashMap<String, Vec<u8>>) -> Server {
+    serve_with(files, None)
+}
+
+fn serve_with(files: HashMap<String, Vec<u8>>, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let base = match tls {
+        Some(_) => format!("https://localhost:{port}"),
+        None => format!("http://127.0.0.1:{port}"),
+    };
     let requests = Arc::new(AtomicUsize::new(0));
     let counter = requests.clone();
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
-            }
-            // Skip the headers.
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            counter.fetch_add(1, Ordering::SeqCst);
-            let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-            let head = |status: &str, extra: &str, len: usize| {
-                format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\n{extra}\r\n")
-            };
-            let _ = if let Some(rest) = path.strip_prefix("/moved/") {
-                stream.write_all(
-                    head("302 Found", &format!("Location: /files/{rest}\r\n"), 0).as_bytes(),
-                )
-            } else if let Some(bytes) = path.strip_prefix("/files/").and_then(|p| files.get(p)) {
-                stream
-                    .write_all(head("200 OK", "", bytes.len()).as_bytes())
-                    .and_then(|_| stream.write_all(bytes))
-            } else {
-                stream.write_all(head("404 Not Found", "", 0).as_bytes())
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { continue };
+            let _ = match &tls {
+                Some(config) => {
+                    let connection = rustls::ServerConnection::new(config.clone()).unwrap();
+                    answer(rustls::StreamOwned::new(connection, tcp), &files, &counter)
+                }
+                None => answer(tcp, &files, &counter),
             };
         }
     });
     Server { base, requests }
+}
+
+/// Reads one request from `stream` and answers it.
+fn answer(
+    mut stream: impl Read + Write,
+    files: &HashMap<String, Vec<u8>>,
+    counter: &AtomicUsize,
+) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte)?;
+        head.push(byte[0]);
+    }
+    counter.fetch_add(1, Ordering::SeqCst);
+    let head = String::from_utf8_lossy(&head);
+    let path = head.split_whitespace().nth(1).unwrap_or("/");
+    let reply = |status: &str, extra: &str, len: usize| {
+        format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\n{extra}\r\n")
+    };
+    if let Some(rest) = path.strip_prefix("/moved/") {
+        let location = format!("Location: /files/{rest}\r\n");
+        stream.write_all(reply("302 Found", &location, 0).as_bytes())?;
+    } else if let Some(bytes) = path.strip_prefix("/files/").and_then(|p| files.get(p)) {
+        stream.write_all(reply("200 OK", "", bytes.len()).as_bytes())?;
+        stream.write_all(bytes)?;
+    } else {
+        stream.write_all(reply("404 Not Found", "", 0).as_bytes())?;
+    }
+    stream.flush()
 }
 
 /// `dataset`'s files as the server holds them (`<id>/<file>` → bytes).
@@ -377,4 +398,73 @@ fn configs_that_train_on_eval_data_are_refused() {
         "{stderr}"
     );
     assert!(!dir.path().join("run").exists(), "nothing started");
+}
+
+fn tls_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
+/// The HTTPS path users take: the binary downloads through TLS from a server whose certificate
+/// chains to a root it trusts (here the test CA, via SSL_CERT_FILE), and refuses the same
+/// server when that root is not trusted.
+#[test]
+fn cli_downloads_over_https_and_refuses_an_untrusted_certificate() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = vec![CertificateDer::from_pem_file(tls_fixture("localhost.pem")).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(tls_fixture("localhost.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let server = serve_with(files_of("humaneval"), Some(Arc::new(config)));
+    let mirror = format!("{}/files", server.base);
+    let dir = tempfile::tempdir().unwrap();
+    let fetch = |trust: Option<&Path>| {
+        let mut command = grail();
+        command
+            .args(["data", "fetch", "humaneval", "--mirror", &mirror, "--dir"])
+            .arg(dir.path())
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("SSL_CERT_DIR");
+        match trust {
+            Some(ca) => command.env("SSL_CERT_FILE", ca),
+            None => command.env_remove("SSL_CERT_FILE"),
+        };
+        command.output().unwrap()
+    };
+
+    let out = fetch(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an unknown CA must be refused");
+    assert!(
+        stderr.contains(&mirror)
+            && (stderr.contains("UnknownIssuer") || stderr.contains("no usable system root")),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("humaneval/HumanEval.jsonl.gz").exists());
+
+    let out = fetch(Some(&tls_fixture("ca.pem")));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "downloaded from {mirror}/humaneval/HumanEval.jsonl.gz"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("humaneval/HumanEval.jsonl.gz")).unwrap(),
+        std::fs::read(shared_datasets().join("humaneval/HumanEval.jsonl.gz")).unwrap()
+    );
 }
