@@ -2,7 +2,8 @@
 //! share of reference solutions that earn full reward.
 //!
 //! `cargo run --release -p grail-envs --example bench_envs [-- [--data DIR] [--quick]]`
-//! (`--quick`: 50 code references per dataset instead of all of them).
+//! (`--quick`: 50 code references per dataset instead of all of them). Data: `--data`, else
+//! `$GRAIL_DATASETS`, else the repository's `run/datasets` (`grail data fetch ...`).
 
 use grail_envs::sandbox::{Sandbox, SandboxConfig};
 use grail_envs::{build, EnvSpec, Environment};
@@ -102,7 +103,8 @@ fn main() {
         .position(|arg| arg == "--data")
         .and_then(|index| args.get(index + 1))
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"));
+        .or_else(|| std::env::var_os("GRAIL_DATASETS").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../run/datasets"));
     let code_limit = quick.then_some(50);
 
     let specs: Vec<(&str, EnvSpec, Option<u64>)> = vec![

@@ -119,6 +119,8 @@ pub fn miner_config(m: &NetworkManifest, o: &JoinOptions) -> anyhow::Result<Clus
     let data_dir = o
         .data_dir
         .as_ref()
+        // Absolute: the generated file lives in run_dir, and relative paths resolve against it.
+        .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone()))
         .map(|d| format!("data_dir = {}\n", toml_string(&d.display().to_string())))
         .unwrap_or_default();
     let publisher = m.roles.publisher.first().cloned().unwrap_or_default();

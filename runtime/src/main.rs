@@ -201,7 +201,8 @@ struct MinerArgs {
     /// The network's base model (directory or .gguf), unless the manifest names a tiny one.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Data directory for environments that read files.
+    /// Data directory for environments that read files (default: RUN_DIR's `datasets`
+    /// folder; fill it with `grail data fetch`).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Where the joined miner keeps its config, model and checkpoints.
