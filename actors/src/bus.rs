@@ -98,6 +98,16 @@ impl Bus {
         credentials: &Credentials,
     ) -> Result<Self, BusError> {
         let m = metrics.clone();
+        // Zero-valued series from the start: an alert on disconnects sees 0, not nothing.
+        for event in [
+            "connected",
+            "disconnected",
+            "slow_consumer",
+            "server_error",
+            "client_error",
+        ] {
+            m.nats_events.with_label_values(&[event]);
+        }
         let (connected, connections) = tokio::sync::watch::channel(0u64);
         let connected = Arc::new(connected);
         let client = credentials

@@ -286,8 +286,17 @@ pub const EVAL_SECONDS: Family = family(
     "evaluator",
 );
 
+pub const BUILD_INFO: Family = family(
+    "grail_build_info",
+    GaugeKind,
+    &["version", "commit"],
+    "Always 1; labelled with the grail version and the git commit it was built from",
+    "all",
+);
+
 /// Every grail family, in the order of the operations reference.
 pub const FAMILIES: &[Family] = &[
+    BUILD_INFO,
     MESSAGES_IN,
     MESSAGES_OUT,
     MESSAGES_REJECTED,
@@ -460,6 +469,7 @@ pub struct Metrics {
     pub auth_logins: IntCounterVec,
     pub auth_refusals: IntCounterVec,
     pub roles_alive: IntGaugeVec,
+    pub build_info: IntGaugeVec,
     /// Evaluator: the latest held-out scores, by env, split and `greedy`/`sampled`.
     pub eval_pass_at_1: GaugeVec,
     pub eval_mean_reward: GaugeVec,
@@ -517,6 +527,7 @@ impl Metrics {
             auth_logins: counter_vec(r, &AUTH_LOGINS),
             auth_refusals: counter_vec(r, &AUTH_REFUSALS),
             roles_alive: int_gauge_vec(r, &ROLES_ALIVE),
+            build_info: int_gauge_vec(r, &BUILD_INFO),
             eval_pass_at_1: gauge_vec(r, &EVAL_PASS_AT_1),
             eval_mean_reward: gauge_vec(r, &EVAL_MEAN_REWARD),
             eval_checkpoint_seq: int_gauge_vec(r, &EVAL_CHECKPOINT_SEQ),
@@ -543,6 +554,11 @@ impl Metrics {
             .iter()
             .map(|f| f.name().to_string())
             .collect()
+    }
+
+    /// `grail_build_info{version,commit} 1` (the binary calls it once at start).
+    pub fn set_build_info(&self, version: &str, commit: &str) {
+        self.build_info.with_label_values(&[version, commit]).set(1);
     }
 
     pub fn reject(&self, role: &str, reason: &str) {

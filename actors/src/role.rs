@@ -51,6 +51,8 @@ pub struct RoleActor {
 
 impl RoleActor {
     pub fn start(ctx: RoleCtx, body: Arc<dyn RoleLoop>) -> Addr<RoleActor> {
+        // Zero-valued series from the start, so an alert on restarts sees 0, not nothing.
+        ctx.metrics().actor_restarts.with_label_values(&[ctx.role]);
         let restarts = Arc::new(AtomicU32::new(0));
         Supervisor::start(move |actor_ctx: &mut Context<RoleActor>| RoleActor {
             ctx,

@@ -76,6 +76,12 @@ impl<W: Worker + 'static> WorkerPool<W> {
     pub fn start(config: PoolConfig, factory: WorkerFactory<W>, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel::<Task<W>>();
         let rx = Arc::new(Mutex::new(rx));
+        // Zero-valued series from the start: "no restarts" must differ from "not exported".
+        for slot in 0..config.threads {
+            metrics
+                .worker_restarts
+                .with_label_values(&[&config.role, &slot.to_string()]);
+        }
         let threads = (0..config.threads)
             .map(|slot| {
                 let rx = rx.clone();

@@ -10,7 +10,7 @@ use grail_runtime::{keys, up};
 #[derive(Parser)]
 #[command(
     name = "grail",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("GRAIL_GIT_COMMIT"), ")"),
     about = "Verifiable decentralized RL post-training (miners, verifiers, trainer, publisher, clock over NATS)"
 )]
 struct Cli {
@@ -301,8 +301,10 @@ enum BenchWhat {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    // Colour codes only for a person at a terminal, never in files or journald.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -438,7 +440,7 @@ fn main() -> anyhow::Result<()> {
             let cfg = load(&c)?;
             let url = up::resolve_url(&cfg)?;
             actix::System::new().block_on(async move {
-                let metrics = std::sync::Arc::new(actors::metrics::Metrics::new());
+                let metrics = grail_runtime::metrics_server::process_metrics();
                 if let Some(listen) = &cfg.metrics.listen {
                     let addr = grail_runtime::metrics_server::serve(listen.parse()?, metrics.clone()).await?;
                     tracing::info!(%addr, "serving /metrics");

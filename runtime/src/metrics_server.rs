@@ -12,6 +12,17 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
+/// The version `grail --version` and `grail_build_info` show: crate version and git commit.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("GRAIL_GIT_COMMIT");
+
+/// A process's metrics registry, with `grail_build_info` set.
+pub fn process_metrics() -> Arc<Metrics> {
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_build_info(VERSION, COMMIT);
+    metrics
+}
+
 /// Bind `addr` and serve until the process ends. Returns the bound address.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {

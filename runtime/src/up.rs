@@ -92,7 +92,7 @@ pub fn run(cfg: ClusterConfig, opts: UpOptions) -> anyhow::Result<()> {
 }
 
 async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = crate::metrics_server::process_metrics();
     // One connection per role identity (one shared connection when the bus has no auth).
     let buses = RoleBuses::new(&cfg, &url, metrics.clone(), Default::default());
     if opts.only_role.is_none() {

@@ -77,6 +77,15 @@ fn up_serves_metrics_tails_and_stops_cleanly_on_sigterm() {
     ] {
         assert!(body.contains(name), "/metrics lacks {name}");
     }
+    // Series an alert needs exist from the start with value 0 ("no restarts" is not "absent").
+    for series in [
+        "grail_actor_restarts_total{role=\"clock\"} 0",
+        "grail_worker_restarts_total{role=\"miner\",worker=\"0\"} 0",
+        "grail_nats_events_total{event=\"disconnected\"} 0",
+        "grail_build_info{commit=\"",
+    ] {
+        assert!(body.contains(series), "/metrics lacks {series}");
+    }
 
     let tail = grail()
         .args(["tail", "grail.>", "--limit", "3", "--config"])

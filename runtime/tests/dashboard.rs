@@ -450,6 +450,27 @@ fn grafana_provisioning_matches_the_dashboard_and_prometheus() {
     assert!(readme.contains(&format!("/d/{}", dash["uid"].as_str().unwrap())));
 }
 
+/// Prometheus names the scrape job; operators pick it (`job_name` in their own config), so a
+/// panel that spells one (`job="grail"`) shows nothing under any other name.
+#[test]
+fn no_query_names_a_scrape_job() {
+    let dash = dashboard();
+    let mut exprs: Vec<String> = panel_queries(&dash).into_iter().map(|(_, e)| e).collect();
+    exprs.extend(template_queries(&dash));
+    let fixed: Vec<&String> = exprs
+        .iter()
+        .filter(|e| e.contains("job=\"") || e.contains("job!=\""))
+        .collect();
+    assert!(fixed.is_empty(), "queries with a fixed job: {fixed:?}");
+    let vars: Vec<&str> = dash["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert!(vars.contains(&"job"), "no $job variable: {vars:?}");
+}
+
 #[test]
 fn operations_doc_describes_every_metric() {
     let doc = read("docs/OPERATIONS.md");
