@@ -1,8 +1,9 @@
-//! `grail data fetch` against a real HTTP server this test runs on loopback (std::net, serving
-//! copies of the shared datasets, one path behind a redirect): pinned digests checked, a
-//! tampered file refused and never written, a second fetch a no-op; `--from` imports through
-//! the binary; a missing data file names the fetch command; configs that train on an eval
-//! split are refused. Needs the datasets (../shared/datasets or $GRAIL_DATASETS): fails without.
+//! `grail data fetch` against real HTTP and HTTPS servers this test runs on loopback (std::net
+//! and rustls, serving copies of the shared datasets, one path behind a redirect): pinned
+//! digests checked, a tampered file refused and never written, a second fetch a no-op; `--from`
+//! imports through the binary; a missing data file names the fetch command; configs that train
+//! on an eval split are refused; repository configs keep their paths inside the repository.
+//! Needs the datasets (../shared/datasets or $GRAIL_DATASETS): fails without.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -467,4 +468,60 @@ fn cli_downloads_over_https_and_refuses_an_untrusted_certificate() {
         std::fs::read(dir.path().join("humaneval/HumanEval.jsonl.gz")).unwrap(),
         std::fs::read(shared_datasets().join("humaneval/HumanEval.jsonl.gz")).unwrap()
     );
+}
+
+/// `path` with `.` and `..` folded away lexically (the folders need not exist).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// No config in the repository reads data (or a model, or writes its run dir) from a relative
+/// path outside the repository, such as this team's `../shared/datasets`.
+#[test]
+fn repository_configs_keep_their_paths_inside_the_repository() {
+    let repo = normalize(&Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+    let mut configs = vec![repo.join("cluster.toml")];
+    for entry in std::fs::read_dir(repo.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            configs.push(path);
+        }
+    }
+    assert!(configs.len() >= 3, "{configs:?}");
+    for config in configs {
+        let cfg = ClusterConfig::load(&config).unwrap_or_else(|e| panic!("{e}"));
+        // Paths written relative in the file (absolute ones are a deployment's own, like the
+        // farm example's /var/lib/grail); the data dir's default derives from run_dir.
+        let written = [
+            ("[env] data_dir", cfg.env.data_dir.clone()),
+            ("[model] path", Some(cfg.model.path.clone())),
+            ("[cluster] run_dir", Some(cfg.cluster.run_dir.clone())),
+        ];
+        for (key, path) in written {
+            let Some(path) = path.filter(|p| p.is_relative()) else {
+                continue;
+            };
+            let resolved = normalize(&cfg.resolve(&path));
+            assert!(
+                resolved.starts_with(&repo),
+                "{}: {key} = {:?} resolves to {}, outside the repository",
+                config.display(),
+                path,
+                resolved.display()
+            );
+        }
+        if cfg.env.data_dir.is_none() && cfg.cluster.run_dir.is_relative() {
+            assert!(normalize(&datasets::data_dir(None, Some(&cfg))).starts_with(&repo));
+        }
+    }
 }
