@@ -637,6 +637,19 @@ mod tests {
         m.roles_alive
             .with_label_values(&values(&ROLES_ALIVE))
             .set(1);
+        m.build_info.with_label_values(&values(&BUILD_INFO)).set(1);
+        m.eval_pass_at_1
+            .with_label_values(&values(&EVAL_PASS_AT_1))
+            .set(0.5);
+        m.eval_mean_reward
+            .with_label_values(&values(&EVAL_MEAN_REWARD))
+            .set(0.5);
+        m.eval_checkpoint_seq
+            .with_label_values(&values(&EVAL_CHECKPOINT_SEQ))
+            .set(1);
+        m.eval_seconds
+            .with_label_values(&values(&EVAL_SECONDS))
+            .observe(1.0);
     }
 
     #[test]

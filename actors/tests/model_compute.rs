@@ -156,7 +156,11 @@ fn honest_groups_pass_across_threads_batches_and_specs() {
 fn rejected_with(w: &World, verifier: &mut ModelVerifier, group: &RolloutGroup, code: &str) {
     let outcome = w.verify(verifier, group);
     assert!(!outcome.accepted, "expected {code}, got accepted");
-    assert_eq!(outcome.reason.as_deref(), Some(code), "{outcome:?}");
+    assert_eq!(
+        outcome.reason.map(|c| c.as_str()),
+        Some(code),
+        "{outcome:?}"
+    );
 }
 
 #[test]
@@ -341,7 +345,7 @@ fn replays_and_late_submissions_are_rejected() {
     // Republished unchanged in a later window: judged against window 2, arriving too late.
     let late = w.job_at(&group, &w.checkpoint, 2, 4 * WINDOW_MS + 100);
     let outcome = verifier.verify(&late).unwrap();
-    assert_eq!(outcome.reason.as_deref(), Some("late_submission"));
+    assert_eq!(outcome.reason.map(|c| c.as_str()), Some("late_submission"));
     // Re-signed for window 4: the problem seed does not re-derive from open(4).
     let mut moved = group.clone();
     moved.window = 4;
@@ -349,11 +353,11 @@ fn replays_and_late_submissions_are_rejected() {
     // A role that paired the group with another window's randomness.
     let wrong = w.job_at(&group, &w.checkpoint, 3, 3 * WINDOW_MS + 100);
     let outcome = w.verifier(never_deep()).verify(&wrong).unwrap();
-    assert_eq!(outcome.reason.as_deref(), Some("wrong_window"));
+    assert_eq!(outcome.reason.map(|c| c.as_str()), Some("wrong_window"));
     // Late by server time in its own window.
     let after_deadline = w.job_at(&group, &w.checkpoint, 2, w.open(2).deadline_ms + 1);
     let outcome = w.verifier(never_deep()).verify(&after_deadline).unwrap();
-    assert_eq!(outcome.reason.as_deref(), Some("late_submission"));
+    assert_eq!(outcome.reason.map(|c| c.as_str()), Some("late_submission"));
 }
 
 #[test]
@@ -422,7 +426,7 @@ fn a_copy_of_another_miners_group_is_rejected() {
     let job = w.job_at(&copy, &w.checkpoint, 2, 2 * WINDOW_MS + 200);
     let outcome = verifier.verify(&job).unwrap();
     assert_eq!(
-        outcome.reason.as_deref(),
+        outcome.reason.map(|c| c.as_str()),
         Some("copied_completions"),
         "{outcome:?}"
     );

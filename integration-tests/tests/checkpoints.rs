@@ -659,8 +659,8 @@ fn a_new_checkpoint_is_handed_over_to_miners_and_verifiers_from_its_window_on() 
         for v in verdicts().await {
             if v.miner == cheater.address() {
                 assert_eq!(
-                    (v.accepted, v.reason.as_deref()),
-                    (false, Some("checkpoint_mismatch"))
+                    (v.accepted, v.reason),
+                    (false, Some(messages::RejectCode::CheckpointMismatch))
                 );
             } else {
                 assert!(

@@ -122,7 +122,7 @@ fn every_message_type_round_trips_through_jetstream() {
             group_digest: Hash32::from([8; 32]),
             verifier: me.clone(),
             accepted: false,
-            reason: Some("sketch_mismatch".into()),
+            reason: Some(messages::RejectCode::SketchMismatch),
             deep_checked: true,
             unique_rollouts: 16,
             learning_signal: true,

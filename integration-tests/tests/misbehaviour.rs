@@ -12,7 +12,7 @@ use actors::roles::miner::{MineJob, MinerCompute};
 use grail_integration_tests::observe::*;
 use grail_integration_tests::*;
 use messages::subjects as subj;
-use messages::{GroupVerdict, Hash32, MinerWindowVerdict, RolloutGroup, Weights};
+use messages::{GroupVerdict, Hash32, MinerWindowVerdict, RejectCode, RolloutGroup, Weights};
 
 /// Mines the real group, then panics before handing it over on the first attempt of every
 /// even group, like a GPU worker faulting at the end of a group; group `poisoned` faults on
@@ -261,20 +261,20 @@ fn forging_miners_get_zero_weight_while_honest_miners_are_unaffected() {
             "grail.verdict.miner.",
         )
         .await;
-        let reasons = |m: &str| -> BTreeSet<Option<String>> {
+        let reasons = |m: &str| -> BTreeSet<Option<RejectCode>> {
             window_verdicts
                 .iter()
                 .filter(|v| v.miner == m)
-                .map(|v| v.reason.clone())
+                .map(|v| v.reason)
                 .collect()
         };
         assert_eq!(
             reasons(&tamperer),
-            BTreeSet::from([Some("reward_mismatch".to_string())])
+            BTreeSet::from([Some(RejectCode::RewardMismatch)])
         );
         assert_eq!(
             reasons(&guesser),
-            BTreeSet::from([Some("problem_seed_mismatch".to_string())])
+            BTreeSet::from([Some(RejectCode::ProblemSeedMismatch)])
         );
         assert!(reasons(&impostor).is_empty());
         for v in window_verdicts.iter().filter(|v| honest.contains(&v.miner)) {

@@ -394,10 +394,9 @@ fn an_outage_across_the_deadline_costs_an_honest_miner_nothing() {
             nats.crash_and_restart(Duration::from_millis(1000)).await;
             let w = open.window;
             let late = eventually_async(Duration::from_secs(10), || async {
-                stored_verdicts(&bus)
-                    .await
-                    .iter()
-                    .any(|(k, v)| k.0 == w && v[0].reason.as_deref() == Some("late_submission"))
+                stored_verdicts(&bus).await.iter().any(|(k, v)| {
+                    k.0 == w && v[0].reason == Some(messages::RejectCode::LateSubmission)
+                })
             })
             .await;
             if late {

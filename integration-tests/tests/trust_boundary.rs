@@ -92,7 +92,7 @@ fn verdict(
         group_digest: digest,
         verifier: verifier.to_string(),
         accepted,
-        reason: (!accepted).then(|| "sketch_mismatch".into()),
+        reason: (!accepted).then_some(messages::RejectCode::SketchMismatch),
         deep_checked: true,
         unique_rollouts: 16,
         learning_signal: true,

@@ -15,6 +15,7 @@ pub mod envelope;
 pub mod identity;
 pub mod manifest;
 pub mod packed;
+pub mod reject;
 pub mod subjects;
 pub mod types;
 pub mod validate;
@@ -24,7 +25,8 @@ pub use envelope::{Envelope, EnvelopeError, SignedMessage};
 pub use identity::{Identity, IdentityError, KeyFile, Ss58Address};
 pub use manifest::{Authority, NetworkManifest};
 pub use packed::{PackedF32, PackedU32};
+pub use reject::{RejectCode, Severity};
 pub use types::*;
 
 /// Version of every wire message defined in [`types`]. Bumped on any incompatible change.
-pub const WIRE_VERSION: u16 = 1;
+pub const WIRE_VERSION: u16 = 2;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::packed::{FixedBytes, Hash32, Signature64};
 use crate::packed::{PackedF32, PackedU32};
+use crate::reject::RejectCode;
 
 /// Clock: a window starts. `randomness` (the open value) drives problem selection, sketch
 /// coefficients and the sampling noise; it is a hash-chain value the clock committed to in advance.
@@ -118,8 +119,8 @@ pub struct GroupVerdict {
     pub group_digest: Hash32,
     pub verifier: String,
     pub accepted: bool,
-    /// Stable snake_case reject reason when not accepted.
-    pub reason: Option<String>,
+    /// Why it was rejected (None when accepted); on the wire its snake_case code.
+    pub reason: Option<RejectCode>,
     /// Whether the expensive forward-pass checks ran on this group.
     pub deep_checked: bool,
     pub unique_rollouts: u32,
@@ -143,7 +144,8 @@ pub struct MinerWindowVerdict {
     pub miner: String,
     pub verifier: String,
     pub passed: bool,
-    pub reason: Option<String>,
+    /// The reject code that failed the window (None when passed).
+    pub reason: Option<RejectCode>,
     pub groups_seen: u32,
     pub groups_accepted: u32,
     pub unique_rollouts: u32,

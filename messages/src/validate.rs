@@ -5,6 +5,7 @@
 
 use crate::identity::Ss58Address;
 use crate::manifest::NetworkManifest;
+use crate::reject::RejectCode;
 use crate::types::*;
 
 /// Limits the field checks need, taken from the network manifest.
@@ -125,10 +126,12 @@ fn finite(field: &'static str, v: f32) -> Result<(), FieldError> {
     }
 }
 
-fn reason(field: &'static str, r: &Option<String>) -> Result<(), FieldError> {
-    match r {
-        Some(r) => label(field, r, 64),
-        None => Ok(()),
+/// A verdict names a reject code exactly when it is negative.
+fn reason(field: &'static str, negative: bool, r: &Option<RejectCode>) -> Result<(), FieldError> {
+    match (negative, r) {
+        (true, Some(_)) | (false, None) => Ok(()),
+        (true, None) => Err(err(field, "a rejection without a reject code")),
+        (false, Some(code)) => Err(err(field, format!("{code} on a positive verdict"))),
     }
 }
 
@@ -222,7 +225,7 @@ impl CheckFields for GroupVerdict {
     fn check_fields(&self, limits: &FieldLimits) -> Result<(), FieldError> {
         address("miner", &self.miner)?;
         address("verifier", &self.verifier)?;
-        reason("reason", &self.reason)?;
+        reason("reason", !self.accepted, &self.reason)?;
         if self.success_rollouts > limits.max_rollouts {
             return Err(err(
                 "success_rollouts",
@@ -240,7 +243,7 @@ impl CheckFields for MinerWindowVerdict {
     fn check_fields(&self, _: &FieldLimits) -> Result<(), FieldError> {
         address("miner", &self.miner)?;
         address("verifier", &self.verifier)?;
-        reason("reason", &self.reason)
+        reason("reason", !self.passed, &self.reason)
     }
 }
 
@@ -432,7 +435,8 @@ mod tests {
             group_digest: Hash32::default(),
             verifier: who,
             accepted: false,
-            reason: Some("sketch_mismatch\n".into()),
+            // A rejection must say why (an unknown code does not even decode).
+            reason: None,
             deep_checked: false,
             unique_rollouts: 0,
             learning_signal: false,
@@ -445,7 +449,7 @@ mod tests {
             "reason"
         );
         let v = GroupVerdict {
-            reason: None,
+            reason: Some(RejectCode::SketchMismatch),
             success_rollouts: 1_000_000,
             ..v
         };

@@ -275,7 +275,9 @@ fn verify(c: &Ctx, model: &Model, group: &Group, server_time: u64, deadline: u64
 
 fn failed_with(verdict: &WindowVerdict) -> &str {
     match verdict {
-        WindowVerdict::Failed { reason } | WindowVerdict::Discarded { reason } => reason.code(),
+        WindowVerdict::Failed { reason } | WindowVerdict::Discarded { reason } => {
+            reason.code().as_str()
+        }
         WindowVerdict::Passed { .. } => "passed",
     }
 }

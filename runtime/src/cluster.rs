@@ -23,7 +23,7 @@ use actors::roles::clock::{Clock, ClockConfig};
 use actors::roles::evaluator::{Evaluator, EvaluatorConfig};
 use actors::roles::miner::{Miner, MinerConfig, MinerWorker};
 use actors::roles::publisher::{Publisher, PublisherConfig, PublisherSetup};
-use actors::roles::scorer::Scorer;
+use actors::roles::scorer::{Scorer, ScorerConfig};
 use actors::roles::trainer::{CountingTrainer, Trainer, TrainerConfig, TrainerWorker};
 use actors::roles::verifier::{Verifier, VerifierConfig, VerifierWorker};
 use actors::worker_pool::{PoolConfig, WorkerPool};
@@ -177,8 +177,17 @@ async fn build_role(
                 let env = shared.env()?;
                 let bases = worker_bases(shared, section)?;
                 // One window registry per verifier instance, shared by its workers.
+                let v = &cfg.verifier;
                 let opts = VerifierOptions {
                     deep_check_rate_ppm: (cfg.compute.deep_check_rate * 1e6).round() as u32,
+                    challenge_k: v.challenge_k,
+                    logit_drift: v.logit_drift,
+                    logprob_epsilon: v.logprob_epsilon,
+                    min_eos_probability: v.min_eos_probability,
+                    tolerance: v.sketch,
+                    reward: v.reward,
+                    rescore_every_group: v.rescore_every_group,
+                    soft: cfg.scoring.soft,
                     registry: Arc::new(WindowRegistry::default()),
                     ..Default::default()
                 };
@@ -242,7 +251,13 @@ async fn build_role(
                 Arc::new(Trainer::new(ctx, Arc::new(pool)))
             }
         }
-        "scorer" => Arc::new(Scorer::new(ctx, Default::default())),
+        "scorer" => Arc::new(Scorer::new(
+            ctx,
+            ScorerConfig {
+                params: cfg.scoring.params(),
+                soft: cfg.scoring.soft,
+            },
+        )),
         "publisher" => {
             if model {
                 let base = shared.base("cpu")?;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub mod evaluator;
+pub mod judging;
 pub mod learning;
 pub mod network;
 pub use learning::{CheckpointsSection, ComputeSection, SamplingSection, TrainerSection};
@@ -56,6 +57,10 @@ pub struct ClusterConfig {
     pub checkpoints: CheckpointsSection,
     #[serde(default)]
     pub evaluator: evaluator::EvaluatorSection,
+    #[serde(default)]
+    pub verifier: judging::VerifierSection,
+    #[serde(default)]
+    pub scoring: judging::ScoringSection,
     #[serde(default)]
     pub roles: RolesSection,
     #[serde(default)]
@@ -490,6 +495,8 @@ impl ClusterConfig {
             &self.checkpoints,
         )
         .map_err(|(key, problem, fix)| self.invalid(key, problem, fix))?;
+        judging::validate(&self.verifier, &self.scoring)
+            .map_err(|(key, problem, fix)| self.invalid(key, problem, fix))?;
         if self.roles.evaluator.is_some() && self.evaluator.problems == 0 {
             return Err(self.invalid(
                 "evaluator.problems",
@@ -643,6 +650,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("roles.verifier.devices"), "{e}");
+        let e = parse("[scoring.soft]\nreward_mismatch = 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scoring.soft.reward_mismatch"), "{e}");
+        let e = parse("[verifier]\nchallenge_k = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("verifier.challenge_k"), "{e}");
+        let e = parse("[roles.evaluator]\ninstances = 1\n[evaluator]\nproblems = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("evaluator.problems"), "{e}");
+    }
+
+    #[test]
+    fn verifier_and_scoring_sections_reach_the_roles_settings() {
+        let c = parse(
+            "[verifier]\nlogprob_epsilon = 0.2\nsketch = { base = 500 }\n\
+             [scoring]\nexponent = 2.0\nsoft = { reward_mismatch = 0.25 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.verifier.logprob_epsilon, 0.2);
+        assert_eq!(c.verifier.sketch.base, 500);
+        assert_eq!(c.verifier.challenge_k, 32, "defaults kept");
+        assert_eq!(c.scoring.params().exponent, 2.0);
+        assert_eq!(c.scoring.soft.reward_mismatch, 0.25);
+        assert!(
+            parse("[scoring]\nexponentt = 2.0\n").is_err(),
+            "typos are refused"
+        );
     }
 
     #[test]

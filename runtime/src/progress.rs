@@ -24,7 +24,7 @@ const CONSOLE: &str = "console";
 #[derive(Default)]
 struct WindowLine {
     verified: u32,
-    rejected: BTreeMap<String, u32>,
+    rejected: BTreeMap<&'static str, u32>,
     reward_sum: f64,
     success_rollouts: u64,
     groups: u32,
@@ -129,7 +129,7 @@ pub async fn show_progress(bus: Bus, limit: Option<u64>) -> anyhow::Result<()> {
                     line.reward_sum += v.mean_reward as f64;
                     line.success_rollouts += u64::from(v.success_rollouts);
                 } else {
-                    *line.rejected.entry(v.reason.unwrap_or_default()).or_default() += 1;
+                    *line.rejected.entry(v.reason.map_or("unspecified", |c| c.as_str())).or_default() += 1;
                 }
             }
             Some(msg) = weights.next() => {

@@ -25,7 +25,7 @@
 //!   `grail_messages_rejected_total{role="miner"}`) and mines again as soon as a window is
 //!   governed by a checkpoint it has;
 //! * the **verifier** naks the group with a delay while the checkpoint is still loading, and
-//!   publishes an explicit rejection with reason [`REASON_CHECKPOINT_UNAVAILABLE`] once the book
+//!   publishes an explicit rejection with reason [`messages::RejectCode::CheckpointUnavailable`] (a discard: not the miner's fault) once the book
 //!   has given up on it (so the scorer sees a verdict instead of a silently dropped group);
 //! * the book itself recovers at the next **full anchor** it can reconstruct: anchors are
 //!   self-contained, so everything announced after a readable anchor loads again, and
@@ -41,8 +41,3 @@ pub use store::{
     get_bytes, object_digest, put_bytes, CheckpointStore, LocalDirStore, NatsObjectStore,
     ObjectReader, StoreError, StoredObject,
 };
-
-/// Verdict reason: the verifier could not reconstruct the checkpoint governing the window.
-/// (A group naming another checkpoint than the governing one is rejected with the protocol's
-/// `checkpoint_mismatch`.)
-pub const REASON_CHECKPOINT_UNAVAILABLE: &str = "checkpoint_unavailable";

@@ -4,6 +4,7 @@
 //! supervision and scoring machinery be tested at full speed, and it is the reference for what
 //! the model-backed compute must additionally check.
 
+use messages::RejectCode;
 use messages::{Hash32, PackedF32, PackedU32, Rollout, RolloutGroup, WIRE_VERSION};
 use protocol::checks::{check_deadline, check_problem_seed, grpo_advantages, unique_completions};
 use protocol::randomness::{prf, problem_seed};
@@ -78,10 +79,10 @@ impl MinerCompute for StructuralMiner {
 
 pub struct StructuralVerifier;
 
-pub fn reject(reason: impl Into<String>) -> VerifyOutcome {
+pub fn reject(reason: RejectCode) -> VerifyOutcome {
     VerifyOutcome {
         accepted: false,
-        reason: Some(reason.into()),
+        reason: Some(reason),
         deep_checked: false,
         unique_rollouts: 0,
         learning_signal: false,
@@ -106,7 +107,7 @@ impl VerifierCompute for StructuralVerifier {
             }
         }
         if g.rollouts.len() != GROUP_SIZE {
-            return Ok(reject("group_size"));
+            return Ok(reject(RejectCode::GroupSizeMismatch));
         }
         let miner = messages::Ss58Address::parse(&g.miner)?;
         if let Err(r) = check_problem_seed(
@@ -119,7 +120,7 @@ impl VerifierCompute for StructuralVerifier {
         }
         for r in &g.rollouts {
             if r.reward != reward_of(r.completion()) {
-                return Ok(reject("reward_mismatch"));
+                return Ok(reject(RejectCode::RewardMismatch));
             }
         }
         let rewards: Vec<f32> = g.rollouts.iter().map(|r| r.reward).collect();
@@ -129,7 +130,7 @@ impl VerifierCompute for StructuralVerifier {
             .zip(&adv.advantages)
             .any(|(r, a)| (r.advantage - a).abs() > 1e-3)
         {
-            return Ok(reject("advantage_mismatch"));
+            return Ok(reject(RejectCode::AdvantageMismatch));
         }
         let completions: Vec<&[u32]> = g.rollouts.iter().map(|r| r.completion()).collect();
         Ok(VerifyOutcome {

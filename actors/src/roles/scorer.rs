@@ -18,6 +18,7 @@ use messages::subjects as subj;
 use messages::{
     GroupVerdict, MinerWindowVerdict, SignedMessage, WeightEntry, Weights, WIRE_VERSION,
 };
+use messages::{RejectCode, Severity};
 use protocol::checks::SoftThresholds;
 use protocol::scoring::{miner_score, weights, weights_to_u16_sum, ScoringParams, WindowOutcome};
 
@@ -31,41 +32,26 @@ pub struct MinerTally {
     pub groups: BTreeMap<u32, GroupVerdict>,
 }
 
-/// Reasons that say nothing bad about the miner: the group is not credited, the miner is
-/// not failed (lateness; a checkpoint the verifier could not load).
-const DISCARD_REASONS: [&str; 2] = ["late_submission", "checkpoint_unavailable"];
-
-/// Soft reasons an honest miner trips occasionally (PROTOCOL.md §5.2): they fail the window
-/// only above their share of the miner's groups.
-fn soft_share(reason: &str, t: &SoftThresholds) -> Option<f64> {
-    match reason {
-        "reward_mismatch" => Some(t.reward_mismatch),
-        "low_eos_probability" => Some(t.low_eos_probability),
-        _ => None,
-    }
-}
-
 impl MinerTally {
-    /// One failed hard check fails the miner for the window; soft findings fail it above
-    /// their threshold share; discarded groups are simply not credited.
-    pub fn outcome(&self) -> (bool, Option<String>, WindowOutcome) {
-        let soft = SoftThresholds::default();
+    /// By each reject code's severity (decided once, [`RejectCode::severity`]): one hard
+    /// rejection fails the miner for the window; soft ones fail it above their threshold share
+    /// of its groups (`soft`, from `[scoring]`); discarded groups are simply not credited.
+    pub fn outcome(&self, soft: &SoftThresholds) -> (bool, Option<RejectCode>, WindowOutcome) {
         let total = self.groups.len().max(1) as f64;
-        let mut soft_counts: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut soft_counts: BTreeMap<RejectCode, u32> = BTreeMap::new();
         for v in self.groups.values().filter(|v| !v.accepted) {
-            let reason = v.reason.as_deref().unwrap_or("unspecified");
-            if DISCARD_REASONS.contains(&reason) {
-                continue;
-            }
-            match soft_share(reason, &soft) {
-                Some(limit) => {
-                    let n = soft_counts.entry(reason).or_default();
+            // A rejection always carries its code (the field checks refuse one without).
+            let code = v.reason.unwrap_or(RejectCode::TooManySoftFindings);
+            match code.severity() {
+                Severity::Discard => continue,
+                Severity::Soft => {
+                    let n = soft_counts.entry(code).or_default();
                     *n += 1;
-                    if *n as f64 / total > limit {
-                        return (false, v.reason.clone(), WindowOutcome::Failed);
+                    if *n as f64 / total > soft.max_fraction(code) {
+                        return (false, Some(code), WindowOutcome::Failed);
                     }
                 }
-                None => return (false, v.reason.clone(), WindowOutcome::Failed),
+                Severity::Hard => return (false, Some(code), WindowOutcome::Failed),
             }
         }
         let mut signal = 0;
@@ -120,8 +106,9 @@ impl ScoreBook {
     pub fn finalise(
         &mut self,
         window: u64,
-        params: &ScoringParams,
+        cfg: &ScorerConfig,
     ) -> (Vec<(String, MinerTally)>, Vec<WeightEntry>) {
+        let params = &cfg.params;
         self.finalised_upto = self.finalised_upto.max(window);
         let tallies: Vec<(String, MinerTally)> = self
             .tallies
@@ -130,7 +117,7 @@ impl ScoreBook {
             .into_iter()
             .collect();
         for (miner, tally) in &tallies {
-            let (_, _, outcome) = tally.outcome();
+            let (_, _, outcome) = tally.outcome(&cfg.soft);
             self.history
                 .entry(miner.clone())
                 .or_default()
@@ -166,14 +153,22 @@ impl ScoreBook {
     }
 }
 
+/// What the scorer decides with (`[scoring]` in cluster.toml).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ScorerConfig {
+    pub params: ScoringParams,
+    /// Largest tolerated share of a miner's groups per soft reject code.
+    pub soft: SoftThresholds,
+}
+
 pub struct Scorer {
     ctx: RoleCtx,
-    params: ScoringParams,
+    cfg: ScorerConfig,
 }
 
 impl Scorer {
-    pub fn new(ctx: RoleCtx, params: ScoringParams) -> Self {
-        Self { ctx, params }
+    pub fn new(ctx: RoleCtx, cfg: ScorerConfig) -> Self {
+        Self { ctx, cfg }
     }
 }
 
@@ -182,7 +177,7 @@ const LAST_KEY: &str = "scorer.last_window";
 impl RoleLoop for Scorer {
     fn run(&self) -> RoleFuture {
         let ctx = self.ctx.clone();
-        let params = self.params;
+        let cfg = self.cfg;
         Box::pin(async move {
             let book = WindowBook::default();
             let follower = actix_rt::spawn(follow_clock(ctx.bus.clone(), "scorer", book.clone()));
@@ -253,11 +248,11 @@ impl RoleLoop for Scorer {
                     .filter(|w| *w < closed)
                     .collect();
                 for window in ready {
-                    let (tallies, entries) = scores.finalise(window, &params);
+                    let (tallies, entries) = scores.finalise(window, &cfg);
                     if window <= last_final {
                         continue; // published before a restart; history rebuilt, nothing to send
                     }
-                    publish_window(&ctx, window, tallies, entries).await?;
+                    publish_window(&ctx, &cfg, window, tallies, entries).await?;
                     kv.put(LAST_KEY, Bytes::from(window.to_string()))
                         .await
                         .map_err(|e| anyhow::anyhow!("saving {LAST_KEY}: {e}"))?;
@@ -270,6 +265,7 @@ impl RoleLoop for Scorer {
 
 async fn publish_window(
     ctx: &RoleCtx,
+    cfg: &ScorerConfig,
     window: u64,
     tallies: Vec<(String, MinerTally)>,
     entries: Vec<WeightEntry>,
@@ -278,10 +274,10 @@ async fn publish_window(
     let m = ctx.metrics();
     let scoring_started = std::time::Instant::now();
     for (miner, tally) in tallies {
-        let (passed, reason, _) = tally.outcome();
+        let (passed, reason, _) = tally.outcome(&cfg.soft);
         let result = if passed { "passed" } else { "failed" };
         m.miner_verdicts
-            .with_label_values(&[result, reason.as_deref().unwrap_or("none")])
+            .with_label_values(&[result, reason.map_or("none", |c| c.as_str())])
             .inc();
         let verdict = MinerWindowVerdict {
             version: WIRE_VERSION,
@@ -362,7 +358,7 @@ mod tests {
             group_digest: Default::default(),
             verifier: "v".into(),
             accepted,
-            reason: (!accepted).then(|| "sketch_mismatch".into()),
+            reason: (!accepted).then_some(RejectCode::SketchMismatch),
             deep_checked: true,
             unique_rollouts: 16,
             learning_signal: true,
@@ -375,10 +371,10 @@ mod tests {
     #[test]
     fn redelivered_and_late_verdicts_are_counted_once() {
         let mut book = ScoreBook::default();
-        let p = ScoringParams::default();
+        let cfg = ScorerConfig::default();
         assert!(book.record(verdict(1, "a", 0, true)));
         assert!(!book.record(verdict(1, "a", 0, true)), "redelivery");
-        let (_, w) = book.finalise(1, &p);
+        let (_, w) = book.finalise(1, &cfg);
         assert_eq!(w.len(), 1);
         assert!(
             !book.record(verdict(1, "a", 1, true)),
@@ -390,22 +386,21 @@ mod tests {
 
     #[test]
     fn verifier_side_late_and_soft_findings_fail_only_above_their_share() {
-        let with = |reasons: &[&str]| {
+        use RejectCode::*;
+        let soft = SoftThresholds::default();
+        let with = |reasons: &[RejectCode]| {
             let mut t = MinerTally::default();
             for i in 0..16u32 {
                 let r = reasons.get(i as usize).copied();
                 let mut v = verdict(1, "a", i, r.is_none());
-                v.reason = r.map(str::to_string);
+                v.reason = r;
                 t.groups.insert(i, v);
             }
-            t.outcome()
+            t.outcome(&soft)
         };
         assert!(with(&[]).0);
-        assert!(
-            with(&["checkpoint_unavailable"]).0,
-            "the verifier's problem"
-        );
-        let (passed, _, outcome) = with(&["late_submission"]);
+        assert!(with(&[CheckpointUnavailable]).0, "the verifier's problem");
+        let (passed, _, outcome) = with(&[LateSubmission]);
         assert!(passed, "lateness is discarded, not punished");
         assert_eq!(
             outcome,
@@ -414,10 +409,22 @@ mod tests {
                 no_signal_rollouts: 0
             }
         );
-        assert!(with(&["reward_mismatch"]).0, "1/16 is under the 10% share");
-        let (passed, reason, _) = with(&["reward_mismatch", "reward_mismatch"]);
-        assert!(!passed && reason.unwrap().contains("reward_mismatch"));
-        assert!(!with(&["sketch_mismatch"]).0, "hard");
+        assert!(with(&[RewardMismatch]).0, "1/16 is under the 10% share");
+        let (passed, reason, _) = with(&[RewardMismatch, RewardMismatch]);
+        assert!(!passed && reason == Some(RewardMismatch));
+        assert!(!with(&[SketchMismatch]).0, "hard");
+        // Thresholds come from config: a tolerant network passes what the default fails.
+        let mut t = MinerTally::default();
+        for i in 0..16u32 {
+            let mut v = verdict(1, "a", i, i >= 2);
+            v.reason = (i < 2).then_some(RewardMismatch);
+            t.groups.insert(i, v);
+        }
+        let tolerant = SoftThresholds {
+            reward_mismatch: 0.2,
+            ..soft
+        };
+        assert!(!t.outcome(&soft).0 && t.outcome(&tolerant).0);
     }
 
     /// Keys seen once leave the history (and the weights) once no window of theirs can
@@ -425,12 +432,13 @@ mod tests {
     #[test]
     fn miners_without_recent_windows_leave_the_history_and_the_weights() {
         let mut book = ScoreBook::default();
-        let p = ScoringParams::default();
+        let cfg = ScorerConfig::default();
+        let p = cfg.params;
         book.record(verdict(1, "once", 0, true));
         let horizon = p.score_windows.max(p.failure_lookback_windows);
         for w in 1..=horizon + 1 {
             book.record(verdict(w, "steady", 0, true));
-            let (_, weights) = book.finalise(w, &p);
+            let (_, weights) = book.finalise(w, &cfg);
             let listed = weights.iter().any(|e| e.miner == "once");
             assert_eq!(listed, w < 1 + horizon, "window {w}");
         }
@@ -441,13 +449,13 @@ mod tests {
     #[test]
     fn one_rejected_group_fails_the_miner_and_zeroes_its_weight() {
         let mut book = ScoreBook::default();
-        let p = ScoringParams::default();
+        let cfg = ScorerConfig::default();
         book.record(verdict(1, "honest", 0, true));
         book.record(verdict(1, "cheat", 0, true));
         book.record(verdict(1, "cheat", 1, false));
-        let (tallies, weights) = book.finalise(1, &p);
+        let (tallies, weights) = book.finalise(1, &cfg);
         let cheat = tallies.iter().find(|(m, _)| m == "cheat").unwrap();
-        assert!(!cheat.1.outcome().0);
+        assert!(!cheat.1.outcome(&cfg.soft).0);
         let w = |m: &str| weights.iter().find(|e| e.miner == m).unwrap().weight;
         assert_eq!(w("cheat"), 0.0);
         assert!((w("honest") - 1.0).abs() < 1e-6);

@@ -137,7 +137,7 @@ mod tests {
             group_digest: Hash32::from([digest; 32]),
             verifier: "v".into(),
             accepted,
-            reason: (!accepted).then(|| "late_submission".into()),
+            reason: (!accepted).then_some(messages::RejectCode::LateSubmission),
             deep_checked: true,
             unique_rollouts: 16,
             learning_signal: true,

@@ -16,7 +16,7 @@ use messages::{
 };
 
 use crate::bus::{server_timestamp_ms, MsgMeta};
-use crate::checkpoints::{CheckpointBook, CheckpointStatus, REASON_CHECKPOINT_UNAVAILABLE};
+use crate::checkpoints::{CheckpointBook, CheckpointStatus};
 use crate::compute::ActiveCheckpoint;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
 use crate::windows::{follow_clock, WindowBook};
@@ -36,8 +36,8 @@ pub struct VerifyJob {
 #[derive(Clone, Debug, PartialEq)]
 pub struct VerifyOutcome {
     pub accepted: bool,
-    /// Stable snake_case reason (a protocol `RejectReason` code) when rejected.
-    pub reason: Option<String>,
+    /// The reject code when rejected (the verifier logs the reason's fields).
+    pub reason: Option<messages::RejectCode>,
     pub deep_checked: bool,
     pub unique_rollouts: u32,
     pub learning_signal: bool,
@@ -242,7 +242,7 @@ async fn handle(
                 "checkpoint unavailable; rejecting the group explicitly"
             );
             Err(crate::compute::structural::reject(
-                REASON_CHECKPOINT_UNAVAILABLE,
+                messages::RejectCode::CheckpointUnavailable,
             ))
         }
     };
@@ -273,7 +273,7 @@ async fn handle(
         group_digest: digest,
         verifier: ctx.identity.address().to_string(),
         accepted: outcome.accepted,
-        reason: outcome.reason.clone(),
+        reason: outcome.reason,
         deep_checked: outcome.deep_checked,
         unique_rollouts: outcome.unique_rollouts,
         learning_signal: outcome.learning_signal,
@@ -306,17 +306,11 @@ async fn handle(
         return settle(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
     }
     let m = ctx.metrics();
-    let (result, reason) = if outcome.accepted {
-        ("accepted", "none".to_string())
-    } else {
-        (
-            "rejected",
-            outcome.reason.unwrap_or_else(|| "unspecified".into()),
-        )
+    let (result, reason) = match outcome.reason {
+        None => ("accepted", "none"),
+        Some(code) => ("rejected", code.as_str()),
     };
-    m.groups_verified
-        .with_label_values(&[result, &reason])
-        .inc();
+    m.groups_verified.with_label_values(&[result, reason]).inc();
     m.window.with_label_values(&["verifier"]).set(window as i64);
     // Verification phase: the deadline (close reveal) to this group's verdict.
     m.window_phase_seconds

@@ -40,14 +40,7 @@ pub enum CheckError {
     VerifierInput(String),
 }
 
-/// How a reason affects the miner's window (see module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Hard,
-    Soft,
-    Discard,
-}
+pub use messages::{RejectCode, Severity};
 
 /// Every reason a verifier rejects (part of) a submission. Serialised as
 /// `{"reason": "<snake_case name>", ...fields}`; the names are stable protocol vocabulary.
@@ -168,50 +161,41 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    /// Stable snake_case name (the serde tag).
-    pub fn code(&self) -> &'static str {
+    /// The wire code (the serde tag is its snake_case name).
+    pub fn code(&self) -> RejectCode {
         use RejectReason::*;
         match self {
-            GroupSizeMismatch { .. } => "group_size_mismatch",
-            TooManyGroups { .. } => "too_many_groups",
-            EmptyCompletion { .. } => "empty_completion",
-            CompletionTooLong { .. } => "completion_too_long",
-            TokenOutOfVocab { .. } => "token_out_of_vocab",
-            LengthMismatch { .. } => "length_mismatch",
-            NonFiniteValue { .. } => "non_finite_value",
-            SketchOutOfRange { .. } => "sketch_out_of_range",
-            SketchMismatch { .. } => "sketch_mismatch",
-            LogprobDeviation { .. } => "logprob_deviation",
-            SamplingMismatch { .. } => "sampling_mismatch",
-            MissingEos { .. } => "missing_eos",
-            EosBeforeEnd { .. } => "eos_before_end",
-            LowEosProbability { .. } => "low_eos_probability",
-            RewardMismatch { .. } => "reward_mismatch",
-            AdvantageMismatch { .. } => "advantage_mismatch",
-            CopiedCompletions { .. } => "copied_completions",
-            LateSubmission { .. } => "late_submission",
-            WrongWindow { .. } => "wrong_window",
-            ProblemSeedMismatch { .. } => "problem_seed_mismatch",
-            CheckpointMismatch { .. } => "checkpoint_mismatch",
-            PromptMismatch { .. } => "prompt_mismatch",
-            DuplicateNonce { .. } => "duplicate_nonce",
-            DuplicateGroupIndex { .. } => "duplicate_group_index",
-            TooManySoftFindings { .. } => "too_many_soft_findings",
+            GroupSizeMismatch { .. } => RejectCode::GroupSizeMismatch,
+            TooManyGroups { .. } => RejectCode::TooManyGroups,
+            EmptyCompletion { .. } => RejectCode::EmptyCompletion,
+            CompletionTooLong { .. } => RejectCode::CompletionTooLong,
+            TokenOutOfVocab { .. } => RejectCode::TokenOutOfVocab,
+            LengthMismatch { .. } => RejectCode::LengthMismatch,
+            NonFiniteValue { .. } => RejectCode::NonFiniteValue,
+            SketchOutOfRange { .. } => RejectCode::SketchOutOfRange,
+            SketchMismatch { .. } => RejectCode::SketchMismatch,
+            LogprobDeviation { .. } => RejectCode::LogprobDeviation,
+            SamplingMismatch { .. } => RejectCode::SamplingMismatch,
+            MissingEos { .. } => RejectCode::MissingEos,
+            EosBeforeEnd { .. } => RejectCode::EosBeforeEnd,
+            LowEosProbability { .. } => RejectCode::LowEosProbability,
+            RewardMismatch { .. } => RejectCode::RewardMismatch,
+            AdvantageMismatch { .. } => RejectCode::AdvantageMismatch,
+            CopiedCompletions { .. } => RejectCode::CopiedCompletions,
+            LateSubmission { .. } => RejectCode::LateSubmission,
+            WrongWindow { .. } => RejectCode::WrongWindow,
+            ProblemSeedMismatch { .. } => RejectCode::ProblemSeedMismatch,
+            CheckpointMismatch { .. } => RejectCode::CheckpointMismatch,
+            PromptMismatch { .. } => RejectCode::PromptMismatch,
+            DuplicateNonce { .. } => RejectCode::DuplicateNonce,
+            DuplicateGroupIndex { .. } => RejectCode::DuplicateGroupIndex,
+            TooManySoftFindings { .. } => RejectCode::TooManySoftFindings,
         }
     }
 
-    /// Hard / soft / discard classification (reasons in `docs/PROTOCOL.md` §5.2).
+    /// Hard / soft / discard: the code's ([`RejectCode::severity`], PROTOCOL.md §5.2).
     pub fn severity(&self) -> Severity {
-        match self {
-            // Honest miners trip these occasionally: environment flakiness (sandbox timeouts) and an
-            // honest seeded sample that happened to pick EOS at probability < 2 %.
-            RejectReason::RewardMismatch { .. } | RejectReason::LowEosProbability { .. } => {
-                Severity::Soft
-            }
-            // Lateness proves nothing bad: the submission is ignored, not punished.
-            RejectReason::LateSubmission { .. } => Severity::Discard,
-            _ => Severity::Hard,
-        }
+        self.code().severity()
     }
 }
 

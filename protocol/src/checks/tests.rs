@@ -54,7 +54,7 @@ fn reasons_have_stable_snake_case_tags_and_severities() {
         },
     ] {
         let value: serde_json::Value = serde_json::to_value(&r).unwrap();
-        assert_eq!(value["reason"], r.code());
+        assert_eq!(value["reason"], r.code().as_str());
     }
 }
 

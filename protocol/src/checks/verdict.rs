@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{RejectReason, Severity};
+use super::{RejectCode, RejectReason, Severity};
 
 /// Largest tolerated fraction of checked rollouts per soft finding.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,10 +27,11 @@ impl Default for SoftThresholds {
 }
 
 impl SoftThresholds {
-    fn max_fraction(&self, code: &str) -> f64 {
+    /// The largest tolerated share of `code`, a soft code (0 for any other: not tolerated).
+    pub fn max_fraction(&self, code: RejectCode) -> f64 {
         match code {
-            "reward_mismatch" => self.reward_mismatch,
-            "low_eos_probability" => self.low_eos_probability,
+            RejectCode::RewardMismatch => self.reward_mismatch,
+            RejectCode::LowEosProbability => self.low_eos_probability,
             _ => 0.0,
         }
     }
@@ -60,7 +61,7 @@ pub struct WindowVerdictBuilder {
     checked: u32,
     hard: Option<RejectReason>,
     discard: Option<RejectReason>,
-    soft: BTreeMap<&'static str, u32>,
+    soft: BTreeMap<RejectCode, u32>,
 }
 
 impl WindowVerdictBuilder {

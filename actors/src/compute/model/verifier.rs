@@ -97,7 +97,7 @@ pub struct ModelVerifier {
 fn outcome_rejected(reason: &RejectReason, deep_checked: bool) -> VerifyOutcome {
     VerifyOutcome {
         accepted: false,
-        reason: Some(reason.code().to_string()),
+        reason: Some(reason.code()),
         deep_checked,
         unique_rollouts: 0,
         learning_signal: false,
