@@ -1,8 +1,9 @@
 //! grail-actors: one module per role, plus the machinery they share.
 //!
-//! Roles are actix actors; their compute runs on [`worker_pool`] threads, never inside an
-//! async actor. Each role actor is started under an actix `Supervisor` (restarted when it
-//! stops), and the [`supervisor`] module ties roles into one tree per process.
+//! Each role is a [`role::RoleLoop`] (an async loop on the bus) run by the [`supervisor`]:
+//! restarted with backoff when it fails, stopped (drained where it holds work) on
+//! [`shutdown`]; the tasks a loop spawns are [`task::OwnedTask`]s that end with it. Compute
+//! runs on [`worker_pool`] threads, never inside a loop.
 
 pub mod bus;
 pub mod bus_auth;
@@ -11,6 +12,9 @@ pub mod compute;
 pub mod metrics;
 pub mod role;
 pub mod roles;
+pub mod shutdown;
+pub mod supervisor;
+pub mod task;
 pub mod trust;
 pub mod windows;
 pub mod worker_pool;

@@ -1,19 +1,15 @@
-//! The supervision tree's middle layer: every role instance is a [`RoleActor`] started under
-//! an actix `Supervisor`. The actor runs its role's async loop; when the loop ends with an
-//! error (lost subscription, consumer deleted, ...) the actor stops, the supervisor restarts it
-//! with backoff, and the loop resumes from durable state (JetStream consumers, KV). Compute
-//! never runs here: roles hand it to a [`crate::worker_pool::WorkerPool`].
+//! What a role is: a [`RoleCtx`] (bus, signing identity, names) and a [`RoleLoop`], its
+//! long-running async loop. [`crate::supervisor`] runs loops, restarts failed ones with backoff
+//! and stops them on shutdown. Compute never runs in a loop: roles hand it to a
+//! [`crate::worker_pool::WorkerPool`].
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
-use actix::prelude::*;
 use messages::Identity;
 
 use crate::bus::Bus;
+use crate::shutdown::ShutdownSignal;
 
 /// What every role instance has: the bus, its signing identity and its name.
 #[derive(Clone)]
@@ -33,82 +29,19 @@ impl RoleCtx {
 pub type RoleFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>>>>;
 
 /// A role's long-running loop. `run` is called again after every restart, so anything that
-/// must survive a restart lives behind `Arc`s inside the implementor or in NATS.
+/// must survive a restart lives behind `Arc`s inside the implementor or in NATS. Tasks the
+/// loop spawns are owned by it ([`crate::task::OwnedTask`]) and end with it.
 pub trait RoleLoop: 'static {
-    fn run(&self) -> RoleFuture;
-}
+    /// Run until an error (the supervisor restarts it) or, for a role that [`drains`], until
+    /// `shutdown` is requested and its in-flight work is settled.
+    ///
+    /// [`drains`]: RoleLoop::drains
+    fn run(&self, shutdown: ShutdownSignal) -> RoleFuture;
 
-pub struct RoleActor {
-    ctx: RoleCtx,
-    body: Arc<dyn RoleLoop>,
-    restarts: Arc<AtomicU32>,
-    /// The actor's own address. An actix `Supervisor` restarts a stopped actor only while
-    /// some `Addr` to it is alive, so without this a caller that drops the `Addr` returned
-    /// by [`RoleActor::start`] would get a role that silently dies at its first failure.
-    /// A role runs until its actix System stops.
-    _keep_alive: Option<Addr<RoleActor>>,
-}
-
-impl RoleActor {
-    pub fn start(ctx: RoleCtx, body: Arc<dyn RoleLoop>) -> Addr<RoleActor> {
-        // Zero-valued series from the start, so an alert on restarts sees 0, not nothing.
-        ctx.metrics().actor_restarts.with_label_values(&[ctx.role]);
-        let restarts = Arc::new(AtomicU32::new(0));
-        Supervisor::start(move |actor_ctx: &mut Context<RoleActor>| RoleActor {
-            ctx,
-            body,
-            restarts,
-            _keep_alive: Some(actor_ctx.address()),
-        })
-    }
-}
-
-impl Actor for RoleActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        let labels = [self.ctx.role];
-        self.ctx
-            .metrics()
-            .roles_alive
-            .with_label_values(&labels)
-            .inc();
-        let restarts = self.restarts.load(Ordering::SeqCst);
-        // Back off after repeated failures so a broken dependency is not hammered.
-        let delay =
-            Duration::from_millis((100u64 << restarts.min(6)).min(5_000) * (restarts > 0) as u64);
-        let body = self.body.clone();
-        let fut = async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            body.run().await
-        };
-        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
-            match result {
-                Ok(()) => tracing::info!(role = act.ctx.role, instance = %act.ctx.instance, "role loop finished"),
-                Err(e) => tracing::error!(role = act.ctx.role, instance = %act.ctx.instance, error = %format!("{e:#}"), "role loop failed; restarting"),
-            }
-            ctx.stop();
-        }));
-    }
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        self.ctx
-            .metrics()
-            .roles_alive
-            .with_label_values(&[self.ctx.role])
-            .dec();
-    }
-}
-
-impl Supervised for RoleActor {
-    fn restarting(&mut self, _: &mut Self::Context) {
-        self.restarts.fetch_add(1, Ordering::SeqCst);
-        self.ctx
-            .metrics()
-            .actor_restarts
-            .with_label_values(&[self.ctx.role])
-            .inc();
+    /// Whether the loop watches `shutdown` and returns once its in-flight work is finished or
+    /// handed back (the verifier: stop pulling, nak what waits). Loops that do not are dropped
+    /// as soon as shutdown is requested: their state is durable in NATS anyway.
+    fn drains(&self) -> bool {
+        false
     }
 }

@@ -8,10 +8,9 @@ pub mod observe;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use actix::Addr;
 use actors::bus::Bus;
 use actors::metrics::Metrics;
-use actors::role::{RoleActor, RoleCtx};
+use actors::role::RoleCtx;
 use actors::roles::clock::{Clock, ClockConfig};
 use actors::roles::miner::{Miner, MinerCompute, MinerConfig, MinerWorker};
 use actors::roles::scorer::Scorer;
@@ -259,9 +258,9 @@ pub fn clock_config(length_ms: u64) -> ClockConfig {
     }
 }
 
-pub fn start_clock(bus: &Bus, length_ms: u64) -> Addr<RoleActor> {
+pub fn start_clock(bus: &Bus, length_ms: u64) -> actors::supervisor::RoleHandle {
     let ctx = role_ctx(bus, "clock", "clock-0");
-    RoleActor::start(
+    actors::supervisor::start(
         ctx.clone(),
         Arc::new(Clock::new(ctx, clock_config(length_ms))),
     )
@@ -282,7 +281,7 @@ where
     );
     let address = ctx.identity.address().to_string();
     let cfg = MinerConfig { groups_per_window };
-    RoleActor::start(ctx.clone(), Arc::new(Miner::new(ctx, cfg, Arc::new(pool))));
+    actors::supervisor::start(ctx.clone(), Arc::new(Miner::new(ctx, cfg, Arc::new(pool))));
     address
 }
 
@@ -301,7 +300,7 @@ where
         concurrency,
         ack_wait,
     };
-    RoleActor::start(
+    actors::supervisor::start(
         ctx.clone(),
         Arc::new(Verifier::new(ctx, cfg, Arc::new(pool))),
     );
@@ -310,13 +309,13 @@ where
 
 pub fn start_scorer(bus: &Bus) {
     let ctx = role_ctx(bus, "scorer", "scorer-0");
-    RoleActor::start(ctx.clone(), Arc::new(Scorer::new(ctx, Default::default())));
+    actors::supervisor::start(ctx.clone(), Arc::new(Scorer::new(ctx, Default::default())));
 }
 
 /// Roles in their own actix System on their own thread with their own NATS connection: a
 /// stand-in for a separate process that [`Process::kill`] ends without any cleanup.
 pub struct Process {
-    system: actix::System,
+    system: actix_rt::System,
     thread: Option<std::thread::JoinHandle<()>>,
     pub bus: Bus,
 }
@@ -330,13 +329,13 @@ impl Process {
         let url = url.to_string();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            let runner = actix::System::new();
+            let runner = actix_rt::System::new();
             let bus = runner.block_on(async move {
                 let bus = connect(&url).await;
                 start(&bus);
                 bus
             });
-            tx.send((actix::System::current(), bus))
+            tx.send((actix_rt::System::current(), bus))
                 .expect("process handle");
             let _ = runner.run();
         });

@@ -16,7 +16,7 @@ use actors::checkpoints::{
 };
 use actors::compute::structural::{StructuralMiner, StructuralVerifier};
 use actors::compute::SharedWeights;
-use actors::role::{RoleActor, RoleCtx};
+use actors::role::RoleCtx;
 use actors::roles::miner::{MineJob, Miner, MinerCompute, MinerConfig, MinerWorker};
 use actors::roles::publisher::{Publisher, PublisherConfig, PublisherSetup};
 use actors::roles::trainer::{
@@ -133,7 +133,7 @@ async fn start_publisher(
         base,
         sampling: SamplingSpec::default(),
     };
-    RoleActor::start(
+    actors::supervisor::start(
         ctx.clone(),
         Arc::new(Publisher::with_checkpoints(ctx, setup)),
     );
@@ -222,7 +222,7 @@ fn rejected(bus: &Bus, role: &str, reason: &str) -> u64 {
 #[test]
 fn both_stores_round_trip_stream_and_delete() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let dir = tempfile::tempdir().unwrap();
         let stores: Vec<Arc<dyn CheckpointStore>> = vec![
@@ -279,7 +279,7 @@ fn both_stores_round_trip_stream_and_delete() {
 #[test]
 fn publisher_chains_deltas_between_anchors_and_books_rebuild_bit_exactly_with_fallback() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let (publisher, trainer) = (Identity::generate(), Identity::generate());
         let mut chain = vec![base_weights(1)];
@@ -415,7 +415,7 @@ fn publisher_chains_deltas_between_anchors_and_books_rebuild_bit_exactly_with_fa
 #[test]
 fn forged_announcements_and_corrupted_objects_are_refused_and_counted() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let store = nats_store(&bus).await;
         let (publisher, forger) = (Identity::generate(), Identity::generate());
@@ -540,7 +540,7 @@ fn structural_group(
 #[test]
 fn a_new_checkpoint_is_handed_over_to_miners_and_verifiers_from_its_window_on() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let (publisher, trainer, miner) = (
             Identity::generate(),
@@ -570,7 +570,7 @@ fn a_new_checkpoint_is_handed_over_to_miners_and_verifiers_from_its_window_on() 
             Arc::new(mpool),
         )
         .with_checkpoints(new_book(&bus, &publisher, 3).await);
-        RoleActor::start(mctx, Arc::new(m));
+        actors::supervisor::start(mctx, Arc::new(m));
         let vpool = WorkerPool::start(
             PoolConfig::new("verifier", 2),
             Arc::new(|_| Ok(VerifierWorker(Box::new(StructuralVerifier)))),
@@ -583,7 +583,7 @@ fn a_new_checkpoint_is_handed_over_to_miners_and_verifiers_from_its_window_on() 
         };
         let v = Verifier::new(vctx.clone(), cfg, Arc::new(vpool))
             .with_checkpoints(new_book(&bus, &publisher, 3).await);
-        RoleActor::start(vctx, Arc::new(v));
+        actors::supervisor::start(vctx, Arc::new(v));
 
         let groups =
             || stream_messages::<RolloutGroup>(&bus, subj::STREAM_ROLLOUTS, "grail.rollout.");
@@ -733,7 +733,7 @@ fn trainer_process(url: &str, trainer: &Identity, publisher: &Identity, jobs: &J
             };
             let t = Trainer::new(ctx.clone(), Arc::new(pool))
                 .with_checkpoints(new_book(&bus, &publisher, 3).await, cfg);
-            RoleActor::start(ctx, Arc::new(t));
+            actors::supervisor::start(ctx, Arc::new(t));
         });
     })
 }
@@ -820,7 +820,7 @@ async fn verified_window(bus: &Bus, miner: &Identity, window: u64, names: Hash32
 #[test]
 fn a_restarted_trainer_neither_retrains_nor_publishes_twice_and_skips_stale_groups() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let (publisher, trainer) = (Identity::generate(), Identity::generate());
         let (miner, laggard) = (Identity::generate(), Identity::generate());

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use actors::role::{RoleActor, RoleCtx};
+use actors::role::RoleCtx;
 use actors::roles::clock::{Clock, ClockConfig};
 use grail_integration_tests::observe::*;
 use grail_integration_tests::*;
@@ -29,7 +29,7 @@ fn start_clock_as(bus: &actors::bus::Bus, identity: &Identity) {
         role: "clock",
         instance: "clock-0".into(),
     };
-    RoleActor::start(
+    actors::supervisor::start(
         ctx.clone(),
         std::sync::Arc::new(Clock::new(ctx, slow_lease())),
     );
@@ -42,7 +42,7 @@ fn leading_window(bus: &actors::bus::Bus) -> i64 {
 #[test]
 fn the_survivor_of_two_clocks_takes_over_and_skips_no_window() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let identity = grail_integration_tests::role_identity("clock");
         let id = identity.clone();

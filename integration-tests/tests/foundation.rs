@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actors::bus::{Bus, MsgMeta};
 use actors::compute::structural::{StructuralMiner, StructuralVerifier};
-use actors::role::{RoleActor, RoleCtx};
+use actors::role::RoleCtx;
 use actors::roles::clock::{Clock, ClockConfig};
 use actors::roles::miner::{MineJob, Miner, MinerCompute, MinerConfig, MinerWorker};
 use actors::roles::verifier::{verifier_consumer, Verifier, VerifierConfig, VerifierWorker};
@@ -41,7 +41,7 @@ fn start_clock(bus: &Bus, length_ms: u64) {
             genesis_ms: None,
         },
     );
-    RoleActor::start(ctx(bus, "clock", 0), Arc::new(c));
+    actors::supervisor::start(ctx(bus, "clock", 0), Arc::new(c));
 }
 
 /// One verifier role with model-free compute, supervised like in production.
@@ -56,7 +56,7 @@ fn start_structural_verifier(bus: &Bus) {
         concurrency: 2,
         ack_wait: Duration::from_secs(10),
     };
-    RoleActor::start(
+    actors::supervisor::start(
         vctx.clone(),
         Arc::new(Verifier::new(vctx, cfg, Arc::new(pool))),
     );
@@ -88,7 +88,7 @@ fn sample_group(id: &Identity, window: u64, group_index: u32) -> RolloutGroup {
 #[test]
 fn every_message_type_round_trips_through_jetstream() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let id = Identity::generate();
         let me = id.address().to_string();
@@ -277,7 +277,7 @@ fn every_message_type_round_trips_through_jetstream() {
 #[test]
 fn a_group_of_16_long_rollouts_fits_the_configured_payload() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let id = Identity::generate();
         let mut g = sample_group(&id, 1, 0);
@@ -311,7 +311,7 @@ fn a_group_of_16_long_rollouts_fits_the_configured_payload() {
 #[test]
 fn two_verifiers_share_the_durable_consumer_without_double_handling() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let id = Identity::generate();
         let n = 120u32;
@@ -389,7 +389,7 @@ impl MinerCompute for CrashOnce {
 #[test]
 fn a_panicking_miner_worker_is_restarted_and_its_groups_still_get_published_and_verified() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         start_clock(&bus, 1500);
         let crashed: Arc<std::sync::Mutex<HashSet<u32>>> = Default::default();
@@ -412,7 +412,7 @@ fn a_panicking_miner_worker_is_restarted_and_its_groups_still_get_published_and_
         );
         let mctx = ctx(&bus, "miner", 0);
         let miner_addr = mctx.identity.address().to_string();
-        RoleActor::start(
+        actors::supervisor::start(
             mctx.clone(),
             Arc::new(Miner::new(
                 mctx,
@@ -456,7 +456,7 @@ fn a_panicking_miner_worker_is_restarted_and_its_groups_still_get_published_and_
 #[test]
 fn hostile_rollouts_are_refused_and_counted_while_the_verifier_keeps_working() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         start_clock(&bus, 1500);
         start_structural_verifier(&bus);

@@ -46,7 +46,7 @@ impl MinerCompute for FaultyWorker {
 #[test]
 fn miner_workers_panicking_mid_group_are_restarted_and_the_groups_still_get_published() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         start_clock(&bus, WINDOW_MS);
         let faulted: Arc<Mutex<HashSet<(u64, u32)>>> = Default::default();
@@ -171,7 +171,7 @@ impl MinerCompute for Impostor {
 #[test]
 fn forging_miners_get_zero_weight_while_honest_miners_are_unaffected() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         start_clock(&bus, WINDOW_MS);
         let per_window = 2;

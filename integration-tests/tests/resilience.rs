@@ -20,7 +20,7 @@ use messages::Weights;
 #[test]
 fn a_nats_server_crash_mid_window_loses_no_acked_group_and_windows_continue() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         start_clock(&bus, WINDOW_MS);
         let per_window = 3u32;
@@ -163,7 +163,7 @@ impl VerifierCompute for Stuck {
 fn a_verifier_killed_while_holding_groups_loses_none_of_them() {
     let nats = TestNats::start();
     let (release, gate) = mpsc::channel::<()>();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         start_clock(&bus, WINDOW_MS);
         let miner = start_miner(role_ctx(&bus, "miner", "miner-0"), 4, 1, |_| structural());
@@ -232,7 +232,7 @@ fn a_verifier_killed_while_holding_groups_loses_none_of_them() {
 #[test]
 fn an_ordered_reader_resumes_after_a_server_crash_without_gaps_or_repeats() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let id = role_identity("scorer");
         let publish = |window: u64| {
@@ -301,7 +301,7 @@ async fn next_window(bus: &actors::bus::Bus, reader: &mut actors::bus::OrderedMe
 struct FailsTwice(Arc<std::sync::atomic::AtomicUsize>);
 
 impl actors::role::RoleLoop for FailsTwice {
-    fn run(&self) -> actors::role::RoleFuture {
+    fn run(&self, _: actors::shutdown::ShutdownSignal) -> actors::role::RoleFuture {
         let runs = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         Box::pin(async move {
             anyhow::ensure!(runs > 2, "simulated failure {runs}");
@@ -314,11 +314,11 @@ impl actors::role::RoleLoop for FailsTwice {
 #[test]
 fn a_failing_role_is_restarted_even_when_nobody_keeps_its_address() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let ctx = role_ctx(&bus, "scorer", "flaky");
-        drop(actors::role::RoleActor::start(
+        drop(actors::supervisor::start(
             ctx,
             Arc::new(FailsTwice(runs.clone())),
         ));
@@ -363,7 +363,7 @@ impl actors::roles::miner::MinerCompute for FinishesLate {
 #[test]
 fn an_outage_across_the_deadline_costs_an_honest_miner_nothing() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         start_clock(&bus, WINDOW_MS);
         let miner = start_miner(role_ctx(&bus, "miner", "miner-0"), 2, 2, |_| {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use actors::bus::{Bus, MsgMeta};
 use actors::compute::structural::StructuralVerifier;
-use actors::role::RoleActor;
 use actors::roles::trainer::{TrainJob, TrainReport, Trainer, TrainerCompute, TrainerWorker};
 use actors::worker_pool::{PoolConfig, WorkerPool};
 use async_nats::HeaderMap;
@@ -159,7 +158,7 @@ fn start_trainer(bus: &Bus) -> Trained {
         bus.metrics.clone(),
     );
     let ctx = role_ctx(bus, "trainer", "trainer-0");
-    RoleActor::start(ctx.clone(), Arc::new(Trainer::new(ctx, Arc::new(pool))));
+    actors::supervisor::start(ctx.clone(), Arc::new(Trainer::new(ctx, Arc::new(pool))));
     trained
 }
 
@@ -218,7 +217,7 @@ async fn two_scored_windows(bus: &Bus, miners: &[String]) -> Vec<Weights> {
 #[test]
 fn forged_verdicts_weights_and_miner_verdicts_from_an_unknown_key_change_nothing() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let (miners, trained) = honest_network(&bus);
         let attacker = Identity::generate();
@@ -349,7 +348,7 @@ fn forged_verdicts_weights_and_miner_verdicts_from_an_unknown_key_change_nothing
 #[test]
 fn squatted_deduplication_ids_are_detected_on_every_publishing_subject() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let attacker = Identity::generate();
         let squat = |subject: String, id: String| {
@@ -590,7 +589,7 @@ fn squatted_deduplication_ids_are_detected_on_every_publishing_subject() {
 #[test]
 fn clock_messages_re_signed_by_another_key_are_refused_and_the_real_deadlines_stand() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         start_clock(&bus, WINDOW_MS);
         let attacker = Identity::generate();
@@ -658,7 +657,7 @@ fn clock_messages_re_signed_by_another_key_are_refused_and_the_real_deadlines_st
 #[test]
 fn hostile_fields_even_from_trusted_keys_are_refused_and_the_roles_keep_going() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let (miners, trained) = honest_network(&bus);
         // Stolen operator keys: still no string slicing, subject building or far-future state.
@@ -755,7 +754,7 @@ fn hostile_fields_even_from_trusted_keys_are_refused_and_the_roles_keep_going() 
 #[test]
 fn far_future_groups_and_a_flood_of_fresh_keys_do_not_starve_honest_miners() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let (miners, _) = honest_network(&bus);
         let book = follow_windows(&bus);
@@ -844,7 +843,7 @@ fn far_future_groups_and_a_flood_of_fresh_keys_do_not_starve_honest_miners() {
 #[test]
 fn groups_for_windows_that_never_close_are_refused_at_once_and_honest_groups_get_verified() {
     let nats = TestNats::start();
-    actix::System::new().block_on(async {
+    actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let (miners, _) = honest_network(&bus);
         let book = follow_windows(&bus);

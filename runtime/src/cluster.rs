@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
 use actors::bus::Bus;
 use actors::checkpoints::{BookConfig, CheckpointBook};
 use actors::compute::model::evaluate::EvalPlan;
@@ -18,7 +17,7 @@ use actors::compute::model::{
 };
 use actors::compute::structural::{StructuralMiner, StructuralVerifier};
 use actors::compute::trainer::{GrpoTrainerCompute, TrainerOptions};
-use actors::role::{RoleActor, RoleCtx, RoleLoop};
+use actors::role::{RoleCtx, RoleLoop};
 use actors::roles::clock::{Clock, ClockConfig};
 use actors::roles::evaluator::{Evaluator, EvaluatorConfig};
 use actors::roles::miner::{Miner, MinerConfig, MinerWorker};
@@ -26,6 +25,8 @@ use actors::roles::publisher::{Publisher, PublisherConfig, PublisherSetup};
 use actors::roles::scorer::{Scorer, ScorerConfig};
 use actors::roles::trainer::{CountingTrainer, Trainer, TrainerConfig, TrainerWorker};
 use actors::roles::verifier::{Verifier, VerifierConfig, VerifierWorker};
+use actors::shutdown::ShutdownSignal;
+use actors::supervisor::{self, RestartPolicy, RoleHandle};
 use actors::worker_pool::{PoolConfig, WorkerPool};
 use messages::Hash32;
 
@@ -33,17 +34,19 @@ use crate::compute::{key_path, SharedCompute};
 use crate::config::{ClusterConfig, RoleSection, ROLE_NAMES};
 use crate::keys;
 
-/// The role actors of this process, kept so the tree can be inspected and shut down.
+/// The supervised role instances of this process, kept so they can be stopped.
 pub struct RunningRoles {
-    pub actors: Vec<(&'static str, String, Addr<RoleActor>)>,
+    pub roles: Vec<RoleHandle>,
 }
 
-/// Start every role of `cfg` (or only `only`) as supervised actors, each on its bus.
+/// Start every role of `cfg` (or only `only`) under the supervisor, each on its bus; they run
+/// until `shutdown` is requested.
 pub async fn start_roles(
     cfg: &ClusterConfig,
     shared: &Arc<SharedCompute>,
     buses: &crate::auth::RoleBuses,
     only: Option<&str>,
+    shutdown: &ShutdownSignal,
 ) -> anyhow::Result<RunningRoles> {
     let mut actors = Vec::new();
     for role in ROLE_NAMES {
@@ -65,10 +68,12 @@ pub async fn start_roles(
             };
             let body = build_role(cfg, shared, role, section, ctx.clone()).await?;
             tracing::info!(role, instance = %instance, address = %ctx.identity.address(), "starting");
-            actors.push((role, instance, RoleActor::start(ctx, body)));
+            let handle =
+                supervisor::start_with(&ctx, body, shutdown.clone(), RestartPolicy::default());
+            actors.push(handle);
         }
     }
-    Ok(RunningRoles { actors })
+    Ok(RunningRoles { roles: actors })
 }
 
 fn pool_config(role: &str, section: &RoleSection) -> PoolConfig {

@@ -369,8 +369,8 @@ fn main() -> anyhow::Result<()> {
                 Some(u) => u,
                 None => up::resolve_url(&cfg)?,
             };
-            let manifest =
-                actix::System::new().block_on(grail_runtime::network::sign_as_owner(&cfg, &url))?;
+            let manifest = actix_rt::System::new()
+                .block_on(grail_runtime::network::sign_as_owner(&cfg, &url))?;
             println!("{}", serde_json::to_string_pretty(&manifest)?);
             Ok(())
         }
@@ -439,7 +439,7 @@ fn main() -> anyhow::Result<()> {
         Command::Gatekeeper(c) => {
             let cfg = load(&c)?;
             let url = up::resolve_url(&cfg)?;
-            actix::System::new().block_on(async move {
+            actix_rt::System::new().block_on(async move {
                 let metrics = grail_runtime::metrics_server::process_metrics();
                 if let Some(listen) = &cfg.metrics.listen {
                     let addr = grail_runtime::metrics_server::serve(listen.parse()?, metrics.clone()).await?;

@@ -83,7 +83,7 @@ pub fn run(cfg: ClusterConfig, opts: UpOptions) -> anyhow::Result<()> {
         Some(s) => s.url().to_string(),
         None => resolve_url(&cfg)?,
     };
-    let result = actix::System::new().block_on(run_system(cfg.clone(), opts, url));
+    let result = actix_rt::System::new().block_on(run_system(cfg.clone(), opts, url));
     if embedded.is_some() {
         let _ = std::fs::remove_file(url_file(&cfg));
     }
@@ -126,10 +126,18 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
         let addr = crate::metrics_server::serve(listen.parse()?, metrics.clone()).await?;
         tracing::info!(%addr, "serving /metrics");
     }
-    let roles = start_roles(&cfg, &shared, &buses, opts.only_role.as_deref()).await?;
+    let shutdown = actors::shutdown::Shutdown::new();
+    let roles = start_roles(
+        &cfg,
+        &shared,
+        &buses,
+        opts.only_role.as_deref(),
+        &shutdown.signal(),
+    )
+    .await?;
     println!(
-        "grail up: {} role actors on {url} (Ctrl-C to stop)",
-        roles.actors.len()
+        "grail up: {} role instances on {url} (Ctrl-C to stop)",
+        roles.roles.len()
     );
     let limit = opts
         .windows
@@ -146,8 +154,18 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
             }
         }
     }
+    // Drain: every role stops pulling; the verifiers finish or nak what they hold; worker
+    // pools close with their roles; then the connections flush what was published.
+    let grace = actors::supervisor::RestartPolicy::default().grace;
+    let late = actors::supervisor::stop_all(&shutdown, roles.roles, grace).await;
+    if !late.is_empty() {
+        tracing::warn!(
+            ?late,
+            "role instances still busy after the grace period; stopping anyway"
+        );
+    }
     buses.flush().await;
-    actix::System::current().stop();
+    actix_rt::System::current().stop();
     Ok(())
 }
 

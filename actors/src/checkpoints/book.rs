@@ -150,20 +150,7 @@ pub struct CheckpointBook {
 
 /// A running [`CheckpointBook::follow`] task, stopped when dropped (a restarted role starts
 /// a new one; the book keeps what was loaded).
-pub struct Follower(tokio::task::JoinHandle<anyhow::Result<()>>);
-
-impl Follower {
-    /// The stream was lost (the role should restart).
-    pub fn is_finished(&self) -> bool {
-        self.0.is_finished()
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+pub type Follower = crate::task::OwnedTask<anyhow::Result<()>>;
 
 impl CheckpointBook {
     pub fn new(cfg: BookConfig, store: Arc<dyn CheckpointStore>) -> Self {
@@ -426,7 +413,7 @@ impl CheckpointBook {
     /// Run [`CheckpointBook::follow`] on the current (actix) runtime until the returned
     /// handle is dropped.
     pub fn spawn_follower(&self, bus: Bus, role: &'static str) -> Follower {
-        Follower(actix_rt::spawn(self.clone().follow(bus, role)))
+        Follower::spawn(self.clone().follow(bus, role))
     }
 
     fn offer_message(&self, bus: &Bus, role: &str, subject: &str, payload: &[u8]) {

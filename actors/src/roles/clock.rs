@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bus::{now_ms, MsgMeta};
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
+use crate::shutdown::ShutdownSignal;
 use crate::windows::ChainInfo;
 
 #[derive(Clone, Debug)]
@@ -180,7 +181,7 @@ async fn hold_lease(store: &kv::Store, me: &str, ttl_ms: u64) -> bool {
 }
 
 impl RoleLoop for Clock {
-    fn run(&self) -> RoleFuture {
+    fn run(&self, _shutdown: ShutdownSignal) -> RoleFuture {
         let ctx = self.ctx.clone();
         let cfg = self.cfg.clone();
         let chain = self.chain.clone();

@@ -22,6 +22,7 @@ use crate::checkpoints::CheckpointBook;
 use crate::compute::model::evaluate::{EvalPlan, Evaluation};
 use crate::compute::model::ModelEvaluator;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
+use crate::shutdown::ShutdownSignal;
 use crate::worker_pool::WorkerPool;
 
 /// Which announced checkpoints the evaluator scores (the base model, seq 0, always).
@@ -125,7 +126,7 @@ impl Evaluator {
 }
 
 impl RoleLoop for Evaluator {
-    fn run(&self) -> RoleFuture {
+    fn run(&self, _shutdown: ShutdownSignal) -> RoleFuture {
         let (ctx, cfg, pool, book, queue) = (
             self.ctx.clone(),
             self.cfg.clone(),

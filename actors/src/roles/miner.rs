@@ -12,6 +12,8 @@ use crate::bus::{now_ms, MsgMeta};
 use crate::checkpoints::CheckpointBook;
 use crate::compute::ActiveCheckpoint;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
+use crate::shutdown::ShutdownSignal;
+use crate::task::OwnedTask;
 use crate::windows::{follow_clock, WindowBook};
 use crate::worker_pool::{Worker, WorkerPool};
 
@@ -79,17 +81,19 @@ impl Miner {
 }
 
 impl RoleLoop for Miner {
-    fn run(&self) -> RoleFuture {
+    fn run(&self, _shutdown: ShutdownSignal) -> RoleFuture {
         let ctx = self.ctx.clone();
         let cfg = self.cfg.clone();
         let pool = self.pool.clone();
         let checkpoints = self.book.clone();
         Box::pin(async move {
             let book = WindowBook::default();
-            let follower = actix_rt::spawn(follow_clock(ctx.bus.clone(), "miner", book.clone()));
+            let follower = OwnedTask::spawn(follow_clock(ctx.bus.clone(), "miner", book.clone()));
             let ckpt_follower = checkpoints
                 .as_ref()
                 .map(|b| b.spawn_follower(ctx.bus.clone(), "miner"));
+            // Groups being mined: owned by this loop (a restart or shutdown aborts them).
+            let mut in_flight = tokio::task::JoinSet::new();
             let mut last_mined = 0u64;
             let mut last_skipped = 0u64;
             loop {
@@ -99,6 +103,7 @@ impl RoleLoop for Miner {
                 if ckpt_follower.as_ref().is_some_and(|f| f.is_finished()) {
                     anyhow::bail!("lost the checkpoint stream");
                 }
+                while in_flight.try_join_next().is_some() {}
                 book.changed(Duration::from_millis(500)).await;
                 let Some(open) = book.latest_open() else {
                     continue;
@@ -135,7 +140,7 @@ impl RoleLoop for Miner {
                 });
                 for job in jobs {
                     let (ctx, pool) = (ctx.clone(), pool.clone());
-                    actix_rt::spawn(async move {
+                    in_flight.spawn_local(async move {
                         if let Err(e) = mine_and_publish(&ctx, &pool, job).await {
                             tracing::warn!(error = %format!("{e:#}"), "group not published");
                         }

@@ -31,6 +31,8 @@ use crate::bus::{now_ms, MsgMeta};
 use crate::checkpoints::load::decode_full;
 use crate::checkpoints::{get_bytes, put_bytes, BookConfig, CheckpointBook, CheckpointStore};
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
+use crate::shutdown::ShutdownSignal;
+use crate::task::OwnedTask;
 use crate::windows::{follow_clock, WindowBook};
 
 #[derive(Clone, Debug)]
@@ -138,17 +140,15 @@ async fn heartbeat(ctx: RoleCtx, status: &'static str) -> anyhow::Result<()> {
 }
 
 impl RoleLoop for Publisher {
-    fn run(&self) -> RoleFuture {
+    fn run(&self, _shutdown: ShutdownSignal) -> RoleFuture {
         let ctx = self.ctx.clone();
         let pipeline = self.pipeline.clone();
         Box::pin(async move {
             let Some(p) = pipeline else {
                 return heartbeat(ctx, "idle").await;
             };
-            let beats = actix_rt::spawn(heartbeat(ctx.clone(), "publishing"));
-            let result = run_pipeline(&ctx, &p).await;
-            beats.abort();
-            result
+            let _beats = OwnedTask::spawn(heartbeat(ctx.clone(), "publishing"));
+            run_pipeline(&ctx, &p).await
         })
     }
 }
@@ -156,7 +156,7 @@ impl RoleLoop for Publisher {
 async fn run_pipeline(ctx: &RoleCtx, p: &Pipeline) -> anyhow::Result<()> {
     let follower = p.book.spawn_follower(ctx.bus.clone(), "publisher");
     let windows = WindowBook::default();
-    let clock = actix_rt::spawn(follow_clock(ctx.bus.clone(), "publisher", windows.clone()));
+    let clock = OwnedTask::spawn(follow_clock(ctx.bus.clone(), "publisher", windows.clone()));
     let result = async {
         anyhow::ensure!(
             p.book.wait_caught_up(Duration::from_secs(60)).await,
@@ -187,7 +187,7 @@ async fn run_pipeline(ctx: &RoleCtx, p: &Pipeline) -> anyhow::Result<()> {
         anyhow::bail!("candidate stream ended")
     }
     .await;
-    clock.abort();
+    drop(clock);
     result
 }
 

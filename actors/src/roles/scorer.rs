@@ -24,6 +24,8 @@ use protocol::scoring::{miner_score, weights, weights_to_u16_sum, ScoringParams,
 
 use crate::bus::MsgMeta;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
+use crate::shutdown::ShutdownSignal;
+use crate::task::OwnedTask;
 use crate::windows::{follow_clock, WindowBook};
 
 #[derive(Default, Debug, Clone)]
@@ -175,12 +177,12 @@ impl Scorer {
 const LAST_KEY: &str = "scorer.last_window";
 
 impl RoleLoop for Scorer {
-    fn run(&self) -> RoleFuture {
+    fn run(&self, _shutdown: ShutdownSignal) -> RoleFuture {
         let ctx = self.ctx.clone();
         let cfg = self.cfg;
         Box::pin(async move {
             let book = WindowBook::default();
-            let follower = actix_rt::spawn(follow_clock(ctx.bus.clone(), "scorer", book.clone()));
+            let follower = OwnedTask::spawn(follow_clock(ctx.bus.clone(), "scorer", book.clone()));
             let kv = ctx
                 .bus
                 .js

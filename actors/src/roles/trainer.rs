@@ -32,6 +32,8 @@ use crate::checkpoints::{put_bytes, CheckpointBook};
 use crate::compute::{ActiveCheckpoint, SharedWeights};
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
 use crate::roles::trainer_batch::{TrainBatcher, TrainableWindow};
+use crate::shutdown::ShutdownSignal;
+use crate::task::OwnedTask;
 use crate::windows::{follow_clock, WindowBook};
 use crate::worker_pool::{Worker, WorkerPool};
 
@@ -266,7 +268,7 @@ async fn last_candidate_window(ctx: &RoleCtx) -> anyhow::Result<Option<u64>> {
 type CheckpointCandidateEnvelope = messages::Envelope<CheckpointCandidate>;
 
 impl RoleLoop for Trainer {
-    fn run(&self) -> RoleFuture {
+    fn run(&self, _shutdown: ShutdownSignal) -> RoleFuture {
         let ctx = self.ctx.clone();
         let pool = self.pool.clone();
         let cfg = self.cfg.clone();
@@ -313,9 +315,8 @@ async fn train_loop(
         .await?;
     let mut batcher = TrainBatcher::new(progress.last_window);
     let clock = WindowBook::default();
-    let follower = actix_rt::spawn(follow_clock(ctx.bus.clone(), "trainer", clock.clone()));
-    // The follower ends with this loop (the role restarts both).
-    let _follower = AbortOnDrop(follower);
+    // Owned: the follower ends with this loop (the role restarts both).
+    let _follower = OwnedTask::spawn(follow_clock(ctx.bus.clone(), "trainer", clock.clone()));
     loop {
         let next = tokio::time::timeout(cfg.batch_idle, verdicts.next()).await;
         let due = match next {
@@ -500,13 +501,4 @@ async fn publish_candidate(
         .await?;
     tracing::info!(window, digest = %checkpoint.short(), bytes = stored.bytes, "checkpoint candidate published");
     Ok(())
-}
-
-/// Aborts a spawned task when dropped, so a restarted role loop leaves no task behind.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

@@ -19,6 +19,8 @@ use crate::bus::{server_timestamp_ms, MsgMeta};
 use crate::checkpoints::{CheckpointBook, CheckpointStatus};
 use crate::compute::ActiveCheckpoint;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
+use crate::shutdown::ShutdownSignal;
+use crate::task::OwnedTask;
 use crate::windows::{follow_clock, WindowBook};
 use crate::worker_pool::{Worker, WorkerPool};
 
@@ -120,14 +122,21 @@ pub async fn verifier_consumer(
 }
 
 impl RoleLoop for Verifier {
-    fn run(&self) -> RoleFuture {
+    /// On shutdown: stop pulling, finish the groups being verified, nak the ones still
+    /// waiting for their window's close (another verifier takes them at once).
+    fn drains(&self) -> bool {
+        true
+    }
+
+    fn run(&self, shutdown: ShutdownSignal) -> RoleFuture {
         let ctx = self.ctx.clone();
         let cfg = self.cfg.clone();
         let pool = self.pool.clone();
         let checkpoints = self.checkpoints.clone();
         Box::pin(async move {
             let book = WindowBook::default();
-            let follower = actix_rt::spawn(follow_clock(ctx.bus.clone(), "verifier", book.clone()));
+            let follower =
+                OwnedTask::spawn(follow_clock(ctx.bus.clone(), "verifier", book.clone()));
             let _ckpt_follower = checkpoints
                 .as_ref()
                 .map(|b| b.spawn_follower(ctx.bus.clone(), "verifier"));
@@ -138,22 +147,36 @@ impl RoleLoop for Verifier {
                 .messages()
                 .await
                 .map_err(|e| anyhow::anyhow!("pulling groups: {e}"))?;
+            let stop = shutdown.clone();
             messages
+                .take_until(async move { stop.requested().await })
                 .take_while(|_| futures::future::ready(!follower.is_finished()))
                 .for_each_concurrent(cfg.concurrency.max(1), |msg| {
                     let (ctx, pool, book, cfg) =
                         (ctx.clone(), pool.clone(), book.clone(), cfg.clone());
-                    let checkpoints = checkpoints.clone();
+                    let (checkpoints, shutdown) = (checkpoints.clone(), shutdown.clone());
                     async move {
                         match msg {
                             Ok(msg) => {
-                                handle(&ctx, &pool, &book, checkpoints.as_ref(), &cfg, msg).await
+                                let role = Handling {
+                                    ctx: &ctx,
+                                    pool: &pool,
+                                    book: &book,
+                                    checkpoints: checkpoints.as_ref(),
+                                    cfg: &cfg,
+                                    shutdown: &shutdown,
+                                };
+                                handle(role, msg).await
                             }
                             Err(e) => tracing::warn!(error = %e, "pull error"),
                         }
                     }
                 })
                 .await;
+            if shutdown.is_requested() {
+                tracing::info!("verifier drained");
+                return Ok(());
+            }
             anyhow::bail!("group stream ended")
         })
     }
@@ -165,14 +188,25 @@ async fn settle(msg: &jetstream::Message, kind: AckKind) {
     }
 }
 
-async fn handle(
-    ctx: &RoleCtx,
-    pool: &WorkerPool<VerifierWorker>,
-    book: &WindowBook,
-    checkpoints: Option<&CheckpointBook>,
-    cfg: &VerifierConfig,
-    msg: jetstream::Message,
-) {
+/// What handling one group needs from the verifier.
+struct Handling<'a> {
+    ctx: &'a RoleCtx,
+    pool: &'a WorkerPool<VerifierWorker>,
+    book: &'a WindowBook,
+    checkpoints: Option<&'a CheckpointBook>,
+    cfg: &'a VerifierConfig,
+    shutdown: &'a ShutdownSignal,
+}
+
+async fn handle(h: Handling<'_>, msg: jetstream::Message) {
+    let Handling {
+        ctx,
+        pool,
+        book,
+        checkpoints,
+        cfg,
+        shutdown,
+    } = h;
     let started = Instant::now();
     let (window, miner) = match subj::parse(&msg.subject) {
         Ok(Subject::Rollout { window, miner }) => (window, miner),
@@ -208,7 +242,7 @@ async fn handle(
         if let Some(c) = book.get(window).close {
             break c;
         }
-        if started.elapsed() > cfg.ack_wait / 2 {
+        if started.elapsed() > cfg.ack_wait / 2 || shutdown.is_requested() {
             return settle(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
         }
         let _ = msg.ack_with(AckKind::Progress).await;
