@@ -342,12 +342,7 @@ pub fn server_timestamp_ms(msg: &jetstream::Message) -> Option<u64> {
     u64::try_from(nanos / 1_000_000).ok()
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::time::now_ms;
 
 /// Messages of `stream` whose subject matches `filter`, in stream order, from an ephemeral
 /// ordered consumer (nothing to ack: a restarted reader simply replays). The reader survives

@@ -15,6 +15,7 @@ pub mod roles;
 pub mod shutdown;
 pub mod supervisor;
 pub mod task;
+pub mod time;
 pub mod trust;
 pub mod windows;
 pub mod worker_pool;

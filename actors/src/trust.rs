@@ -84,7 +84,7 @@ pub const MAX_PAST_WINDOWS: u64 = 32;
 /// under a flood of fresh keys; the counters keep counting).
 const MAX_LOGGED: usize = 10_000;
 
-/// The installed manifest and what follows from it. Shared by every role on a [`crate::bus::Bus`].
+/// The installed manifest and what follows from it. Shared by every role on a bus.
 #[derive(Default)]
 pub struct Trust {
     manifest: RwLock<Option<Arc<NetworkManifest>>>,
@@ -192,7 +192,7 @@ impl Trust {
     /// further ahead of it than the manifest allows: such a record was not written by the
     /// role itself and would make it skip every real window until then.
     pub fn record_ahead_of_schedule(&self, recorded: u64) -> Option<u64> {
-        let current = self.schedule()?.window_at(crate::bus::now_ms());
+        let current = self.schedule()?.window_at(crate::time::now_ms());
         (recorded > current.saturating_add(self.limits_max_future())).then_some(current)
     }
 

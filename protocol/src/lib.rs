@@ -12,6 +12,7 @@
 //! - [`rng`], [`synthetic`]: deterministic test data (not protocol randomness).
 
 pub mod checks;
+pub mod mix;
 pub mod randomness;
 pub mod rng;
 pub mod sampling;

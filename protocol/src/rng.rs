@@ -14,7 +14,7 @@ impl SplitMix64 {
 
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        crate::sampling::mix64(self.state)
+        crate::mix::mix64(self.state)
     }
 
     /// Uniform in `[0, 1)` with 53 random bits.

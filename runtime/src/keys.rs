@@ -75,6 +75,22 @@ pub fn load_or_create_secret(path: &Path) -> anyhow::Result<[u8; 32]> {
         .map_err(|_| anyhow::anyhow!("{}: expected 32 bytes of hex", path.display()))
 }
 
+/// The owner address this process pins: `[network] owner`, else the owner key file's.
+pub fn pinned_owner(cfg: &crate::config::ClusterConfig) -> anyhow::Result<String> {
+    if !cfg.network.owner.is_empty() {
+        return Ok(cfg.network.owner.clone());
+    }
+    let path = cfg.owner_key_path();
+    let id = read_key(&path).with_context(|| {
+        format!(
+            "{}: [network] owner is empty, so the owner key {} must exist (start `grail up` once, or set [network] owner = \"<ss58>\")",
+            cfg.source.display(),
+            path.display()
+        )
+    })?;
+    Ok(id.address().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

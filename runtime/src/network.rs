@@ -24,21 +24,7 @@ use crate::compute::{key_path, SharedCompute};
 use crate::config::{ClusterConfig, ROLE_NAMES};
 use crate::keys;
 
-/// The owner address this process pins: `[network] owner`, else the owner key file's.
-pub fn pinned_owner(cfg: &ClusterConfig) -> anyhow::Result<String> {
-    if !cfg.network.owner.is_empty() {
-        return Ok(cfg.network.owner.clone());
-    }
-    let path = cfg.owner_key_path();
-    let id = keys::read_key(&path).with_context(|| {
-        format!(
-            "{}: [network] owner is empty, so the owner key {} must exist (start `grail up` once, or set [network] owner = \"<ss58>\")",
-            cfg.source.display(),
-            path.display()
-        )
-    })?;
-    Ok(id.address().to_string())
-}
+pub use crate::keys::pinned_owner;
 
 /// The schedule the clock will follow: genesis from an existing deployment (the previous
 /// manifest, else the clock's KV record), else now.
@@ -379,7 +365,12 @@ pub async fn sign_as_owner(cfg: &ClusterConfig, url: &str) -> anyhow::Result<Net
     )
     .await?;
     // The manifest stream is part of the topology the admin keeps (like `grail streams`).
-    crate::streams::ensure(&bus.client, &bus.js, &crate::up::topology(cfg)).await?;
+    crate::streams::ensure(
+        &bus.client,
+        &bus.js,
+        &crate::streams::TopologyConfig::of(cfg),
+    )
+    .await?;
     let manifest = sign_and_publish(cfg, &bus, &SharedCompute::new(cfg), false).await?;
     bus.client.flush().await?;
     Ok(manifest)

@@ -30,6 +30,18 @@ pub struct TopologyConfig {
     pub max_groups_per_window: u32,
 }
 
+impl TopologyConfig {
+    /// What `cfg` asks of the topology (`[nats]` and `[network]`).
+    pub fn of(cfg: &crate::config::ClusterConfig) -> Self {
+        Self {
+            max_message_bytes: cfg.nats.max_message_bytes,
+            memory: cfg.nats.storage == "memory",
+            retention: Duration::from_secs(cfg.nats.retention_hours * 3600),
+            max_groups_per_window: cfg.network.max_groups_per_window,
+        }
+    }
+}
+
 impl Default for TopologyConfig {
     fn default() -> Self {
         Self {

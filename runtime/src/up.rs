@@ -3,7 +3,6 @@
 //! everything down on Ctrl-C, SIGTERM or after `--windows N`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actors::bus::Bus;
 use actors::metrics::Metrics;
@@ -34,15 +33,6 @@ pub fn resolve_url(cfg: &ClusterConfig) -> anyhow::Result<String> {
     std::fs::read_to_string(url_file(cfg))
         .map(|s| s.trim().to_string())
         .map_err(|_| anyhow::anyhow!("{} names no [nats] url and no `grail up` is running with it (no {}); start `grail up` first or pass --url", cfg.source.display(), url_file(cfg).display()))
-}
-
-pub fn topology(cfg: &ClusterConfig) -> TopologyConfig {
-    TopologyConfig {
-        max_message_bytes: cfg.nats.max_message_bytes,
-        memory: cfg.nats.storage == "memory",
-        retention: Duration::from_secs(cfg.nats.retention_hours * 3600),
-        max_groups_per_window: cfg.network.max_groups_per_window,
-    }
 }
 
 /// Run until a signal or the window limit. Owns the embedded server, if any, and stops it
@@ -102,7 +92,7 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
     // The admin makes the topology; a role started alone on an authenticated bus only checks
     // it (it has no right to change it). Without auth every connection may, as before.
     if opts.only_role.is_none() || !buses.authenticated() {
-        ensure(&bus.client, &bus.js, &topology(&cfg)).await?;
+        ensure(&bus.client, &bus.js, &TopologyConfig::of(&cfg)).await?;
         crate::streams::ensure_consumers(&bus.js).await?;
     } else if matches!(opts.only_role.as_deref(), Some("miner" | "evaluator")) {
         crate::streams::check_for_miner(&bus.js).await?;
@@ -179,7 +169,7 @@ pub async fn streams(url: &str, cfg: &ClusterConfig) -> anyhow::Result<()> {
         &crate::auth::operator_credentials(cfg, messages::bus_permissions::BusIdentity::Admin),
     )
     .await?;
-    let mut report = ensure(&bus.client, &bus.js, &topology(cfg)).await?;
+    let mut report = ensure(&bus.client, &bus.js, &TopologyConfig::of(cfg)).await?;
     report
         .lines
         .extend(crate::streams::ensure_consumers(&bus.js).await?);

@@ -18,10 +18,10 @@ use messages::{CheckpointAnnounce, CheckpointKind, Hash32};
 use policy::checkpoint::WeightSet;
 use tokio::sync::Notify;
 
+use super::active::{ActiveCheckpoint, SharedWeights};
 use super::load::{decode_delta, decode_full, fetch_verified, LoadError};
 use super::store::CheckpointStore;
 use crate::bus::{now_ms, Bus};
-use crate::compute::{ActiveCheckpoint, SharedWeights};
 use crate::metrics::Metrics;
 
 /// How often transient load failures are retried while no announcement arrives.

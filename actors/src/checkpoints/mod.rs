@@ -32,10 +32,12 @@
 //!   [`CheckpointBook::latest`] (what the trainer starts from) falls back to the newest
 //!   checkpoint that did load.
 
+pub mod active;
 pub mod book;
 pub mod load;
 pub mod store;
 
+pub use active::{ActiveCheckpoint, SharedWeights};
 pub use book::{BookConfig, CheckpointBook, CheckpointStatus, Follower};
 pub use store::{
     get_bytes, object_digest, put_bytes, CheckpointStore, LocalDirStore, NatsObjectStore,

@@ -1,5 +1,8 @@
 //! Compute behind the roles, run on worker threads (never inside an actor).
 //!
+//! * [`mine`], [`verify`], [`train`]: each role's unit of compute (job, outcome, the trait
+//!   a compute implements, its worker); the roles hand jobs to worker pools and never the
+//!   other way round (`compute` imports nothing from `roles`).
 //! * [`structural`]: model-free mining and verification that exercises the whole wire
 //!   protocol (problem seeds, group shape, GRPO advantages, deadlines) without a model.
 //!   It is what the transport tests and `compute = "structural"` clusters run.
@@ -8,36 +11,12 @@
 //! verifies and reconstructs checkpoints; the compute (a worker thread) only swaps weights
 //! when the digest changes.
 
-use std::fmt;
-use std::sync::Arc;
-
-use messages::{Hash32, SamplingSpec};
-use policy::checkpoint::WeightSet;
-
+pub mod mine;
 pub mod model;
 pub mod structural;
+pub mod train;
 pub mod trainer;
+pub mod verify;
 
-/// A full weight set shared read-only between roles and workers (CPU tensors by HF name).
-#[derive(Clone)]
-pub struct SharedWeights(pub Arc<WeightSet>);
-
-impl fmt::Debug for SharedWeights {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SharedWeights({} tensors)", self.0.len())
-    }
-}
-
-/// A checkpoint whose object digest, weight digest and publisher signature were verified
-/// and whose weights were reconstructed (full, or anchor + deltas).
-#[derive(Clone, Debug)]
-pub struct ActiveCheckpoint {
-    /// Canonical weight digest (`policy::checkpoint` digest), what groups name.
-    pub digest: Hash32,
-    pub seq: u64,
-    pub valid_from_window: u64,
-    /// The sampling parameters published with the checkpoint (miners sample with them,
-    /// verifiers replay them).
-    pub sampling: SamplingSpec,
-    pub weights: SharedWeights,
-}
+// Checkpoint types live with the checkpoints (below compute); jobs carry them.
+pub use crate::checkpoints::{ActiveCheckpoint, SharedWeights};

@@ -9,8 +9,8 @@ use messages::{Hash32, PackedF32, PackedU32, Rollout, RolloutGroup, WIRE_VERSION
 use protocol::checks::{check_deadline, check_problem_seed, grpo_advantages, unique_completions};
 use protocol::randomness::{prf, problem_seed};
 
-use crate::roles::miner::{MineJob, MinerCompute};
-use crate::roles::verifier::{VerifierCompute, VerifyJob, VerifyOutcome};
+use crate::compute::mine::{MineJob, MinerCompute};
+use crate::compute::verify::{VerifierCompute, VerifyJob, VerifyOutcome};
 
 pub const GROUP_SIZE: usize = 16;
 

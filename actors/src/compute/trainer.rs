@@ -15,8 +15,8 @@ use policy::checkpoint::{self, WeightSet};
 use policy::grpo::{GrpoConfig, GrpoSample, GrpoTrainer};
 use policy::ModelConfig;
 
+use crate::compute::train::{TrainJob, TrainReport, TrainerCompute};
 use crate::compute::{ActiveCheckpoint, SharedWeights};
-use crate::roles::trainer::{TrainJob, TrainReport, TrainerCompute};
 
 /// How the trainer turns a window's groups into steps.
 #[derive(Clone, Debug)]

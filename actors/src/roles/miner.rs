@@ -6,48 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use messages::subjects as subj;
-use messages::{Hash32, RolloutGroup};
 
 use crate::bus::{now_ms, MsgMeta};
 use crate::checkpoints::CheckpointBook;
-use crate::compute::ActiveCheckpoint;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
 use crate::shutdown::ShutdownSignal;
 use crate::task::OwnedTask;
 use crate::windows::{follow_clock, WindowBook};
-use crate::worker_pool::{Worker, WorkerPool};
+use crate::worker_pool::WorkerPool;
 
-/// Everything a compute worker needs to mine one group.
-#[derive(Clone, Debug)]
-pub struct MineJob {
-    pub window: u64,
-    pub open_randomness: [u8; 32],
-    pub deadline_ms: u64,
-    pub group_index: u32,
-    pub miner: String,
-    pub miner_pubkey: [u8; 32],
-    /// The checkpoint valid for `window` (None: no checkpoint announced yet; model-free
-    /// compute ignores it, model compute refuses the job).
-    pub checkpoint: Option<ActiveCheckpoint>,
-}
-
-/// The compute behind a miner (model generation + proofs). Runs on a worker thread.
-pub trait MinerCompute: Send {
-    /// Produce the (unsigned) group for `job`.
-    fn mine(&mut self, job: &MineJob) -> anyhow::Result<RolloutGroup>;
-    /// Digest of the checkpoint currently loaded (for logs).
-    fn checkpoint(&self) -> Hash32;
-}
-
-pub struct MinerWorker(pub Box<dyn MinerCompute>);
-
-impl Worker for MinerWorker {
-    type Job = MineJob;
-    type Output = RolloutGroup;
-    fn run(&mut self, job: &MineJob) -> anyhow::Result<RolloutGroup> {
-        self.0.mine(job)
-    }
-}
+pub use crate::compute::mine::{MineJob, MinerCompute, MinerWorker};
 
 #[derive(Clone, Debug)]
 pub struct MinerConfig {

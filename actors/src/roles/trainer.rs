@@ -29,67 +29,17 @@ use messages::{
 
 use crate::bus::{now_ms, MsgMeta};
 use crate::checkpoints::{put_bytes, CheckpointBook};
-use crate::compute::{ActiveCheckpoint, SharedWeights};
+use crate::compute::SharedWeights;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
 use crate::roles::trainer_batch::{TrainBatcher, TrainableWindow};
 use crate::shutdown::ShutdownSignal;
 use crate::task::OwnedTask;
 use crate::windows::{follow_clock, WindowBook};
-use crate::worker_pool::{Worker, WorkerPool};
+use crate::worker_pool::WorkerPool;
 
-/// A batch of verified groups from one window.
-#[derive(Clone, Debug)]
-pub struct TrainJob {
-    pub window: u64,
-    pub groups: Vec<RolloutGroup>,
-    /// The latest published checkpoint: the trainer (re)starts from it when its own
-    /// weights are not a descendant of it (first job, or after a crash).
-    pub base: Option<ActiveCheckpoint>,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct TrainReport {
-    pub steps: u32,
-    pub loss: f32,
-    pub kl: f32,
-    pub grad_norm: f32,
-    pub mean_reward: f32,
-    /// The weights after this job's steps (None: nothing was trained).
-    pub weights: Option<SharedWeights>,
-    /// Digest of the checkpoint the trained weights descend from.
-    pub trained_from: Option<messages::Hash32>,
-}
-
-pub trait TrainerCompute: Send {
-    fn train(&mut self, job: &TrainJob) -> anyhow::Result<TrainReport>;
-}
-
-pub struct TrainerWorker(pub Box<dyn TrainerCompute>);
-
-impl Worker for TrainerWorker {
-    type Job = TrainJob;
-    type Output = TrainReport;
-    fn run(&mut self, job: &TrainJob) -> anyhow::Result<TrainReport> {
-        self.0.train(job)
-    }
-}
-
-/// Counts groups and reports their mean reward: the trainer without a model.
-pub struct CountingTrainer;
-
-impl TrainerCompute for CountingTrainer {
-    fn train(&mut self, job: &TrainJob) -> anyhow::Result<TrainReport> {
-        let rewards: Vec<f32> = job
-            .groups
-            .iter()
-            .flat_map(|g| g.rollouts.iter().map(|r| r.reward))
-            .collect();
-        Ok(TrainReport {
-            mean_reward: rewards.iter().sum::<f32>() / rewards.len().max(1) as f32,
-            ..Default::default()
-        })
-    }
-}
+pub use crate::compute::train::{
+    CountingTrainer, TrainJob, TrainReport, TrainerCompute, TrainerWorker,
+};
 
 #[derive(Clone, Debug)]
 pub struct TrainerConfig {

@@ -11,55 +11,17 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use messages::subjects::{self as subj, Subject};
-use messages::{
-    GroupVerdict, Hash32, RolloutGroup, SignedMessage, WindowClose, WindowOpen, WIRE_VERSION,
-};
+use messages::{GroupVerdict, RolloutGroup, SignedMessage, WIRE_VERSION};
 
 use crate::bus::{server_timestamp_ms, MsgMeta};
 use crate::checkpoints::{CheckpointBook, CheckpointStatus};
-use crate::compute::ActiveCheckpoint;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
 use crate::shutdown::ShutdownSignal;
 use crate::task::OwnedTask;
 use crate::windows::{follow_clock, WindowBook};
-use crate::worker_pool::{Worker, WorkerPool};
+use crate::worker_pool::WorkerPool;
 
-#[derive(Clone, Debug)]
-pub struct VerifyJob {
-    pub group: RolloutGroup,
-    pub digest: Hash32,
-    pub server_ts_ms: u64,
-    pub open: WindowOpen,
-    pub close: WindowClose,
-    /// The checkpoint valid for the group's window (None: model-free compute only).
-    pub checkpoint: Option<ActiveCheckpoint>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct VerifyOutcome {
-    pub accepted: bool,
-    /// The reject code when rejected (the verifier logs the reason's fields).
-    pub reason: Option<messages::RejectCode>,
-    pub deep_checked: bool,
-    pub unique_rollouts: u32,
-    pub learning_signal: bool,
-    pub mean_reward: f32,
-}
-
-/// The compute behind a verifier (forward pass at challenged positions, re-scoring).
-pub trait VerifierCompute: Send {
-    fn verify(&mut self, job: &VerifyJob) -> anyhow::Result<VerifyOutcome>;
-}
-
-pub struct VerifierWorker(pub Box<dyn VerifierCompute>);
-
-impl Worker for VerifierWorker {
-    type Job = VerifyJob;
-    type Output = VerifyOutcome;
-    fn run(&mut self, job: &VerifyJob) -> anyhow::Result<VerifyOutcome> {
-        self.0.verify(job)
-    }
-}
+pub use crate::compute::verify::{VerifierCompute, VerifierWorker, VerifyJob, VerifyOutcome};
 
 #[derive(Clone, Debug)]
 pub struct VerifierConfig {

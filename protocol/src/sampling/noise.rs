@@ -5,13 +5,7 @@
 //! `argmax_v (logp_v + g_v)` over finite `logp_v`, ties to the lower id. Noise is a pure function of
 //! `(key, v)`, so only candidates that can still win need it (see [`PRUNE_NATS`]).
 
-/// Stafford's Mix13 finaliser (the SplitMix64 output function): a bijection with full avalanche.
-#[inline]
-pub fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+pub use crate::mix::mix64;
 
 #[derive(Clone, Copy)]
 struct NoiseKey {

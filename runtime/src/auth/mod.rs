@@ -64,7 +64,7 @@ pub fn role_credentials(cfg: &ClusterConfig, role: &str, identity: &Identity) ->
 /// network id is in the manifest, readable only after login). Falls back to the network id
 /// when no owner is pinned here (such a process cannot install a manifest anyway and says so).
 pub fn login_domain(cfg: &ClusterConfig) -> String {
-    crate::network::pinned_owner(cfg).unwrap_or_else(|_| cfg.network_id())
+    crate::keys::pinned_owner(cfg).unwrap_or_else(|_| cfg.network_id())
 }
 
 /// The gatekeeper settings of a config.

@@ -8,7 +8,7 @@ use policy::checkpoint::WeightSet;
 
 use super::{CheckpointBook, Loaded};
 use crate::checkpoints::load::{decode_delta, decode_full, fetch_verified, LoadError};
-use crate::compute::SharedWeights;
+use crate::checkpoints::SharedWeights;
 
 /// One step of a chain rebuild: the entry's announcement and whether it is already loaded.
 type ChainStep = (CheckpointAnnounce, Option<SharedWeights>);

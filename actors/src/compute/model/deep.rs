@@ -13,7 +13,7 @@ use protocol::randomness::{challenged_positions, Randomness};
 use protocol::sampling::{token_logprob, SamplingParams};
 use protocol::sketch::SketchCoefficients;
 
-use super::verifier::VerifierOptions;
+use super::verifier_options::VerifierOptions;
 use super::ModelComputeError;
 
 /// The verifier's own rows at one rollout's challenged positions.

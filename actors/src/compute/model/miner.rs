@@ -18,7 +18,7 @@ use protocol::sketch::{sketch, SketchCoefficients, SketchParams};
 
 use super::sampler::SeededSampler;
 use super::{sampling_params, LoadedCheckpoint, ModelBase, ModelComputeError};
-use crate::roles::miner::{MineJob, MinerCompute};
+use crate::compute::mine::{MineJob, MinerCompute};
 
 /// Miner knobs. `group_size` and `sketch` are protocol parameters the verifiers share.
 #[derive(Clone, Debug)]

@@ -24,6 +24,7 @@ pub mod miner;
 pub mod registry;
 pub mod sampler;
 pub mod verifier;
+pub mod verifier_options;
 
 pub use base::{checkpoint_from_weights, ModelBase};
 pub use evaluator::ModelEvaluator;

@@ -17,7 +17,7 @@ use messages::Hash32;
 use protocol::checks::{Limits, RejectReason, DEFAULT_COPY_THRESHOLD};
 use protocol::randomness::Randomness;
 
-use crate::roles::verifier::VerifyOutcome;
+use crate::compute::verify::VerifyOutcome;
 
 /// When a group counts as a copy of another miner's completions.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,0 +1,38 @@
+//! The miner's unit of compute: a [`MineJob`] in, a [`RolloutGroup`] out, on a worker thread.
+
+use messages::{Hash32, RolloutGroup};
+
+use crate::checkpoints::ActiveCheckpoint;
+use crate::worker_pool::Worker;
+
+/// Everything a compute worker needs to mine one group.
+#[derive(Clone, Debug)]
+pub struct MineJob {
+    pub window: u64,
+    pub open_randomness: [u8; 32],
+    pub deadline_ms: u64,
+    pub group_index: u32,
+    pub miner: String,
+    pub miner_pubkey: [u8; 32],
+    /// The checkpoint valid for `window` (None: no checkpoint announced yet; model-free
+    /// compute ignores it, model compute refuses the job).
+    pub checkpoint: Option<ActiveCheckpoint>,
+}
+
+/// The compute behind a miner (model generation + proofs). Runs on a worker thread.
+pub trait MinerCompute: Send {
+    /// Produce the (unsigned) group for `job`.
+    fn mine(&mut self, job: &MineJob) -> anyhow::Result<RolloutGroup>;
+    /// Digest of the checkpoint currently loaded (for logs).
+    fn checkpoint(&self) -> Hash32;
+}
+
+pub struct MinerWorker(pub Box<dyn MinerCompute>);
+
+impl Worker for MinerWorker {
+    type Job = MineJob;
+    type Output = RolloutGroup;
+    fn run(&mut self, job: &MineJob) -> anyhow::Result<RolloutGroup> {
+        self.0.mine(job)
+    }
+}
