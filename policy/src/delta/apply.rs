@@ -4,7 +4,7 @@ use std::io::Read;
 
 use super::body::decode_body;
 use super::format::{DeltaHeader, HEADER_LEN};
-use super::{hex, DeltaError};
+use super::{corrupt, hex, DeltaError};
 use crate::checkpoint::{
     digest, tensor_from_le_bytes, visit_le_bytes, WeightDigest, WeightHasher, WeightSet,
 };
@@ -92,13 +92,6 @@ fn apply_verified(
         });
     }
     Ok((result, target_digest))
-}
-
-pub(super) fn corrupt(tensor: Option<&str>, reason: impl Into<String>) -> DeltaError {
-    DeltaError::Corrupt {
-        tensor: tensor.map(str::to_string),
-        reason: reason.into(),
-    }
 }
 
 fn decompress(compressed: &[u8], body_len: u64) -> Result<Vec<u8>, DeltaError> {

@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
-use super::apply::corrupt;
 use super::format::{BodyReader, ENCODING_DENSE, ENCODING_SPARSE};
-use super::DeltaError;
+use super::{corrupt, DeltaError};
 use crate::checkpoint::{dtype_code, memory_bounded_batches, tensor_to_le_bytes, WeightSet};
 
 /// One tensor's validated change.

@@ -140,3 +140,11 @@ pub enum DeltaError {
 pub(crate) fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A [`DeltaError::Corrupt`] for `tensor` (None: the stream itself).
+fn corrupt(tensor: Option<&str>, reason: impl Into<String>) -> DeltaError {
+    DeltaError::Corrupt {
+        tensor: tensor.map(str::to_string),
+        reason: reason.into(),
+    }
+}
