@@ -218,10 +218,14 @@ impl Bus {
                     continue;
                 }
                 Ok(Ok(_ack)) => {
-                    self.metrics
-                        .messages_out
+                    let m = &self.metrics;
+                    m.messages_out.with_label_values(&[role, T::KIND]).inc();
+                    m.bytes_published
                         .with_label_values(&[role, T::KIND])
-                        .inc();
+                        .inc_by(bytes.len() as u64);
+                    m.publish_seconds
+                        .with_label_values(&[role, T::KIND])
+                        .observe(started.elapsed().as_secs_f64());
                     return Ok(digest);
                 }
                 Ok(Err(Failed::Refused(detail))) => {
@@ -285,8 +289,13 @@ impl Bus {
         let env = Envelope::seal(payload, identity);
         let digest = messages::envelope::payload_digest(&env.payload);
         let headers = Self::headers::<T>(&MsgMeta::default(), &digest);
+        let bytes = Bytes::from(env.to_bytes());
+        self.metrics
+            .bytes_published
+            .with_label_values(&[role, T::KIND])
+            .inc_by(bytes.len() as u64);
         self.client
-            .publish_with_headers(subject.clone(), headers, Bytes::from(env.to_bytes()))
+            .publish_with_headers(subject.clone(), headers, bytes)
             .await
             .map_err(|e| BusError::Publish {
                 subject,

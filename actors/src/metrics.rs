@@ -294,6 +294,70 @@ pub const BUILD_INFO: Family = family(
     "all",
 );
 
+pub const VERIFY_WAIT_SECONDS: Family = family(
+    "grail_verify_wait_seconds",
+    HistogramKind,
+    &[],
+    "Seconds a group waited for its window's close randomness before verification could start",
+    "verifier",
+);
+pub const PUBLISH_SECONDS: Family = family(
+    "grail_publish_seconds",
+    HistogramKind,
+    &["role", "kind"],
+    "Seconds from publishing a durable message to JetStream's ack (retries included)",
+    "every publishing role",
+);
+pub const BYTES_PUBLISHED: Family = family(
+    "grail_bytes_published_total",
+    Counter,
+    &["role", "kind"],
+    "Bytes of signed envelopes published",
+    "every publishing role",
+);
+pub const REDELIVERIES: Family = family(
+    "grail_redeliveries_total",
+    Counter,
+    &["role"],
+    "Messages a durable consumer delivered more than once (a verifier crashed, nak'd or timed out)",
+    "verifier, publisher",
+);
+pub const MINER_GROUP_VERDICTS: Family = family(
+    "grail_miner_group_verdicts_total",
+    Counter,
+    &["miner", "result", "reason"],
+    "Group verdicts by miner (the first 64 miners seen by this process; later ones as `other`), result and reject code",
+    "verifier",
+);
+pub const CONSUMER_PENDING: Family = family(
+    "grail_consumer_pending",
+    GaugeKind,
+    &["stream", "consumer"],
+    "Messages a durable consumer has not delivered yet (its lag)",
+    "verifier, publisher",
+);
+pub const CONSUMER_ACK_PENDING: Family = family(
+    "grail_consumer_ack_pending",
+    GaugeKind,
+    &["stream", "consumer"],
+    "Messages a durable consumer delivered and still waits to see acked",
+    "verifier, publisher",
+);
+pub const CONSUMER_REDELIVERED: Family = family(
+    "grail_consumer_redelivered",
+    GaugeKind,
+    &["stream", "consumer"],
+    "Messages a durable consumer is redelivering now",
+    "verifier, publisher",
+);
+pub const IN_FLIGHT: Family = family(
+    "grail_in_flight",
+    GaugeKind,
+    &["role", "instance"],
+    "Units of work a role instance holds now (groups being mined or verified, a training job); heartbeats carry it",
+    "miner, verifier, trainer, evaluator",
+);
+
 /// Every grail family, in the order of the operations reference.
 pub const FAMILIES: &[Family] = &[
     BUILD_INFO,
@@ -329,6 +393,15 @@ pub const FAMILIES: &[Family] = &[
     EVAL_MEAN_REWARD,
     EVAL_CHECKPOINT_SEQ,
     EVAL_SECONDS,
+    VERIFY_WAIT_SECONDS,
+    PUBLISH_SECONDS,
+    BYTES_PUBLISHED,
+    REDELIVERIES,
+    MINER_GROUP_VERDICTS,
+    CONSUMER_PENDING,
+    CONSUMER_ACK_PENDING,
+    CONSUMER_REDELIVERED,
+    IN_FLIGHT,
 ];
 
 /// Families of the `process` collector (registered on Linux only; all unlabelled).
@@ -424,6 +497,9 @@ fn exponential(start: f64, count: usize) -> Vec<f64> {
     prometheus::exponential_buckets(start, 2.0, count).expect("valid buckets")
 }
 
+/// Distinct `miner` label values per process (see [`Metrics::miner_label`]).
+pub const MAX_MINER_LABELS: usize = 64;
+
 pub struct Metrics {
     pub registry: Registry,
     /// Messages taken off the bus, by role and message kind.
@@ -475,6 +551,19 @@ pub struct Metrics {
     pub eval_mean_reward: GaugeVec,
     pub eval_checkpoint_seq: IntGaugeVec,
     pub eval_seconds: HistogramVec,
+    /// Verifier: waiting for the close randomness, apart from the verification itself.
+    pub verify_wait_seconds: Histogram,
+    pub publish_seconds: HistogramVec,
+    pub bytes_published: IntCounterVec,
+    pub redeliveries: IntCounterVec,
+    /// Verdicts per miner, with the miner label bounded ([`Metrics::miner_label`]).
+    pub miner_group_verdicts: IntCounterVec,
+    pub consumer_pending: IntGaugeVec,
+    pub consumer_ack_pending: IntGaugeVec,
+    pub consumer_redelivered: IntGaugeVec,
+    pub in_flight: IntGaugeVec,
+    /// Miners given their own label so far (bounded cardinality).
+    miner_labels: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Metrics {
@@ -533,6 +622,16 @@ impl Metrics {
             eval_checkpoint_seq: int_gauge_vec(r, &EVAL_CHECKPOINT_SEQ),
             // 50 ms .. ~27 min: a tiny model in a second, a real one on CPU in many minutes.
             eval_seconds: histogram_vec(r, &EVAL_SECONDS, exponential(0.05, 16)),
+            verify_wait_seconds: histogram(r, &VERIFY_WAIT_SECONDS, exponential(0.01, 16)),
+            publish_seconds: histogram_vec(r, &PUBLISH_SECONDS, fine()),
+            bytes_published: counter_vec(r, &BYTES_PUBLISHED),
+            redeliveries: counter_vec(r, &REDELIVERIES),
+            miner_group_verdicts: counter_vec(r, &MINER_GROUP_VERDICTS),
+            consumer_pending: int_gauge_vec(r, &CONSUMER_PENDING),
+            consumer_ack_pending: int_gauge_vec(r, &CONSUMER_ACK_PENDING),
+            consumer_redelivered: int_gauge_vec(r, &CONSUMER_REDELIVERED),
+            in_flight: int_gauge_vec(r, &IN_FLIGHT),
+            miner_labels: Default::default(),
             registry,
         }
     }
@@ -554,6 +653,20 @@ impl Metrics {
             .iter()
             .map(|f| f.name().to_string())
             .collect()
+    }
+
+    /// The `miner` label for `address`: itself for the first [`MAX_MINER_LABELS`] miners this
+    /// process sees, `other` after that, so a flood of fresh keys cannot blow up the series.
+    pub fn miner_label<'a>(&self, address: &'a str) -> &'a str {
+        let mut seen = self.miner_labels.lock().expect("miner labels lock");
+        if seen.contains(address) {
+            return address;
+        }
+        if seen.len() < MAX_MINER_LABELS {
+            seen.insert(address.to_string());
+            return address;
+        }
+        "other"
     }
 
     /// `grail_build_info{version,commit} 1` (the binary calls it once at start).
@@ -650,6 +763,38 @@ mod tests {
         m.eval_seconds
             .with_label_values(&values(&EVAL_SECONDS))
             .observe(1.0);
+        m.verify_wait_seconds.observe(1.0);
+        m.publish_seconds
+            .with_label_values(&values(&PUBLISH_SECONDS))
+            .observe(1.0);
+        m.bytes_published
+            .with_label_values(&values(&BYTES_PUBLISHED))
+            .inc();
+        m.redeliveries
+            .with_label_values(&values(&REDELIVERIES))
+            .inc();
+        m.miner_group_verdicts
+            .with_label_values(&values(&MINER_GROUP_VERDICTS))
+            .inc();
+        for g in [
+            (&m.consumer_pending, &CONSUMER_PENDING),
+            (&m.consumer_ack_pending, &CONSUMER_ACK_PENDING),
+            (&m.consumer_redelivered, &CONSUMER_REDELIVERED),
+            (&m.in_flight, &IN_FLIGHT),
+        ] {
+            g.0.with_label_values(&values(g.1)).set(1);
+        }
+    }
+
+    #[test]
+    fn miner_labels_are_bounded() {
+        let m = Metrics::new();
+        for i in 0..MAX_MINER_LABELS {
+            let a = format!("miner{i}");
+            assert_eq!(m.miner_label(&a), a);
+        }
+        assert_eq!(m.miner_label("one-too-many"), "other");
+        assert_eq!(m.miner_label("miner3"), "miner3", "known miners keep their label");
     }
 
     #[test]
