@@ -134,7 +134,7 @@ pub const VERIFY_SECONDS: Family = family(
     "grail_verify_seconds",
     HistogramKind,
     &[],
-    "Wall time to verify one group",
+    "Seconds verifying one group once its close randomness is known (the work; the wait is grail_verify_wait_seconds)",
     "verifier",
 );
 pub const TOKENS_GENERATED: Family = family(
@@ -495,6 +495,22 @@ fn histogram(reg: &Registry, f: &Family, buckets: Vec<f64>) -> Histogram {
 
 fn exponential(start: f64, count: usize) -> Vec<f64> {
     prometheus::exponential_buckets(start, 2.0, count).expect("valid buckets")
+}
+
+/// One unit of in-flight work, counted in `grail_in_flight{role,instance}` while it lives.
+pub struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    pub fn enter(gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Distinct `miner` label values per process (see [`Metrics::miner_label`]).

@@ -125,6 +125,11 @@ async fn mine_and_publish(
     job: MineJob,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let _working = crate::metrics::InFlight::enter(
+        ctx.metrics()
+            .in_flight
+            .with_label_values(&[ctx.role, &ctx.instance]),
+    );
     let (window, group_index, deadline) = (job.window, job.group_index, job.deadline_ms);
     let group = pool.run(job).await?;
     if now_ms() > deadline {

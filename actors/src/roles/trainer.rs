@@ -370,6 +370,11 @@ async fn train_window(
         return Ok(());
     }
     let started = std::time::Instant::now();
+    let _working = crate::metrics::InFlight::enter(
+        ctx.metrics()
+            .in_flight
+            .with_label_values(&[ctx.role, &ctx.instance]),
+    );
     let base = match book {
         Some(b) => b.settled_latest(Duration::from_secs(120)).await,
         None => None,

@@ -15,6 +15,7 @@ use messages::{GroupVerdict, RolloutGroup, SignedMessage, WIRE_VERSION};
 
 use crate::bus::{server_timestamp_ms, MsgMeta};
 use crate::checkpoints::{CheckpointBook, CheckpointStatus};
+use crate::metrics::InFlight;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
 use crate::shutdown::ShutdownSignal;
 use crate::task::OwnedTask;
@@ -170,6 +171,11 @@ async fn handle(h: Handling<'_>, msg: jetstream::Message) {
         shutdown,
     } = h;
     let started = Instant::now();
+    let m = ctx.metrics();
+    let _working = InFlight::enter(m.in_flight.with_label_values(&[ctx.role, &ctx.instance]));
+    if msg.info().is_ok_and(|i| i.delivered > 1) {
+        m.redeliveries.with_label_values(&["verifier"]).inc();
+    }
     let (window, miner) = match subj::parse(&msg.subject) {
         Ok(Subject::Rollout { window, miner }) => (window, miner),
         _ => {
@@ -242,6 +248,9 @@ async fn handle(h: Handling<'_>, msg: jetstream::Message) {
             ))
         }
     };
+    // Waiting for the close (and the checkpoint) ends here; the verification itself starts.
+    m.verify_wait_seconds.observe(started.elapsed().as_secs_f64());
+    let working = Instant::now();
     let job = checkpoint.map(|checkpoint| VerifyJob {
         group,
         digest,
@@ -301,18 +310,20 @@ async fn handle(h: Handling<'_>, msg: jetstream::Message) {
         tracing::warn!(error = %e, "verdict not published; redelivering the group");
         return settle(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
     }
-    let m = ctx.metrics();
     let (result, reason) = match outcome.reason {
         None => ("accepted", "none"),
         Some(code) => ("rejected", code.as_str()),
     };
     m.groups_verified.with_label_values(&[result, reason]).inc();
+    m.miner_group_verdicts
+        .with_label_values(&[m.miner_label(&miner), result, reason])
+        .inc();
     m.window.with_label_values(&["verifier"]).set(window as i64);
     // Verification phase: the deadline (close reveal) to this group's verdict.
     m.window_phase_seconds
         .with_label_values(&["verification"])
         .observe(crate::bus::now_ms().saturating_sub(deadline_ms) as f64 / 1000.0);
-    m.verify_seconds.observe(started.elapsed().as_secs_f64());
+    m.verify_seconds.observe(working.elapsed().as_secs_f64());
     m.handle_seconds
         .with_label_values(&["verifier", "rollout_group"])
         .observe(started.elapsed().as_secs_f64());
