@@ -9,6 +9,7 @@ pub mod bus;
 pub mod bus_auth;
 pub mod checkpoints;
 pub mod compute;
+pub mod heartbeat;
 pub mod metrics;
 pub mod role;
 pub mod roles;

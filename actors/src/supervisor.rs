@@ -8,6 +8,8 @@
 //! healthy for [`RestartPolicy::healthy_after`], so a role that fails once a day is not
 //! throttled like a crash loop. On shutdown, loops that drain get [`RestartPolicy::grace`] to
 //! settle their in-flight work; the others are dropped at once (their owned tasks with them).
+//! Every instance started from a [`RoleCtx`] also heartbeats (`grail.heartbeat.<role>.<instance>`)
+//! for as long as it is supervised.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +17,11 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::heartbeat::heartbeats;
 use crate::metrics::Metrics;
 use crate::role::{RoleCtx, RoleLoop};
 use crate::shutdown::ShutdownSignal;
+use crate::task::OwnedTask;
 
 /// When and how fast a failed loop is restarted, and how long a draining one may take.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -103,8 +107,22 @@ pub fn start_with(
         instance: ctx.instance.clone(),
         metrics: ctx.bus.metrics.clone(),
     };
-    spawn(name, body, shutdown, policy)
+    // Heartbeats for as long as the instance is supervised (they end with it).
+    let beats = (ctx.clone(), HEARTBEAT_EVERY);
+    let (role, instance) = (name.role, name.instance.clone());
+    let task = actix_rt::spawn(async move {
+        let _beats = OwnedTask::spawn(heartbeats(beats.0, beats.1));
+        supervise(name, body, shutdown, policy).await
+    });
+    RoleHandle {
+        role,
+        instance,
+        task,
+    }
 }
+
+/// How often every role instance says it is alive.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// [`start_with`] the default policy and no shutdown path (tests, tools).
 pub fn start(ctx: RoleCtx, body: Arc<dyn RoleLoop>) -> RoleHandle {

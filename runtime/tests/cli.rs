@@ -108,6 +108,31 @@ fn up_serves_metrics_tails_and_stops_cleanly_on_sigterm() {
         "{text}"
     );
 
+    // Every role instance heartbeats (signed, every 5 s), with the work it holds.
+    let beats = grail()
+        .args(["tail", "grail.heartbeat.>", "--limit", "24", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(beats.stdout).unwrap();
+    let roles: std::collections::BTreeSet<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["message"]["verified"] == true)
+        .filter_map(|l| l["message"]["payload"]["role"].as_str().map(str::to_string))
+        .collect();
+    for role in ["clock", "miner", "verifier", "trainer", "publisher", "scorer"] {
+        assert!(roles.contains(role), "no heartbeat from {role}: {text}");
+    }
+    let body = http_get(&metrics, "/metrics");
+    for series in [
+        "grail_consumer_pending{consumer=\"verifiers\",stream=\"GRAIL_ROLLOUTS\"}",
+        "grail_in_flight{instance=\"verifier-0\",role=\"verifier\"}",
+        "grail_publish_seconds_bucket{kind=\"group_verdict\"",
+    ] {
+        assert!(body.contains(series), "/metrics lacks {series}");
+    }
+
     let nats_pid: u32 = std::fs::read_dir(dir.path().join("run/nats/ports"))
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())

@@ -21,8 +21,7 @@ use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use messages::subjects as subj;
 use messages::{
-    CheckpointAnnounce, CheckpointCandidate, CheckpointKind, Hash32, Heartbeat, SamplingSpec,
-    WIRE_VERSION,
+    CheckpointAnnounce, CheckpointCandidate, CheckpointKind, Hash32, SamplingSpec, WIRE_VERSION,
 };
 use policy::checkpoint::{digest, to_safetensors_bytes, WeightSet};
 use policy::delta::encode_delta;
@@ -117,37 +116,15 @@ impl Publisher {
     }
 }
 
-async fn heartbeat(ctx: RoleCtx, status: &'static str) -> anyhow::Result<()> {
-    loop {
-        let beat = Heartbeat {
-            version: WIRE_VERSION,
-            role: ctx.role.to_string(),
-            instance: ctx.instance.clone(),
-            ts_ms: now_ms(),
-            status: status.into(),
-            in_flight: 0,
-        };
-        ctx.bus
-            .publish_core(
-                ctx.role,
-                subj::heartbeat(ctx.role, &ctx.instance),
-                beat,
-                &ctx.identity,
-            )
-            .await?;
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
-}
-
 impl RoleLoop for Publisher {
     fn run(&self, _shutdown: ShutdownSignal) -> RoleFuture {
         let ctx = self.ctx.clone();
         let pipeline = self.pipeline.clone();
         Box::pin(async move {
             let Some(p) = pipeline else {
-                return heartbeat(ctx, "idle").await;
+                // Nothing to publish (structural clusters): idle, heartbeating, until stopped.
+                return futures::future::pending().await;
             };
-            let _beats = OwnedTask::spawn(heartbeat(ctx.clone(), "publishing"));
             run_pipeline(&ctx, &p).await
         })
     }
@@ -167,6 +144,11 @@ async fn run_pipeline(ctx: &RoleCtx, p: &Pipeline) -> anyhow::Result<()> {
             publish_genesis(ctx, p).await?;
         }
         let consumer = candidate_consumer(&ctx.bus.js, p.cfg.ack_wait).await?;
+        let _lag = OwnedTask::spawn(crate::heartbeat::consumer_gauges(
+            ctx.clone(),
+            consumer.clone(),
+            Duration::from_secs(5),
+        ));
         let mut candidates = consumer
             .messages()
             .await

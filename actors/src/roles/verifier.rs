@@ -104,6 +104,11 @@ impl RoleLoop for Verifier {
                 .as_ref()
                 .map(|b| b.spawn_follower(ctx.bus.clone(), "verifier"));
             let consumer = verifier_consumer(&ctx.bus.js, cfg.ack_wait).await?;
+            let _lag = OwnedTask::spawn(crate::heartbeat::consumer_gauges(
+                ctx.clone(),
+                consumer.clone(),
+                Duration::from_secs(5),
+            ));
             let messages = consumer
                 .stream()
                 .max_messages_per_batch(cfg.concurrency.max(1))
@@ -249,7 +254,8 @@ async fn handle(h: Handling<'_>, msg: jetstream::Message) {
         }
     };
     // Waiting for the close (and the checkpoint) ends here; the verification itself starts.
-    m.verify_wait_seconds.observe(started.elapsed().as_secs_f64());
+    m.verify_wait_seconds
+        .observe(started.elapsed().as_secs_f64());
     let working = Instant::now();
     let job = checkpoint.map(|checkpoint| VerifyJob {
         group,
