@@ -47,8 +47,8 @@ struct Lease {
     until_ms: u64,
 }
 
-/// How many windows back a new leader publishes what its predecessor left out.
-pub const MAX_CATCH_UP: u64 = 16;
+pub use super::clock_schedule::MAX_CATCH_UP;
+use super::clock_schedule::{ClockState, Phase};
 
 pub struct Clock {
     ctx: RoleCtx,
@@ -197,59 +197,47 @@ impl RoleLoop for Clock {
                 })?;
             let anchor = Hash32::from(chain.anchor());
             let info = chain_info(&store, &cfg, anchor).await?;
-            let mut published_open = 0u64;
-            let mut published_close = 0u64;
-            let mut leading = false;
+            let mut state = ClockState::default();
             loop {
                 let lead = hold_lease(&store, &holder, cfg.lease_ttl_ms).await;
-                if lead && !leading {
+                if lead && !state.leading {
                     // Resume from what the stream holds, not from what this clock published
                     // before (another clock may have led since).
                     match (
                         last_published(&ctx, "open", &info).await,
                         last_published(&ctx, "close", &info).await,
                     ) {
-                        (Ok(open), Ok(close)) => (published_open, published_close) = (open, close),
+                        (Ok(open), Ok(close)) => state.take_over(open, close),
                         (Err(e), _) | (_, Err(e)) => {
                             tracing::warn!(error = %format!("{e:#}"), "cannot read the clock stream; not leading this tick");
                             tokio::time::sleep(Duration::from_millis(cfg.tick_ms)).await;
                             continue;
                         }
                     }
+                    tracing::info!(instance = %ctx.instance, open = state.published_open, close = state.published_close, "clock took the lead");
+                } else if !lead && state.leading {
+                    state.step_down();
+                    tracing::info!(instance = %ctx.instance, "clock lost the lead");
                 }
-                if lead != leading {
-                    tracing::info!(instance = %ctx.instance, lead, published_open, published_close, "clock leadership changed");
-                    leading = lead;
-                }
-                if lead {
-                    let now = now_ms();
-                    let window = info.window_at(now);
-                    anyhow::ensure!(
-                        window < info.chain_len,
-                        "hash chain exhausted at window {window}: start a new deployment with a fresh seed"
-                    );
+                let now = now_ms();
+                if state.leading {
                     ctx.metrics()
                         .window
                         .with_label_values(&["clock"])
-                        .set(window as i64);
-                    let oldest = window.saturating_sub(MAX_CATCH_UP);
-                    for w in published_open.max(oldest).saturating_add(1)..=window {
-                        publish_open(&ctx, &chain, &info, w).await?;
-                        published_open = w;
-                    }
-                    // A window's close is due once its deadline passed (catching up on any
-                    // earlier window left unclosed).
-                    for w in published_close.max(oldest).saturating_add(1)..=window {
-                        if now < info.deadline_ms(w) {
-                            break;
+                        .set(info.window_at(now) as i64);
+                }
+                for phase in state.due(now, &info)? {
+                    match phase {
+                        Phase::Open(w) => publish_open(&ctx, &chain, &info, w).await?,
+                        Phase::Close(w) => {
+                            publish_close(&ctx, &chain, &info, w).await?;
+                            ctx.metrics()
+                                .window_phase_seconds
+                                .with_label_values(&["submission"])
+                                .observe(info.submit_ms as f64 / 1000.0);
                         }
-                        publish_close(&ctx, &chain, &info, w).await?;
-                        ctx.metrics()
-                            .window_phase_seconds
-                            .with_label_values(&["submission"])
-                            .observe(info.submit_ms as f64 / 1000.0);
-                        published_close = w;
                     }
+                    state.published(phase);
                 }
                 tokio::time::sleep(Duration::from_millis(cfg.tick_ms)).await;
             }

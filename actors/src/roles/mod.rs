@@ -2,6 +2,7 @@
 //! a [`crate::role::RoleLoop`] that the supervisor runs.
 
 pub mod clock;
+pub mod clock_schedule;
 pub mod evaluator;
 pub mod miner;
 pub mod publisher;
