@@ -810,7 +810,11 @@ mod tests {
             assert_eq!(m.miner_label(&a), a);
         }
         assert_eq!(m.miner_label("one-too-many"), "other");
-        assert_eq!(m.miner_label("miner3"), "miner3", "known miners keep their label");
+        assert_eq!(
+            m.miner_label("miner3"),
+            "miner3",
+            "known miners keep their label"
+        );
     }
 
     #[test]

@@ -192,9 +192,8 @@ async fn evaluate_and_publish(
         }
     })?;
     let started = Instant::now();
-    let _working = crate::metrics::InFlight::enter(
-        m.in_flight.with_label_values(&[ctx.role, &ctx.instance]),
-    );
+    let _working =
+        crate::metrics::InFlight::enter(m.in_flight.with_label_values(&[ctx.role, &ctx.instance]));
     let digest = checkpoint.digest;
     let evaluation = pool
         .run(checkpoint)

@@ -10,3 +10,4 @@ pub mod scorer;
 pub mod trainer;
 pub mod trainer_batch;
 pub mod verifier;
+pub mod verifier_disposition;

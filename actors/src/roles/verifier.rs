@@ -17,6 +17,9 @@ use crate::bus::{server_timestamp_ms, MsgMeta};
 use crate::checkpoints::{CheckpointBook, CheckpointStatus};
 use crate::metrics::InFlight;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
+use crate::roles::verifier_disposition::{
+    while_waiting_for_close, with_checkpoint, CheckpointView, Disposition, WhileWaiting,
+};
 use crate::shutdown::ShutdownSignal;
 use crate::task::OwnedTask;
 use crate::windows::{follow_clock, WindowBook};
@@ -57,9 +60,6 @@ impl Verifier {
         self
     }
 }
-
-/// Deliveries after which a group whose checkpoint cannot be loaded is rejected explicitly.
-const UNAVAILABLE_DELIVERIES: i64 = 3;
 
 /// The shared durable consumer every verifier pulls from.
 pub async fn verifier_consumer(
@@ -212,14 +212,23 @@ async fn handle(h: Handling<'_>, msg: jetstream::Message) {
     let server_ts_ms = server_timestamp_ms(&msg).unwrap_or(0);
     // The close randomness is revealed after the deadline; keep the group in progress until then.
     let close = loop {
-        if let Some(c) = book.get(window).close {
-            break c;
+        let close = book.get(window).close;
+        let waited = started.elapsed();
+        match while_waiting_for_close(
+            close.is_some(),
+            waited,
+            cfg.ack_wait,
+            shutdown.is_requested(),
+        ) {
+            WhileWaiting::Proceed => break close.expect("known"),
+            WhileWaiting::HandBack(after) => {
+                return settle(&msg, AckKind::Nak(Some(after))).await;
+            }
+            WhileWaiting::KeepWaiting => {
+                let _ = msg.ack_with(AckKind::Progress).await;
+                book.changed(Duration::from_millis(500)).await;
+            }
         }
-        if started.elapsed() > cfg.ack_wait / 2 || shutdown.is_requested() {
-            return settle(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
-        }
-        let _ = msg.ack_with(AckKind::Progress).await;
-        book.changed(Duration::from_millis(500)).await;
     };
     let Some(open) = book.get(window).open else {
         // A window we never saw opened (e.g. retention passed): nothing to check against.
@@ -230,17 +239,23 @@ async fn handle(h: Handling<'_>, msg: jetstream::Message) {
     // Claimed here, checked by the re-scoring (a wrong `success` flag rejects the group).
     let success_rollouts = group.rollouts.iter().filter(|r| r.success).count() as u32;
     let deadline_ms = open.deadline_ms;
-    let checkpoint = match checkpoints.map(|b| b.status_for_window(window)) {
-        None => Ok(None),
-        Some(CheckpointStatus::Ready(c)) => Ok(Some(c)),
+    let status = checkpoints.map(|b| b.status_for_window(window));
+    let view = match &status {
+        None => CheckpointView::NotUsed,
+        Some(CheckpointStatus::Ready(_)) => CheckpointView::Ready,
         Some(CheckpointStatus::Syncing | CheckpointStatus::Loading { .. }) => {
-            return settle(&msg, AckKind::Nak(Some(Duration::from_secs(2)))).await;
+            CheckpointView::Pending
         }
-        Some(status) => {
-            let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-            if delivered < UNAVAILABLE_DELIVERIES {
-                return settle(&msg, AckKind::Nak(Some(Duration::from_secs(2)))).await;
-            }
+        Some(_) => CheckpointView::Unavailable,
+    };
+    let delivered = msg.info().map_or(1, |i| i.delivered.max(0) as u64);
+    let checkpoint = match with_checkpoint(view, delivered) {
+        Disposition::HandBack(after) => return settle(&msg, AckKind::Nak(Some(after))).await,
+        Disposition::Verify => Ok(match status {
+            Some(CheckpointStatus::Ready(c)) => Some(c),
+            _ => None,
+        }),
+        Disposition::RejectUnavailable => {
             tracing::warn!(
                 window,
                 miner,
