@@ -255,25 +255,17 @@ impl Trust {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use messages::manifest::{NetworkLimits, RoleKeys};
+    use messages::manifest::RoleKeys;
     use messages::{Hash32, Identity, WindowOpen, WIRE_VERSION};
 
     fn manifest(owner: &Identity, clock: &Identity, seq: u64) -> NetworkManifest {
+        let roles = RoleKeys {
+            clock: vec![clock.address().into()],
+            ..Default::default()
+        };
         NetworkManifest {
-            version: WIRE_VERSION,
-            network_id: "t".into(),
             seq,
-            owner: owner.address().into(),
-            created_at_ms: 0,
-            roles: RoleKeys {
-                clock: vec![clock.address().into()],
-                ..Default::default()
-            },
-            model: None,
-            env: None,
-            sampling: Default::default(),
-            schedule: None,
-            limits: NetworkLimits::default(),
+            ..NetworkManifest::with_roles("t", owner.address(), roles)
         }
     }
 

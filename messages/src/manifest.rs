@@ -225,6 +225,24 @@ pub enum ManifestError {
 pub const MAX_NETWORK_ID_LEN: usize = 64;
 
 impl NetworkManifest {
+    /// A manifest of `network_id` by `owner` granting `roles`, with no model, environment
+    /// or schedule pinned and default limits (seq 1): what tools and tests start from.
+    pub fn with_roles(network_id: &str, owner: &str, roles: RoleKeys) -> Self {
+        Self {
+            version: crate::WIRE_VERSION,
+            network_id: network_id.to_string(),
+            seq: 1,
+            owner: owner.to_string(),
+            created_at_ms: 0,
+            roles,
+            model: None,
+            env: None,
+            sampling: SamplingSpec::default(),
+            schedule: None,
+            limits: NetworkLimits::default(),
+        }
+    }
+
     /// Structural checks: every key a valid SS58 address, sane schedule and limits.
     pub fn validate(&self) -> Result<(), ManifestError> {
         let bad = |field: &str, detail: String| ManifestError::Invalid {

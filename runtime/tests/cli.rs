@@ -2,35 +2,14 @@
 //! nats-server, /metrics served, `grail tail` decoding live messages, and a clean SIGTERM
 //! shutdown that leaves no nats-server behind.
 
-use std::io::{BufRead, BufReader, Read};
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn grail() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_grail"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
+use common::{free_port, grail, http_get, model_cluster_toml};
 
 #[test]
 fn up_serves_metrics_tails_and_stops_cleanly_on_sigterm() {
@@ -121,7 +100,14 @@ fn up_serves_metrics_tails_and_stops_cleanly_on_sigterm() {
         .filter(|l| l["message"]["verified"] == true)
         .filter_map(|l| l["message"]["payload"]["role"].as_str().map(str::to_string))
         .collect();
-    for role in ["clock", "miner", "verifier", "trainer", "publisher", "scorer"] {
+    for role in [
+        "clock",
+        "miner",
+        "verifier",
+        "trainer",
+        "publisher",
+        "scorer",
+    ] {
         assert!(roles.contains(role), "no heartbeat from {role}: {text}");
     }
     let body = http_get(&metrics, "/metrics");
@@ -229,14 +215,7 @@ fn keys_new_show_and_import() {
 fn up_runs_the_model_loop_with_checkpoint_hand_over() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cluster.toml");
-    std::fs::write(
-        &config,
-        "[window]\nlength_secs = 3.0\nsubmit_fraction = 0.6\nchain_length = 1000\n\
-         [metrics]\nlisten = \"\"\n[compute]\nkind = \"model\"\n[sampling]\nmax_new_tokens = 6\n\
-         [trainer]\nlr = 0.003\nweight_decay = 0.0\nkl_coef = 0.0\nentropy_coef = 0.0\n\
-         [checkpoints]\nanchor_every = 3\n",
-    )
-    .unwrap();
+    std::fs::write(&config, model_cluster_toml(3, "")).unwrap();
     let out = grail()
         .args(["up", "--windows", "5", "--config"])
         .arg(&config)

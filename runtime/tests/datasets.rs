@@ -5,11 +5,12 @@
 //! on an eval split are refused; repository configs keep their paths inside the repository.
 //! Needs the datasets (../shared/datasets or $GRAIL_DATASETS): fails without.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -17,18 +18,7 @@ use grail_runtime::config::ClusterConfig;
 use grail_runtime::datasets::{self, Outcome, Source};
 use tokio_rustls::rustls;
 
-/// The datasets root (`$GRAIL_DATASETS`, else `shared/datasets` beside a folder above the repo).
-fn shared_datasets() -> PathBuf {
-    if let Some(dir) = std::env::var_os("GRAIL_DATASETS") {
-        return PathBuf::from(dir);
-    }
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    repo.ancestors()
-        .skip(1)
-        .map(|a| a.join("shared/datasets"))
-        .find(|d| d.join("gsm8k/test.jsonl").is_file())
-        .expect("gsm8k/test.jsonl not found: put the datasets in ../shared/datasets or set GRAIL_DATASETS")
-}
+use common::{grail, shared_datasets};
 
 /// A tiny HTTP/1.1 file server: `GET /files/<path>` answers the bytes, `GET /moved/<path>`
 /// redirects there (302), anything else 404. Counts the requests it answers. With `tls`, it
@@ -215,10 +205,6 @@ fn a_tampered_download_is_refused_and_never_written() {
         error.contains("404") && error.contains("/nothing/math/test.jsonl"),
         "{error}"
     );
-}
-
-fn grail() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_grail"))
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! `grail eval` as a user runs it: the tiny model on arith's eval split, JSON fields, the table,
 //! determinism (two runs print identical JSON), and errors that name the flag at fault.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::{Command, Output};
 
 fn grail_eval(args: &[&str]) -> Output {
@@ -153,18 +154,7 @@ fn errors_name_the_flag_at_fault() {
     }
 }
 
-/// The datasets root (`$GRAIL_DATASETS`, else `shared/datasets` beside a folder above the repo).
-fn datasets() -> PathBuf {
-    if let Some(dir) = std::env::var_os("GRAIL_DATASETS") {
-        return PathBuf::from(dir);
-    }
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    repo.ancestors()
-        .skip(1)
-        .map(|a| a.join("shared/datasets"))
-        .find(|d| d.join("gsm8k/test.jsonl").is_file())
-        .expect("gsm8k/test.jsonl not found: put the datasets in ../shared/datasets or set GRAIL_DATASETS")
-}
+use common::shared_datasets as datasets;
 
 #[test]
 fn gsm8k_eval_reads_the_test_split() {

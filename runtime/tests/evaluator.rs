@@ -3,15 +3,15 @@
 //! prints them, and `grail eval --checkpoint SEQ` — fetching and verifying the published
 //! checkpoint as a miner does — reproduces the report's numbers exactly.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-fn grail() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_grail"))
-}
+use common::{grail, model_cluster_toml};
 
 /// `grail up` in the background, its stdout lines on a channel; killed on drop.
 struct Up {
@@ -83,15 +83,14 @@ fn evaluator_reports_are_signed_shown_and_reproducible_from_the_published_checkp
     let config = dir.path().join("cluster.toml");
     std::fs::write(
         &config,
-        "[window]\nlength_secs = 3.0\nsubmit_fraction = 0.6\nchain_length = 1000\n\
-         [metrics]\nlisten = \"\"\n[compute]\nkind = \"model\"\n[sampling]\nmax_new_tokens = 6\n\
-         [trainer]\nlr = 0.003\nweight_decay = 0.0\nkl_coef = 0.0\nentropy_coef = 0.0\n\
-         [checkpoints]\nanchor_every = 2\n\
-         [roles.clock]\ninstances = 1\n[roles.miner]\ninstances = 1\n\
+        model_cluster_toml(
+            2,
+            "[roles.clock]\ninstances = 1\n[roles.miner]\ninstances = 1\n\
          [roles.verifier]\ninstances = 1\n[roles.trainer]\ninstances = 1\n\
          [roles.publisher]\ninstances = 1\n[roles.scorer]\ninstances = 1\n\
          [roles.evaluator]\ninstances = 1\n\
          [evaluator]\nproblems = 6\nsamples = 2\nseed = 5\n",
+        ),
     )
     .unwrap();
     let mut up = Up::start(&config);

@@ -2,6 +2,8 @@
 //! with only the URL, a fresh hotkey file and the owner's address, and earns weight; a miner
 //! pinning the wrong owner is refused before it mines anything.
 
+mod common;
+
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -14,13 +16,7 @@ fn grail() -> Command {
     c
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::free_port;
 
 fn metrics(addr: &str) -> String {
     use std::io::Write;

@@ -3,6 +3,8 @@
 //! the KV lease and windows keep opening and closing on the same hash chain, no window number
 //! skipped, none opened twice with different randomness, none left unclosed.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -56,13 +58,7 @@ impl Drop for Grail {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::free_port;
 
 /// A clock-only config; `name` only changes the /metrics port (two processes on one host).
 fn write_config(dir: &Path, name: &str, url: &str) -> PathBuf {

@@ -366,7 +366,7 @@ mod tests {
     /// or inflated ones never count as the network's held-out score.
     #[test]
     fn forged_and_inflated_reports_are_refused() {
-        use messages::manifest::{NetworkLimits, RoleKeys};
+        use messages::manifest::RoleKeys;
         use messages::{Envelope, Identity, NetworkManifest};
         let (owner, evaluator, forger) = (
             Identity::generate(),
@@ -374,23 +374,12 @@ mod tests {
             Identity::generate(),
         );
         let trust = crate::trust::Trust::default();
+        let roles = RoleKeys {
+            evaluator: vec![evaluator.address().into()],
+            ..Default::default()
+        };
         trust
-            .install(NetworkManifest {
-                version: WIRE_VERSION,
-                network_id: "t".into(),
-                seq: 1,
-                owner: owner.address().into(),
-                created_at_ms: 0,
-                roles: RoleKeys {
-                    evaluator: vec![evaluator.address().into()],
-                    ..Default::default()
-                },
-                model: None,
-                env: None,
-                sampling: Default::default(),
-                schedule: None,
-                limits: NetworkLimits::default(),
-            })
+            .install(NetworkManifest::with_roles("t", owner.address(), roles))
             .unwrap();
         let report = |by: &Identity, successes: u32| EvalReport {
             version: WIRE_VERSION,
