@@ -114,6 +114,9 @@ pub struct NatsSection {
     /// Miners log in with their hotkey even without a `credentials_dir` (an outside miner on
     /// someone else's authenticated network; `grail miner --network` sets it).
     pub hotkey_login: bool,
+    /// Copies of every stream, KV bucket and the object store (1, or 3/5 on a NATS cluster
+    /// of at least that many JetStream nodes); `grail streams` migrates existing ones.
+    pub replicas: usize,
 }
 
 impl Default for NatsSection {
@@ -127,6 +130,7 @@ impl Default for NatsSection {
             credentials_dir: None,
             max_new_miners_per_minute: 60,
             hotkey_login: false,
+            replicas: 1,
         }
     }
 }
@@ -388,6 +392,13 @@ impl ClusterConfig {
                 "nats.storage",
                 format!("is {:?}", self.nats.storage),
                 "use \"file\" (survives restarts) or \"memory\"",
+            ));
+        }
+        if !(1..=5).contains(&self.nats.replicas) {
+            return Err(self.invalid(
+                "nats.replicas",
+                format!("is {}", self.nats.replicas),
+                "use 1 (one server), or 3 (or 5) on a NATS cluster of at least that many JetStream nodes",
             ));
         }
         if let Some(url) = &self.nats.url {

@@ -17,6 +17,35 @@ pub enum TopologyError {
         name: String,
         detail: String,
     },
+    #[error("nats.replicas = {replicas} but {why}: {what} {name} cannot be kept in {replicas} copies (fix: set `[nats] replicas = 1` for a single server, or run a NATS cluster of at least {replicas} JetStream nodes, e.g. from `grail nats-config --cluster-routes ...`)")]
+    Replicas {
+        replicas: usize,
+        why: String,
+        what: &'static str,
+        name: String,
+    },
+}
+
+impl TopologyError {
+    /// A creation error seen with `replicas` > 1: the server's "insufficient resources" or
+    /// "replicas > 1 not supported" means the cluster is too small for the key.
+    fn create(replicas: usize, what: &'static str, name: &str, detail: String) -> Self {
+        let lower = detail.to_lowercase();
+        if replicas > 1 && (lower.contains("insufficient resources") || lower.contains("replicas"))
+        {
+            return Self::Replicas {
+                replicas,
+                why: format!("the server refused: {detail}"),
+                what,
+                name: name.to_string(),
+            };
+        }
+        Self::Create {
+            what,
+            name: name.to_string(),
+            detail,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -28,6 +57,8 @@ pub struct TopologyConfig {
     /// messages per `grail.rollout.<window>.<miner>` and refuses the rest (a per-key quota
     /// the server enforces before any role sees the flood).
     pub max_groups_per_window: u32,
+    /// Copies of every stream, KV bucket and the object store (`[nats] replicas`).
+    pub replicas: usize,
 }
 
 impl TopologyConfig {
@@ -38,6 +69,7 @@ impl TopologyConfig {
             memory: cfg.nats.storage == "memory",
             retention: Duration::from_secs(cfg.nats.retention_hours * 3600),
             max_groups_per_window: cfg.network.max_groups_per_window,
+            replicas: cfg.nats.replicas,
         }
     }
 }
@@ -50,6 +82,7 @@ impl Default for TopologyConfig {
             retention: Duration::from_secs(24 * 3600),
             max_groups_per_window: messages::manifest::NetworkLimits::default()
                 .max_groups_per_window,
+            replicas: 1,
         }
     }
 }
@@ -123,6 +156,18 @@ pub async fn ensure(
             wanted: cfg.max_message_bytes,
         });
     }
+    let replicas = cfg.replicas.max(1);
+    if replicas > 1 && client.server_info().cluster.is_none() {
+        return Err(TopologyError::Replicas {
+            replicas,
+            why: format!(
+                "the server at {} is not part of a cluster",
+                client.server_info().host
+            ),
+            what: "stream",
+            name: STREAMS[0].0.to_string(),
+        });
+    }
     let storage = if cfg.memory {
         stream::StorageType::Memory
     } else {
@@ -156,6 +201,7 @@ pub async fn ensure(
             // budget up front, so 5 x 8 GiB refused to start on hosts with < ~54 GB free.
             // Retention is by age (max_age); the server's own store limit still applies.
             max_bytes: -1,
+            num_replicas: replicas,
             ..Default::default()
         };
         let config = if name == subj::STREAM_ROLLOUTS {
@@ -171,14 +217,10 @@ pub async fn ensure(
         let info = js
             .create_or_update_stream(config)
             .await
-            .map_err(|e| TopologyError::Create {
-                what: "stream",
-                name: name.to_string(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| TopologyError::create(replicas, "stream", name, e.to_string()))?;
         lines.push(format!(
-            "stream {name:<18} subjects {subjects:<20} messages {:>8} bytes {:>12}",
-            info.state.messages, info.state.bytes
+            "stream {name:<18} subjects {subjects:<20} messages {:>8} bytes {:>12} replicas {}",
+            info.state.messages, info.state.bytes, info.config.num_replicas
         ));
     }
     for (bucket, history) in [(subj::KV_CLOCK, 5), (subj::KV_STATE, 10)] {
@@ -186,31 +228,43 @@ pub async fn ensure(
             bucket: bucket.to_string(),
             history,
             storage,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await
-        .map_err(|e| TopologyError::Create {
-            what: "kv bucket",
-            name: bucket.to_string(),
-            detail: e.to_string(),
-        })?;
-        lines.push(format!("kv     {bucket}"));
+        .map_err(|e| TopologyError::create(replicas, "kv bucket", bucket, e.to_string()))?;
+        lines.push(format!("kv     {bucket} replicas {replicas}"));
     }
     let objects = subj::OBJECTS_CHECKPOINTS;
     if js.get_object_store(objects).await.is_err() {
         js.create_object_store(object_store::Config {
             bucket: objects.to_string(),
             storage,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await
-        .map_err(|e| TopologyError::Create {
-            what: "object store",
-            name: objects.to_string(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| TopologyError::create(replicas, "object store", objects, e.to_string()))?;
     }
-    lines.push(format!("object {objects}"));
+    // An existing bucket keeps its config: migrate its backing stream's replica count.
+    let backing = format!("OBJ_{objects}");
+    let mut stream = js
+        .get_stream(&backing)
+        .await
+        .map_err(|e| TopologyError::create(replicas, "object store", objects, e.to_string()))?;
+    let mut config = stream
+        .info()
+        .await
+        .map_err(|e| TopologyError::create(replicas, "object store", objects, e.to_string()))?
+        .config
+        .clone();
+    if config.num_replicas != replicas {
+        config.num_replicas = replicas;
+        js.update_stream(config)
+            .await
+            .map_err(|e| TopologyError::create(replicas, "object store", objects, e.to_string()))?;
+    }
+    lines.push(format!("object {objects} replicas {replicas}"));
     Ok(TopologyReport {
         server_max_payload: server,
         lines,
