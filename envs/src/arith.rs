@@ -1,9 +1,11 @@
 //! `arith`: a toy task a tiny randomly initialised byte-level model learns from scratch with GRPO.
 //!
 //! Problems are `7+5=` (mode `add`, operands in `0..=max_operand`) or `copy 4821=` (mode
-//! `copy`, `digits` random digits); the answer is the digit string (`12`, `4821`). There is no
-//! system prompt and the user message is the bare problem, so the prompt stays a handful of
-//! bytes.
+//! `copy`, `digits` random digits); the answer is the digit string (`12`, `4821`). By default
+//! there is no system prompt and the user message is the bare problem, so the prompt stays a
+//! handful of bytes for the tiny byte-level model. A pretrained instruct model answers a bare
+//! `37+45=` in prose; for it, `instruction` is appended to the user message on its own line
+//! (e.g. "Answer with only the number.") and `system` adds a system message.
 //!
 //! # Why early policies see reward variance
 //! GRPO learns only from reward differences *within* a group of 16 completions of one prompt. A
@@ -60,17 +62,30 @@ pub enum ArithMode {
 #[derive(Debug, Clone)]
 pub struct ArithEnv {
     mode: ArithMode,
+    /// Appended to the user message on a new line when non-empty.
+    instruction: String,
+    /// A system message when non-empty (else the model's template default, if any).
+    system: String,
 }
 
 impl ArithEnv {
     pub fn new(mode: ArithMode) -> ArithEnv {
-        ArithEnv { mode }
+        ArithEnv {
+            mode,
+            instruction: String::new(),
+            system: String::new(),
+        }
     }
 
     /// Parameters: `mode` (`"add"` default, or `"copy"`), `max_operand` (add; default 9, 1..=10^9),
-    /// `digits` (copy; default 3, 1..=12).
+    /// `digits` (copy; default 3, 1..=12), `instruction` and `system` (default empty, at most
+    /// 1000 characters each; see the module docs).
     pub fn from_params(params: &Map<String, Value>) -> Result<ArithEnv, EnvError> {
-        let params = Params::new("arith", params, &["mode", "max_operand", "digits"])?;
+        let params = Params::new(
+            "arith",
+            params,
+            &["mode", "max_operand", "digits", "instruction", "system"],
+        )?;
         let mode = match params.choice("mode", "add", &["add", "copy"])?.as_str() {
             "copy" => ArithMode::Copy {
                 digits: params.u64_in("digits", 3, 1, 12)? as usize,
@@ -79,7 +94,11 @@ impl ArithEnv {
                 max_operand: params.u64_in("max_operand", 9, 1, 1_000_000_000)?,
             },
         };
-        Ok(ArithEnv { mode })
+        Ok(ArithEnv {
+            mode,
+            instruction: params.string("instruction", "", 1000)?,
+            system: params.string("system", "", 1000)?,
+        })
     }
 
     pub fn mode(&self) -> ArithMode {
@@ -150,10 +169,19 @@ impl ArithEnv {
                 )
             }
         };
+        let mut messages = Vec::new();
+        if !self.system.is_empty() {
+            messages.push(ChatMessage::system(self.system.clone()));
+        }
+        messages.push(ChatMessage::user(if self.instruction.is_empty() {
+            prompt
+        } else {
+            format!("{prompt}\n{}", self.instruction)
+        }));
         Problem {
             env: "arith".to_string(),
             id,
-            messages: vec![ChatMessage::user(prompt)],
+            messages,
             target: json!({ "answer": answer }),
         }
     }
@@ -244,6 +272,36 @@ mod tests {
         assert!(!close.success);
         let long = score_digits("12", "12345678");
         assert!(long.total < full.total && !long.success);
+    }
+
+    #[test]
+    fn instruction_and_system_shape_the_messages_only() {
+        let plain = ArithEnv::from_params(&Map::new()).unwrap();
+        let params = json!({"max_operand": 99, "instruction": "Answer with only the number.",
+                            "system": "You are a calculator."});
+        let instructed = ArithEnv::from_params(params.as_object().unwrap()).unwrap();
+        let bare = plain.problem(3);
+        assert_eq!(bare.messages.len(), 1, "default: the bare problem only");
+        let problem = instructed.problem(3);
+        assert_eq!(
+            problem.messages[0],
+            ChatMessage::system("You are a calculator.")
+        );
+        let user = &problem.messages[1];
+        assert_eq!(user.role, "user");
+        let (question, instruction) = user.content.split_once('\n').unwrap();
+        assert!(
+            question.ends_with('=') && question.contains('+'),
+            "{question}"
+        );
+        assert_eq!(instruction, "Answer with only the number.");
+        let answer = problem.target["answer"].as_str().unwrap();
+        assert!(instructed.score(&problem, answer).success);
+        let too_long = json!({"instruction": "x".repeat(1001)});
+        let err = ArithEnv::from_params(too_long.as_object().unwrap()).unwrap_err();
+        assert!(err.to_string().contains("instruction"), "{err}");
+        let not_text = json!({"system": 3});
+        assert!(ArithEnv::from_params(not_text.as_object().unwrap()).is_err());
     }
 
     #[test]

@@ -100,4 +100,25 @@ impl<'a> Params<'a> {
             )),
         }
     }
+
+    /// A string parameter of at most `max_chars` characters; `default` when absent.
+    pub(crate) fn string(
+        &self,
+        key: &str,
+        default: &str,
+        max_chars: usize,
+    ) -> Result<String, EnvError> {
+        match self.map.get(key) {
+            None => Ok(default.to_string()),
+            Some(Value::String(text)) if text.chars().count() <= max_chars => Ok(text.clone()),
+            Some(Value::String(text)) => Err(self.bad(
+                key,
+                format!(
+                    "must be at most {max_chars} characters, got {}",
+                    text.chars().count()
+                ),
+            )),
+            Some(value) => Err(self.bad(key, format!("must be a string, got {value}"))),
+        }
+    }
 }
