@@ -8,6 +8,7 @@ pub mod config;
 pub mod delta;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod generate;
 pub mod gguf;
 pub mod grpo;
