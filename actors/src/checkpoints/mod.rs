@@ -8,7 +8,7 @@
 //! ```
 //!
 //! * [`store`]: the [`CheckpointStore`] of named blobs (NATS object store, local directory;
-//!   S3 plugs in behind the same trait).
+//!   [`s3`]: an S3-compatible bucket, content-addressed).
 //! * [`book`]: the [`CheckpointBook`] every consuming role follows: trusted announcements only,
 //!   object digest, reconstruction (full, or anchor + delta chain), weight digest, a small cache
 //!   of shared weight sets, and the answer to "which checkpoint governs window `w`?".
@@ -35,10 +35,12 @@
 pub mod active;
 pub mod book;
 pub mod load;
+pub mod s3;
 pub mod store;
 
 pub use active::{ActiveCheckpoint, SharedWeights};
 pub use book::{BookConfig, CheckpointBook, CheckpointStatus, Follower};
+pub use s3::{S3Config, S3Store};
 pub use store::{
     get_bytes, object_digest, put_bytes, CheckpointStore, LocalDirStore, NatsObjectStore,
     ObjectReader, StoreError, StoredObject,

@@ -188,7 +188,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for HashingReader<R> {
 }
 
 /// Names become file names and NATS subjects tokens: keep them to a safe alphabet.
-fn check_name(name: &str) -> Result<(), StoreError> {
+pub(crate) fn check_name(name: &str) -> Result<(), StoreError> {
     let bad = |detail| StoreError::BadName {
         name: name.chars().take(80).collect(),
         detail,
