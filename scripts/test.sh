@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: installs nats-server if absent, then runs every crate's tests
+# The whole test suite: installs nats-server and Prometheus if absent, then runs every crate's tests
 # (dependencies are built optimised, see [profile.dev.package."*"] in Cargo.toml).
 # Dataset-backed tests read ../shared/datasets beside the repository (or $GRAIL_DATASETS);
 # they fail, not skip, when the data is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-nats.sh >/dev/null
+scripts/install-prometheus.sh >/dev/null
 if [ -z "${GRAIL_DATASETS:-}" ]; then
     for d in ../shared/datasets /work/shared/datasets; do
         if [ -d "$d" ]; then
