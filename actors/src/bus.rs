@@ -17,40 +17,71 @@ use crate::bus_auth::Credentials;
 use crate::metrics::Metrics;
 use crate::trust::{Refusal, Trust};
 
+/// Failures at the NATS edge; each keeps the client's own typed error as its source.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
-    #[error("cannot connect to NATS at {url}: {detail} (is nats-server running? `grail up` starts one when cluster.toml has no [nats] url)")]
-    Connect { url: String, detail: String },
-    #[error("publishing to {subject} was not acknowledged within {waited:?}: {detail}")]
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Credentials {
+        url: String,
+        #[source]
+        source: crate::bus_auth::CredentialsError,
+    },
+    #[error("cannot connect to NATS at {url}: {source} (is nats-server running? `grail up` starts one when cluster.toml has no [nats] url)")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("publishing to {subject} was not acknowledged within {waited:?}: {source}")]
     NotAcked {
         subject: String,
         waited: Duration,
-        detail: String,
+        #[source]
+        source: Unacked,
     },
-    #[error("publishing to {subject} failed: {detail}")]
-    Publish { subject: String, detail: String },
+    #[error("publishing to {subject} failed: {source}")]
+    Publish {
+        subject: String,
+        #[source]
+        source: async_nats::client::PublishError,
+    },
     /// The stream refused the message for good (e.g. this key's per-window quota of groups
     /// is used up): retrying cannot help.
-    #[error("{subject} refused the message: {detail} (the per-key quota `[network] max_groups_per_window` is used up)")]
-    Refused { subject: String, detail: String },
+    #[error("{subject} refused the message: {source} (the per-key quota `[network] max_groups_per_window` is used up)")]
+    Refused {
+        subject: String,
+        #[source]
+        source: JsPublishError,
+    },
 }
 
-/// Outcome of one publish attempt: a detail to retry on, or a refusal for good.
+type JsPublishError = jetstream::context::PublishError;
+
+/// Why the last attempt of a durable publish was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum Unacked {
+    #[error(transparent)]
+    Publish(JsPublishError),
+    #[error("no ack within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// Outcome of one publish attempt: an error to retry on, or a refusal for good.
 enum Failed {
-    Retry(String),
-    Refused(String),
+    Retry(JsPublishError),
+    Refused(JsPublishError),
 }
 
 impl Failed {
     /// The stream's per-subject limit (our quota) refuses with "store failed" (10077).
-    fn of(e: async_nats::jetstream::context::PublishError) -> Self {
+    fn of(e: JsPublishError) -> Self {
         let quota = std::error::Error::source(&e)
             .and_then(|s| s.downcast_ref::<jetstream::Error>())
             .is_some_and(|j| j.error_code() == jetstream::ErrorCode::STREAM_STORE_FAILED);
         if quota {
-            Failed::Refused(e.to_string())
+            Failed::Refused(e)
         } else {
-            Failed::Retry(e.to_string())
+            Failed::Retry(e)
         }
     }
 }
@@ -112,9 +143,9 @@ impl Bus {
         let connected = Arc::new(connected);
         let client = credentials
             .connect_options()
-            .map_err(|e| BusError::Connect {
+            .map_err(|source| BusError::Credentials {
                 url: url.to_string(),
-                detail: e.to_string(),
+                source,
             })?
             .name(name)
             .retry_on_initial_connect()
@@ -144,9 +175,9 @@ impl Bus {
             })
             .connect(url)
             .await
-            .map_err(|e| BusError::Connect {
+            .map_err(|source| BusError::Connect {
                 url: url.to_string(),
-                detail: e.to_string(),
+                source,
             })?;
         let js = jetstream::new(client.clone());
         Ok(Self {
@@ -193,6 +224,7 @@ impl Bus {
         let mut headers = Self::headers::<T>(&meta, &digest);
         let started = Instant::now();
         let mut backoff = Duration::from_millis(50);
+        const ACK_WAIT: Duration = Duration::from_secs(5);
         loop {
             let attempt = async {
                 let ack = self
@@ -202,7 +234,7 @@ impl Bus {
                     .map_err(Failed::of)?;
                 ack.await.map_err(Failed::of)
             };
-            let detail = match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            let unacked = match tokio::time::timeout(ACK_WAIT, attempt).await {
                 Ok(Ok(ack))
                     if ack.duplicate
                         && !self.stored_is_ours::<T>(&ack, &subject, identity).await =>
@@ -228,21 +260,21 @@ impl Bus {
                         .observe(started.elapsed().as_secs_f64());
                     return Ok(digest);
                 }
-                Ok(Err(Failed::Refused(detail))) => {
+                Ok(Err(Failed::Refused(source))) => {
                     self.metrics.reject(role, "quota_exceeded");
-                    return Err(BusError::Refused { subject, detail });
+                    return Err(BusError::Refused { subject, source });
                 }
-                Ok(Err(Failed::Retry(detail))) => detail,
-                Err(_) => "ack timed out after 5s".to_string(),
+                Ok(Err(Failed::Retry(e))) => Unacked::Publish(e),
+                Err(_) => Unacked::TimedOut(ACK_WAIT),
             };
             if started.elapsed() >= deadline {
                 return Err(BusError::NotAcked {
                     subject,
                     waited: started.elapsed(),
-                    detail,
+                    source: unacked,
                 });
             }
-            tracing::warn!(%subject, %detail, "publish not acked, retrying");
+            tracing::warn!(%subject, error = %unacked, "publish not acked, retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
@@ -297,10 +329,7 @@ impl Bus {
         self.client
             .publish_with_headers(subject.clone(), headers, bytes)
             .await
-            .map_err(|e| BusError::Publish {
-                subject,
-                detail: e.to_string(),
-            })?;
+            .map_err(|source| BusError::Publish { subject, source })?;
         self.metrics
             .messages_out
             .with_label_values(&[role, T::KIND])
