@@ -4,10 +4,12 @@
 //! always in byte-wise name order: this is the canonical order used by the digest, the delta
 //! codec and the safetensors header.
 
+mod cast;
 mod digest;
 mod io;
 mod raw;
 
+pub use cast::{cast_floats, committed_float_dtype};
 pub use digest::{digest, digest_hex, WeightDigest, WeightHasher, DIGEST_DOMAIN};
 pub use io::{from_safetensors_bytes, load_safetensors, save_safetensors, to_safetensors_bytes};
 pub use raw::{dtype_code, dtype_from_code, dtype_name, tensor_from_le_bytes, tensor_to_le_bytes};
