@@ -76,6 +76,22 @@ impl ModelBase {
         })
     }
 
+    /// Publishes checkpoints in `dtype` (the network's committed dtype, see PROTOCOL.md
+    /// "Checkpoints"): the base weights become their cast (round to nearest even), so the
+    /// genesis checkpoint, its digest and the dtype every later checkpoint keeps (the trainer
+    /// casts its f32 master weights to the base's dtypes) are `dtype`. Workers still compute in
+    /// [`ModelBase::dtype`]: on the CPU, bf16 values widened exactly to f32.
+    pub fn with_checkpoint_dtype(mut self, dtype: DType) -> Result<Self, ModelComputeError> {
+        self.base_weights =
+            policy::checkpoint::cast_floats(&self.base_weights, dtype).map_err(|e| {
+                ModelComputeError::Weights {
+                    origin: self.origin.clone(),
+                    message: format!("publishing the base weights as {dtype:?}: {e}"),
+                }
+            })?;
+        Ok(self)
+    }
+
     /// The prompt ids for `problem`: its chat rendered with the model's template (ChatML),
     /// generation prompt appended, encoded without extra special tokens.
     pub fn prompt_tokens(&self, problem: &Problem) -> Result<Vec<u32>, ModelComputeError> {
@@ -137,7 +153,7 @@ impl ModelBase {
         checkpoint_from_weights(self.base_weights.clone(), sampling, 0, 0)
     }
 
-    /// The base weights by HF name (CPU, f32).
+    /// The base weights by HF name (CPU; f32, or the dtype checkpoints are published in).
     pub fn base_weights(&self) -> &WeightSet {
         &self.base_weights
     }
