@@ -7,7 +7,6 @@ mod gguf_support;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use gguf_support::{tiny_llama_metadata, GgufWriter};
 use grail_policy::checkpoint::WeightSet;
 use grail_policy::export::{export_hf_dir, export_loaded, ExportDtype, ExportModel, ModelCard};
 use grail_policy::{load_model, write_tiny_model, Arch, LoadOptions, LoadedModel};
@@ -216,96 +215,11 @@ fn missing_weights_fail_naming_the_tensor_before_writing() {
     assert!(!out.path().join("config.json").exists());
 }
 
-/// Small deterministic values in [-scale, scale).
-fn values(n: usize, seed: usize, scale: f32) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
-        .map(|v| v * scale)
-        .collect()
-}
-
-/// A 2-layer llama GGUF with f32 weights (q/k rows stay in GGUF order: the loader's
-/// un-permutation runs on them as on a real file) and the tiny byte-level BPE vocabulary.
-fn synthetic_gguf(path: &Path) {
-    let (hidden, heads, kv_heads, ffn, layers) = (16usize, 2usize, 1usize, 32usize, 2usize);
-    let vocab = gguf_support::tiny_vocab().tokens.len();
-    let kv = hidden / heads * kv_heads;
-    let mut w = GgufWriter::default();
-    tiny_llama_metadata(
-        &mut w,
-        hidden as u32,
-        heads as u32,
-        kv_heads as u32,
-        layers as u32,
-        ffn as u32,
-    );
-    w.tensor_f32(
-        "token_embd.weight",
-        &[vocab, hidden],
-        &values(vocab * hidden, 1, 0.5),
-    )
-    .tensor_f32(
-        "output_norm.weight",
-        &[hidden],
-        &values(hidden, 2, 0.1)
-            .iter()
-            .map(|v| 1.0 + v)
-            .collect::<Vec<_>>(),
-    );
-    for l in 0..layers {
-        let s = 10 * (l + 1);
-        let norm = |seed| {
-            values(hidden, seed, 0.1)
-                .iter()
-                .map(|v| 1.0 + v)
-                .collect::<Vec<_>>()
-        };
-        w.tensor_f32(&format!("blk.{l}.attn_norm.weight"), &[hidden], &norm(s))
-            .tensor_f32(&format!("blk.{l}.ffn_norm.weight"), &[hidden], &norm(s + 1))
-            .tensor_f32(
-                &format!("blk.{l}.attn_q.weight"),
-                &[hidden, hidden],
-                &values(hidden * hidden, s + 2, 0.3),
-            )
-            .tensor_f32(
-                &format!("blk.{l}.attn_k.weight"),
-                &[kv, hidden],
-                &values(kv * hidden, s + 3, 0.3),
-            )
-            .tensor_f32(
-                &format!("blk.{l}.attn_v.weight"),
-                &[kv, hidden],
-                &values(kv * hidden, s + 4, 0.3),
-            )
-            .tensor_f32(
-                &format!("blk.{l}.attn_output.weight"),
-                &[hidden, hidden],
-                &values(hidden * hidden, s + 5, 0.3),
-            )
-            .tensor_f32(
-                &format!("blk.{l}.ffn_gate.weight"),
-                &[ffn, hidden],
-                &values(ffn * hidden, s + 6, 0.3),
-            )
-            .tensor_f32(
-                &format!("blk.{l}.ffn_up.weight"),
-                &[ffn, hidden],
-                &values(ffn * hidden, s + 7, 0.3),
-            )
-            .tensor_f32(
-                &format!("blk.{l}.ffn_down.weight"),
-                &[hidden, ffn],
-                &values(ffn * hidden, s + 8, 0.3),
-            );
-    }
-    std::fs::write(path, w.to_bytes()).unwrap();
-}
-
 #[test]
 fn gguf_base_exports_with_a_rebuilt_tokenizer() {
     let dir = tempfile::tempdir().unwrap();
     let gguf = dir.path().join("synthetic.gguf");
-    synthetic_gguf(&gguf);
+    gguf_support::small_llama_gguf(&gguf);
     let source = load_model(&gguf, &LoadOptions::default()).unwrap();
     let out = dir.path().join("hf");
     export_loaded(&out, &source, ExportDtype::F32, &ModelCard::default()).unwrap();

@@ -237,3 +237,88 @@ pub fn smollm2_path() -> Option<std::path::PathBuf> {
     }
     found
 }
+
+/// Small deterministic values in [-scale, scale).
+fn small_values(n: usize, seed: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
+        .map(|v| v * scale)
+        .collect()
+}
+
+/// A 2-layer llama GGUF with f32 weights (q/k rows stay in GGUF order: the loader's
+/// un-permutation runs on them as on a real file) and the tiny byte-level BPE vocabulary.
+pub fn small_llama_gguf(path: &std::path::Path) {
+    let (hidden, heads, kv_heads, ffn, layers) = (16usize, 2usize, 1usize, 32usize, 2usize);
+    let vocab = tiny_vocab().tokens.len();
+    let kv = hidden / heads * kv_heads;
+    let mut w = GgufWriter::default();
+    tiny_llama_metadata(
+        &mut w,
+        hidden as u32,
+        heads as u32,
+        kv_heads as u32,
+        layers as u32,
+        ffn as u32,
+    );
+    w.tensor_f32(
+        "token_embd.weight",
+        &[vocab, hidden],
+        &small_values(vocab * hidden, 1, 0.5),
+    )
+    .tensor_f32(
+        "output_norm.weight",
+        &[hidden],
+        &small_values(hidden, 2, 0.1)
+            .iter()
+            .map(|v| 1.0 + v)
+            .collect::<Vec<_>>(),
+    );
+    for l in 0..layers {
+        let s = 10 * (l + 1);
+        let norm = |seed| {
+            small_values(hidden, seed, 0.1)
+                .iter()
+                .map(|v| 1.0 + v)
+                .collect::<Vec<_>>()
+        };
+        w.tensor_f32(&format!("blk.{l}.attn_norm.weight"), &[hidden], &norm(s))
+            .tensor_f32(&format!("blk.{l}.ffn_norm.weight"), &[hidden], &norm(s + 1))
+            .tensor_f32(
+                &format!("blk.{l}.attn_q.weight"),
+                &[hidden, hidden],
+                &small_values(hidden * hidden, s + 2, 0.3),
+            )
+            .tensor_f32(
+                &format!("blk.{l}.attn_k.weight"),
+                &[kv, hidden],
+                &small_values(kv * hidden, s + 3, 0.3),
+            )
+            .tensor_f32(
+                &format!("blk.{l}.attn_v.weight"),
+                &[kv, hidden],
+                &small_values(kv * hidden, s + 4, 0.3),
+            )
+            .tensor_f32(
+                &format!("blk.{l}.attn_output.weight"),
+                &[hidden, hidden],
+                &small_values(hidden * hidden, s + 5, 0.3),
+            )
+            .tensor_f32(
+                &format!("blk.{l}.ffn_gate.weight"),
+                &[ffn, hidden],
+                &small_values(ffn * hidden, s + 6, 0.3),
+            )
+            .tensor_f32(
+                &format!("blk.{l}.ffn_up.weight"),
+                &[ffn, hidden],
+                &small_values(ffn * hidden, s + 7, 0.3),
+            )
+            .tensor_f32(
+                &format!("blk.{l}.ffn_down.weight"),
+                &[hidden, ffn],
+                &small_values(ffn * hidden, s + 8, 0.3),
+            );
+    }
+    std::fs::write(path, w.to_bytes()).unwrap();
+}
