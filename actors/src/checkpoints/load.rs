@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use messages::{CheckpointAnnounce, Hash32};
-use policy::checkpoint::{digest, from_safetensors_bytes, WeightSet};
-use policy::delta::{apply_delta, DeltaHeader};
+use policy::checkpoint::{digest, from_safetensors_bytes, CheckpointError, WeightSet};
+use policy::delta::{apply_delta, DeltaError, DeltaHeader};
 
 use super::store::{get_bytes, CheckpointStore, StoreError};
 
@@ -27,11 +27,12 @@ pub enum LoadError {
         found: Hash32,
         expected: Hash32,
     },
-    #[error("checkpoint seq {seq}: object {object} does not parse: {detail}")]
+    #[error("checkpoint seq {seq}: object {object} does not parse: {source}")]
     Corrupt {
         seq: u64,
         object: String,
-        detail: String,
+        #[source]
+        source: CheckpointError,
     },
     #[error("checkpoint seq {seq}: weights hash to {found}, the announcement says {expected}")]
     WeightDigest {
@@ -46,14 +47,23 @@ pub enum LoadError {
         found: String,
         announced: String,
     },
-    #[error("checkpoint seq {seq}: applying the delta failed: {detail}")]
-    DeltaApply { seq: u64, detail: String },
+    #[error("checkpoint seq {seq}: applying the delta failed: {source}")]
+    DeltaApply {
+        seq: u64,
+        #[source]
+        source: DeltaError,
+    },
     #[error("checkpoint seq {seq} depends on {base}, which is {why}")]
     BaseUnavailable { seq: u64, base: Hash32, why: String },
     #[error("checkpoint seq {seq} was never announced by a trusted publisher (list them with `grail tail 'grail.checkpoint.*' --stream`)")]
     NotAnnounced { seq: u64 },
-    #[error("checkpoint seq {seq}: worker thread failed: {detail}")]
-    Worker { seq: u64, detail: String },
+    /// The blocking task panicked or was cancelled (the runtime shutting down).
+    #[error("checkpoint seq {seq}: worker thread failed: {source}")]
+    Worker {
+        seq: u64,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 impl LoadError {
@@ -111,10 +121,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, LoadError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| LoadError::Worker {
-            seq,
-            detail: e.to_string(),
-        })?
+        .map_err(|source| LoadError::Worker { seq, source })?
 }
 
 /// Parse full safetensors bytes and check the weight digest against `expected`.
@@ -125,15 +132,16 @@ pub async fn decode_full(
     expected: Hash32,
 ) -> Result<Arc<WeightSet>, LoadError> {
     blocking(seq, move || {
-        let weights = from_safetensors_bytes(&bytes, &object).map_err(|e| LoadError::Corrupt {
-            seq,
-            object: object.clone(),
-            detail: e.to_string(),
-        })?;
-        let found = Hash32::from(digest(&weights).map_err(|e| LoadError::Corrupt {
+        let weights =
+            from_safetensors_bytes(&bytes, &object).map_err(|source| LoadError::Corrupt {
+                seq,
+                object: object.clone(),
+                source,
+            })?;
+        let found = Hash32::from(digest(&weights).map_err(|source| LoadError::Corrupt {
             seq,
             object,
-            detail: e.to_string(),
+            source,
         })?);
         if found != expected {
             return Err(LoadError::WeightDigest {
@@ -157,10 +165,8 @@ pub async fn decode_delta(
     target: Hash32,
 ) -> Result<Arc<WeightSet>, LoadError> {
     blocking(seq, move || {
-        let header = DeltaHeader::parse(&bytes).map_err(|e| LoadError::DeltaApply {
-            seq,
-            detail: e.to_string(),
-        })?;
+        let header =
+            DeltaHeader::parse(&bytes).map_err(|source| LoadError::DeltaApply { seq, source })?;
         let (found_base, found_target) = (
             Hash32::from(header.base_digest),
             Hash32::from(header.target_digest),
@@ -172,11 +178,46 @@ pub async fn decode_delta(
                 announced: format!("{base_digest} → {target}"),
             });
         }
-        let weights = apply_delta(&base, &bytes).map_err(|e| LoadError::DeltaApply {
-            seq,
-            detail: e.to_string(),
-        })?;
+        let weights =
+            apply_delta(&base, &bytes).map_err(|source| LoadError::DeltaApply { seq, source })?;
         Ok(Arc::new(weights))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_decode_keeps_the_join_error() {
+        let err = blocking::<()>(7, || panic!("decoder bug"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "worker_failed");
+        assert!(err.is_transient());
+        let join = err
+            .source()
+            .and_then(|s| s.downcast_ref::<tokio::task::JoinError>())
+            .expect("the JoinError is the source");
+        assert!(join.is_panic(), "{join}");
+    }
+
+    #[tokio::test]
+    async fn unparsable_bytes_keep_the_checkpoint_error() {
+        let err = decode_full(
+            3,
+            "c3.safetensors".into(),
+            b"not safetensors".to_vec(),
+            Hash32::default(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.reason(), "object_corrupt");
+        assert!(err
+            .source()
+            .is_some_and(|s| s.downcast_ref::<CheckpointError>().is_some()));
+    }
 }
