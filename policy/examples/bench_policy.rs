@@ -21,7 +21,7 @@ fn main() {
             "--prompt-len" => opts.prompt_len = number(value()),
             "--new-tokens" => opts.max_new_tokens = number(value()),
             "--group" => opts.group_size = number(value()),
-            "--device" => opts.device = value(),
+            "--device" => opts.device = value().parse().unwrap_or_else(|e| panic!("{e}")),
             "--micro-batch" => opts.train_micro_batch = number(value()),
             "--dtype" => {
                 let name = value();

@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::config::{Arch, ModelConfig};
-use crate::device::{default_dtype, parse_device, DeviceError};
+use crate::device::{DeviceError, DeviceSpec};
 use crate::error::{LoadError, PolicyError};
 use crate::generate::{generate_group, GroupRequest, RandomSampler, SamplingParams, TokenSampler};
 use crate::grpo::{micro_batch_loss, GrpoConfig, GrpoSample, GrpoTrainer};
@@ -54,8 +54,8 @@ pub struct BenchOptions {
     pub max_new_tokens: usize,
     /// Optimizer steps to average the training measurement over.
     pub train_steps: usize,
-    /// `"cpu"`, `"cuda"` or `"cuda:N"`.
-    pub device: String,
+    /// `cpu` or `cuda:N`.
+    pub device: DeviceSpec,
     /// Weight dtype; `None` = the device's default (f32 on CPU, bf16 on CUDA).
     pub dtype: Option<DType>,
     /// Challenged positions per sequence whose logits the verifier's proof forward computes.
@@ -73,7 +73,7 @@ impl Default for BenchOptions {
             prompt_len: 128,
             max_new_tokens: 128,
             train_steps: 2,
-            device: "cpu".into(),
+            device: DeviceSpec::Cpu,
             dtype: None,
             challenged_positions: 32,
             train_micro_batch: 8,
@@ -342,8 +342,8 @@ fn progress(phase: &str, started: Instant) {
 
 /// Runs the benchmark on `opts.device` (f32 on CPU, bf16 on CUDA unless `opts.dtype` says).
 pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
-    let device = parse_device(&opts.device)?;
-    let dtype = opts.dtype.unwrap_or_else(|| default_dtype(&device));
+    let device = opts.device.open()?;
+    let dtype = opts.dtype.unwrap_or(opts.device.dtype());
     let started = Instant::now();
     let (label, model, pad, weights) = load_subject(opts, &device, dtype)?;
     let cfg = model.config().clone();

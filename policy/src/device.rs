@@ -9,7 +9,9 @@ use crate::loader::LoadOptions;
 /// A device string that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
-    #[error("device {spec:?} is not recognised: use \"cpu\", \"cuda\" or \"cuda:N\"")]
+    #[error(
+        "device {spec:?} is not recognised: use \"cpu\", \"cuda\" (= \"cuda:0\") or \"cuda:N\""
+    )]
     Unrecognised { spec: String },
     #[error(
         "device {spec:?}: this binary was built without the `cuda` feature; \
@@ -25,8 +27,9 @@ pub enum DeviceError {
 }
 
 /// Where a device string points, before any device is opened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum DeviceSpec {
+    #[default]
     Cpu,
     Cuda(usize),
 }
@@ -49,22 +52,69 @@ impl std::str::FromStr for DeviceSpec {
     }
 }
 
+/// The canonical spelling: `cpu` or `cuda:N` (so `"cuda"` prints as `cuda:0`).
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// Config files parse device strings at load time, with the same rules as the command line.
+impl<'de> serde::Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spec = String::deserialize(d)?;
+        spec.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl DeviceSpec {
+    /// Opens the device (CUDA needs a `--features cuda` build).
+    pub fn open(self) -> Result<Device, DeviceError> {
+        match self {
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Cuda(_) if !CUDA_COMPILED => Err(DeviceError::NotCompiledWithCuda {
+                spec: self.to_string(),
+            }),
+            DeviceSpec::Cuda(ordinal) => Device::new_cuda(ordinal).map_err(|e| DeviceError::Cuda {
+                spec: self.to_string(),
+                ordinal,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// The weight dtype the engine uses there: f32 on CPU, bf16 on CUDA.
+    pub fn dtype(self) -> DType {
+        match self {
+            DeviceSpec::Cpu => DType::F32,
+            DeviceSpec::Cuda(_) => DType::BF16,
+        }
+    }
+
+    /// Load options for this device with its default dtype.
+    pub fn load_options(self) -> Result<LoadOptions, DeviceError> {
+        Ok(LoadOptions {
+            device: self.open()?,
+            dtype: self.dtype(),
+        })
+    }
+}
+
 /// True when this build can open CUDA devices.
 pub const CUDA_COMPILED: bool = cfg!(feature = "cuda");
 
 /// Opens the device named by `spec` (`"cpu"`, `"cuda"` = `"cuda:0"`, `"cuda:N"`).
 pub fn parse_device(spec: &str) -> Result<Device, DeviceError> {
-    match spec.parse::<DeviceSpec>()? {
-        DeviceSpec::Cpu => Ok(Device::Cpu),
-        DeviceSpec::Cuda(_) if !CUDA_COMPILED => Err(DeviceError::NotCompiledWithCuda {
-            spec: spec.to_string(),
-        }),
-        DeviceSpec::Cuda(ordinal) => Device::new_cuda(ordinal).map_err(|e| DeviceError::Cuda {
-            spec: spec.to_string(),
-            ordinal,
-            message: e.to_string(),
-        }),
-    }
+    spec.parse::<DeviceSpec>()?.open()
 }
 
 /// The weight dtype the engine uses on `device`: f32 on CPU, bf16 on CUDA.
@@ -90,11 +140,7 @@ pub fn parse_dtype(name: &str) -> Option<DType> {
 impl LoadOptions {
     /// Load options for a device string with that device's default dtype.
     pub fn for_device(spec: &str) -> Result<Self, DeviceError> {
-        let device = parse_device(spec)?;
-        Ok(Self {
-            dtype: default_dtype(&device),
-            device,
-        })
+        spec.parse::<DeviceSpec>()?.load_options()
     }
 }
 
@@ -111,6 +157,19 @@ mod tests {
             let e = bad.parse::<DeviceSpec>().unwrap_err();
             assert!(e.to_string().contains("not recognised"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn display_is_canonical_and_round_trips() {
+        assert_eq!("cuda".parse::<DeviceSpec>().unwrap().to_string(), "cuda:0");
+        for spec in ["cpu", "cuda:0", "cuda:7"] {
+            let parsed: DeviceSpec = spec.parse().unwrap();
+            assert_eq!(parsed.to_string(), spec);
+            let json: DeviceSpec = serde_json::from_str(&format!("{spec:?}")).unwrap();
+            assert_eq!(json, parsed);
+        }
+        let e = serde_json::from_str::<DeviceSpec>("\"tpu\"").unwrap_err();
+        assert!(e.to_string().contains("\"cuda:N\""), "{e}");
     }
 
     #[test]

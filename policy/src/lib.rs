@@ -20,7 +20,7 @@ pub mod tiny;
 pub mod tokenizer;
 
 pub use config::{Arch, ModelConfig};
-pub use device::{default_dtype, parse_device, DeviceError};
+pub use device::{default_dtype, parse_device, DeviceError, DeviceSpec};
 pub use error::{ConfigError, LoadError, PolicyError, PolicyResult};
 pub use loader::{load_model, LoadOptions, LoadedModel};
 pub use model::{KvCache, Model};

@@ -2,6 +2,7 @@
 //! timings, so only their presence and sign are checked).
 
 use grail_policy::bench::{run_policy_bench, BenchModel, BenchOptions};
+use grail_policy::DeviceSpec;
 
 #[test]
 fn bench_reports_every_measure_on_the_tiny_model() {
@@ -42,10 +43,15 @@ fn bench_reports_every_measure_on_the_tiny_model() {
 
 #[test]
 fn bench_refuses_an_unknown_device_with_a_clear_error() {
-    let opts = BenchOptions {
-        device: "tpu:0".into(),
-        ..Default::default()
-    };
-    let e = run_policy_bench(&opts).unwrap_err();
+    // Device strings are parsed before a bench starts (`grail bench --device`).
+    let e = "tpu:0".parse::<DeviceSpec>().unwrap_err();
     assert!(e.to_string().contains("not recognised"), "{e}");
+    if !grail_policy::device::CUDA_COMPILED {
+        let opts = BenchOptions {
+            device: DeviceSpec::Cuda(0),
+            ..Default::default()
+        };
+        let e = run_policy_bench(&opts).unwrap_err();
+        assert!(e.to_string().contains("build-cuda.sh"), "{e}");
+    }
 }

@@ -280,7 +280,7 @@ fn bench_runs_on_cuda() {
         prompt_len: 16,
         max_new_tokens: 8,
         train_steps: 1,
-        device: "cuda".into(),
+        device: grail_policy::DeviceSpec::Cuda(0),
         challenged_positions: 4,
         ..Default::default()
     };

@@ -29,6 +29,7 @@ use actors::shutdown::ShutdownSignal;
 use actors::supervisor::{self, RestartPolicy, RoleHandle};
 use actors::worker_pool::{PoolConfig, WorkerPool};
 use messages::Hash32;
+use policy::DeviceSpec;
 
 use crate::compute::{key_path, SharedCompute};
 use crate::config::{ClusterConfig, RoleSection, ROLE_NAMES};
@@ -81,8 +82,8 @@ fn pool_config(role: &str, section: &RoleSection) -> PoolConfig {
 }
 
 /// The device of worker `w` (devices are cycled over the workers).
-fn worker_device(section: &RoleSection, w: usize) -> String {
-    section.devices[w % section.devices.len()].clone()
+fn worker_device(section: &RoleSection, w: usize) -> DeviceSpec {
+    section.devices[w % section.devices.len()]
 }
 
 /// The base model for each worker, by its device (shared between workers on one device).
@@ -91,7 +92,7 @@ fn worker_bases(
     section: &RoleSection,
 ) -> anyhow::Result<Vec<Arc<ModelBase>>> {
     (0..section.workers)
-        .map(|w| shared.base(&worker_device(section, w)))
+        .map(|w| shared.base(worker_device(section, w)))
         .collect()
 }
 
@@ -220,7 +221,7 @@ async fn build_role(
         }
         "trainer" => {
             if model {
-                let base = shared.base(&worker_device(section, 0))?;
+                let base = shared.base(worker_device(section, 0))?;
                 let t = &cfg.trainer;
                 let opts = TrainerOptions {
                     grpo: t.grpo(),
@@ -265,7 +266,7 @@ async fn build_role(
         )),
         "publisher" => {
             if model {
-                let base = shared.base("cpu")?;
+                let base = shared.base(DeviceSpec::Cpu)?;
                 let c = &cfg.checkpoints;
                 let setup = PublisherSetup {
                     cfg: PublisherConfig {

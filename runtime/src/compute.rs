@@ -9,35 +9,18 @@ use actors::bus::Bus;
 use actors::checkpoints::{CheckpointStore, LocalDirStore, NatsObjectStore};
 use actors::compute::model::ModelBase;
 use anyhow::Context;
-use candle_core::{DType, Device};
 use envs::Environment;
-use policy::LoadOptions;
+use policy::DeviceSpec;
 
-use crate::config::{ClusterConfig, RoleSection};
+use crate::config::{CheckpointStoreKind, ClusterConfig, ComputeKind, RoleSection};
 use crate::keys;
 
 /// Lazily built, process-wide resources for the model-backed roles.
 pub struct SharedCompute {
     cfg: ClusterConfig,
-    bases: Mutex<HashMap<String, Arc<ModelBase>>>,
+    bases: Mutex<HashMap<DeviceSpec, Arc<ModelBase>>>,
     env: Mutex<Option<Arc<dyn Environment>>>,
     store: tokio::sync::OnceCell<Arc<dyn CheckpointStore>>,
-}
-
-/// `"cpu"` or `"cuda:N"` (validated by the config) and the dtype the policy runs in there.
-pub fn device_of(spec: &str) -> anyhow::Result<(Device, DType)> {
-    match spec.strip_prefix("cuda:") {
-        None => Ok((Device::Cpu, DType::F32)),
-        Some(n) => {
-            let ordinal: usize = n.parse().context("device index")?;
-            let device = Device::new_cuda(ordinal).map_err(|e| {
-                anyhow::anyhow!(
-                    "device {spec:?}: {e} (build with `scripts/build-cuda.sh` / `--features cuda`, or use \"cpu\")"
-                )
-            })?;
-            Ok((device, DType::BF16))
-        }
-    }
 }
 
 /// The key file of instance `i` of `role` (configured, or generated under run_dir/keys).
@@ -64,23 +47,19 @@ impl SharedCompute {
     }
 
     pub fn uses_model(&self) -> bool {
-        self.cfg.compute.kind == "model"
+        self.cfg.compute.kind == ComputeKind::Model
     }
 
     /// Writes the deterministic tiny model when `[model] tiny_arch` asks for one and the
     /// directory does not exist yet.
     pub fn ensure_model_files(&self) -> anyhow::Result<()> {
         let path = self.cfg.resolve(&self.cfg.model.path);
-        let Some(arch) = &self.cfg.model.tiny_arch else {
+        let Some(arch) = self.cfg.model.tiny_arch else {
             return Ok(());
         };
         if path.join("config.json").exists() {
             return Ok(());
         }
-        let arch = match arch.as_str() {
-            "llama" => policy::Arch::Llama,
-            _ => policy::Arch::Qwen2,
-        };
         policy::write_tiny_model(&path, arch, self.cfg.model.tiny_seed).with_context(|| {
             format!(
                 "[model] tiny_arch: writing the tiny model to {}",
@@ -92,25 +71,24 @@ impl SharedCompute {
     }
 
     /// The base model on `device` (loaded once per device and shared by every worker there).
-    pub fn base(&self, device: &str) -> anyhow::Result<Arc<ModelBase>> {
+    pub fn base(&self, device: DeviceSpec) -> anyhow::Result<Arc<ModelBase>> {
         let mut bases = self.bases.lock().expect("model base lock");
-        if let Some(b) = bases.get(device) {
+        if let Some(b) = bases.get(&device) {
             return Ok(b.clone());
         }
         self.ensure_model_files()?;
-        let (dev, dtype) = device_of(device)?;
+        let opts = device.load_options()?;
         let path = self.cfg.resolve(&self.cfg.model.path);
-        let base =
-            ModelBase::load(&path, &LoadOptions { device: dev, dtype }).with_context(|| {
-                format!(
-                    "[model] path = {:?} in {}: fix the path or run `grail model tiny --out {}`",
-                    self.cfg.model.path,
-                    self.cfg.source.display(),
-                    path.display()
-                )
-            })?;
+        let base = ModelBase::load(&path, &opts).with_context(|| {
+            format!(
+                "[model] path = {:?} in {}: fix the path or run `grail model tiny --out {}`",
+                self.cfg.model.path,
+                self.cfg.source.display(),
+                path.display()
+            )
+        })?;
         let base = Arc::new(base);
-        bases.insert(device.to_string(), base.clone());
+        bases.insert(device, base.clone());
         Ok(base)
     }
 
@@ -138,27 +116,28 @@ impl SharedCompute {
 
     /// The checkpoint store named by `[checkpoints] store`.
     pub async fn store(&self, bus: &Bus) -> anyhow::Result<Arc<dyn CheckpointStore>> {
-        let store = &self.cfg.checkpoints.store;
-        if store == "nats" {
-            // Not shared: each role reaches the object store on its own connection, with its
-            // own bus permissions (only the trainer and publisher may write).
-            let s = NatsObjectStore::open(&bus.js).await.with_context(|| {
-                "[checkpoints] store = \"nats\": the object store is missing (run `grail streams`)"
-            })?;
-            return Ok(Arc::new(s));
-        }
+        let dir = match &self.cfg.checkpoints.store {
+            CheckpointStoreKind::Dir(dir) => dir,
+            CheckpointStoreKind::Nats => {
+                // Not shared: each role reaches the object store on its own connection, with
+                // its own bus permissions (only the trainer and publisher may write).
+                let s = NatsObjectStore::open(&bus.js).await.with_context(|| {
+                    "[checkpoints] store = \"nats\": the object store is missing (run `grail streams`)"
+                })?;
+                return Ok(Arc::new(s));
+            }
+        };
         self.store
             .get_or_try_init(|| async {
-                let s: Arc<dyn CheckpointStore> = if store == "nats" {
-                    Arc::new(NatsObjectStore::open(&bus.js).await.with_context(|| {
-                        "[checkpoints] store = \"nats\": the object store is missing (run `grail streams`)"
-                    })?)
-                } else {
-                    let dir = self.cfg.resolve(std::path::Path::new(store));
-                    Arc::new(LocalDirStore::open(&dir).with_context(|| {
-                        format!("[checkpoints] store = {store:?}: cannot use {}", dir.display())
-                    })?)
-                };
+                let path = self.cfg.resolve(dir);
+                let s: Arc<dyn CheckpointStore> =
+                    Arc::new(LocalDirStore::open(&path).with_context(|| {
+                        format!(
+                            "[checkpoints] store = {:?}: cannot use {}",
+                            dir.display().to_string(),
+                            path.display()
+                        )
+                    })?);
                 anyhow::Ok(s)
             })
             .await

@@ -11,8 +11,13 @@ pub mod evaluator;
 pub mod judging;
 pub mod learning;
 pub mod network;
+pub mod role;
+pub mod vocab;
 pub use learning::{CheckpointsSection, ComputeSection, SamplingSection, TrainerSection};
 pub use network::{ExtraKeys, NetworkSection};
+pub use policy::{Arch, DeviceSpec};
+pub use role::Role;
+pub use vocab::{CheckpointStoreKind, ComputeKind, NatsStorage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -100,7 +105,7 @@ pub struct NatsSection {
     /// Largest message the embedded server and every role accept.
     pub max_message_bytes: usize,
     /// JetStream storage: "file" (survives restarts) or "memory".
-    pub storage: String,
+    pub storage: NatsStorage,
     /// How long streams keep messages, in hours.
     pub retention_hours: u64,
     /// Authenticated, least-privilege bus for `grail up`'s embedded server (credentials in
@@ -124,7 +129,7 @@ impl Default for NatsSection {
         Self {
             url: None,
             max_message_bytes: messages::DEFAULT_MAX_MESSAGE_BYTES,
-            storage: "file".into(),
+            storage: NatsStorage::File,
             retention_hours: 24,
             auth: true,
             credentials_dir: None,
@@ -163,27 +168,25 @@ pub struct ModelSection {
     pub path: PathBuf,
     /// When set, a deterministic tiny model is generated at `path` if it does not exist.
     #[serde(default)]
-    pub tiny_arch: Option<String>,
+    pub tiny_arch: Option<Arch>,
     #[serde(default = "default_tiny_seed")]
     pub tiny_seed: u64,
-    #[serde(default = "default_device")]
-    pub device: String,
+    /// `"cpu"`, `"cuda"` (= `"cuda:0"`) or `"cuda:N"`.
+    #[serde(default)]
+    pub device: DeviceSpec,
 }
 
 fn default_tiny_seed() -> u64 {
     7
-}
-fn default_device() -> String {
-    "cpu".into()
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
         Self {
             path: "run/tiny-model".into(),
-            tiny_arch: Some("qwen2".into()),
+            tiny_arch: Some(Arch::Qwen2),
             tiny_seed: 7,
-            device: "cpu".into(),
+            device: DeviceSpec::Cpu,
         }
     }
 }
@@ -243,7 +246,7 @@ pub struct RoleSection {
     pub workers: usize,
     /// Devices for the workers: "cpu", "cuda:0", ... (one per worker, cycled).
     #[serde(default = "cpu_devices")]
-    pub devices: Vec<String>,
+    pub devices: Vec<DeviceSpec>,
     /// Hotkey files, one per instance; missing files are generated (0600) under run_dir/keys.
     #[serde(default)]
     pub key_files: Vec<PathBuf>,
@@ -255,8 +258,8 @@ pub struct RoleSection {
 fn one() -> usize {
     1
 }
-fn cpu_devices() -> Vec<String> {
-    vec!["cpu".into()]
+fn cpu_devices() -> Vec<DeviceSpec> {
+    vec![DeviceSpec::Cpu]
 }
 
 impl RoleSection {
@@ -335,7 +338,7 @@ impl ClusterConfig {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut cfg: ClusterConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            detail: keyed_detail(text, &e),
         })?;
         cfg.source = path.to_path_buf();
         cfg.base_dir = path
@@ -387,13 +390,6 @@ impl ClusterConfig {
                 "allow at least 65536 bytes; a 16×8k-token group needs ~1.6 MB (default 8 MiB)",
             ));
         }
-        if !matches!(self.nats.storage.as_str(), "file" | "memory") {
-            return Err(self.invalid(
-                "nats.storage",
-                format!("is {:?}", self.nats.storage),
-                "use \"file\" (survives restarts) or \"memory\"",
-            ));
-        }
         if !(1..=5).contains(&self.nats.replicas) {
             return Err(self.invalid(
                 "nats.replicas",
@@ -432,15 +428,6 @@ impl ClusterConfig {
                     "metrics.listen",
                     format!("{listen:?} is not HOST:PORT"),
                     "use e.g. \"127.0.0.1:9464\", or listen = \"\" to disable /metrics",
-                ));
-            }
-        }
-        if let Some(arch) = &self.model.tiny_arch {
-            if !matches!(arch.as_str(), "qwen2" | "llama") {
-                return Err(self.invalid(
-                    "model.tiny_arch",
-                    format!("is {arch:?}"),
-                    "use \"qwen2\" or \"llama\", or remove it to load an existing model",
                 ));
             }
         }
@@ -497,8 +484,6 @@ impl ClusterConfig {
         if let Some(t) = self.trains_on_eval() {
             return Err(self.invalid(&format!("env.{}", t.key), t.problem, t.fix));
         }
-        check_device(&self.model.device)
-            .map_err(|p| self.invalid("model.device", p, "use \"cpu\" or \"cuda:N\""))?;
         learning::validate(
             &self.compute,
             &self.sampling,
@@ -532,10 +517,6 @@ impl ClusterConfig {
             }
             if r.devices.is_empty() {
                 return Err(self.invalid(&key("devices"), "is empty", "list at least \"cpu\""));
-            }
-            for d in &r.devices {
-                check_device(d)
-                    .map_err(|p| self.invalid(&key("devices"), p, "use \"cpu\" or \"cuda:N\""))?;
             }
             if !r.key_files.is_empty() && r.key_files.len() != r.instances {
                 return Err(self.invalid(
@@ -593,13 +574,22 @@ impl ClusterConfig {
     }
 }
 
-fn check_device(d: &str) -> Result<(), String> {
-    if d == "cpu" {
-        return Ok(());
-    }
-    match d.strip_prefix("cuda:").map(str::parse::<usize>) {
-        Some(Ok(_)) => Ok(()),
-        _ => Err(format!("device {d:?} is not recognised")),
+/// toml's document errors point at the line but not at the dotted key (a refused value shows
+/// as `kind = "gpu"`, not which table's `kind`); the same text read through a `toml::Value`
+/// carries the key path, so the message leads with it.
+fn keyed_detail(text: &str, e: &toml::de::Error) -> String {
+    let keyed = text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| ClusterConfig::deserialize(toml::Value::Table(t)).err())
+        .map(|k| k.to_string());
+    let key = keyed.as_deref().and_then(|k| {
+        k.lines()
+            .find_map(|l| l.strip_prefix("in `").and_then(|l| l.strip_suffix('`')))
+    });
+    match key {
+        Some(key) => format!("`{key}`: {}\n{e}", e.message().trim_end()),
+        None => e.to_string(),
     }
 }
 
@@ -713,6 +703,84 @@ mod tests {
         );
         let e = parse("[metrics]\nlisten = 9464\n").unwrap_err().to_string();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn closed_vocabularies_are_refused_at_load_with_the_key_and_the_accepted_values() {
+        for (text, key, accepted) in [
+            (
+                "[compute]\nkind = \"gpu\"\n",
+                "`compute.kind`",
+                "`model` or `structural`",
+            ),
+            (
+                "[nats]\nstorage = \"disk\"\n",
+                "`nats.storage`",
+                "`file` or `memory`",
+            ),
+            (
+                "[model]\npath = \"m\"\ntiny_arch = \"qwen3\"\n",
+                "`model.tiny_arch`",
+                "`qwen2` or `llama`",
+            ),
+            (
+                "[model]\npath = \"m\"\ndevice = \"gpu\"\n",
+                "`model.device`",
+                "\"cpu\", \"cuda\" (= \"cuda:0\") or \"cuda:N\"",
+            ),
+            (
+                "[roles.verifier]\ninstances = 1\ndevices = [\"cpu\", \"cuda:x\"]\n",
+                "`roles.verifier.devices",
+                "\"cuda:N\"",
+            ),
+            (
+                "[checkpoints]\nstore = \"\"\n",
+                "`checkpoints.store`",
+                "\"nats\"",
+            ),
+        ] {
+            let e = match parse(text) {
+                Err(e @ ConfigError::Parse { .. }) => e.to_string(),
+                other => panic!("{text}: expected a parse error, got {other:?}"),
+            };
+            assert!(e.contains(key), "{text}: no key {key} in {e}");
+            assert!(e.contains(accepted), "{text}: no {accepted} in {e}");
+            assert!(e.contains("line"), "{text}: the line is kept: {e}");
+        }
+    }
+
+    #[test]
+    fn vocabularies_parse_to_their_types() {
+        let c = parse(
+            "[compute]\nkind = \"structural\"\n[nats]\nstorage = \"memory\"\n\
+             [checkpoints]\nstore = \"ckpts\"\n\
+             [model]\npath = \"m\"\ntiny_arch = \"llama\"\ndevice = \"cuda\"\n\
+             [roles.miner]\ninstances = 1\ndevices = [\"cuda\", \"cuda:0\", \"cuda:1\", \"cpu\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.compute.kind, ComputeKind::Structural);
+        assert_eq!(c.nats.storage, NatsStorage::Memory);
+        assert_eq!(
+            c.checkpoints.store,
+            CheckpointStoreKind::Dir("ckpts".into())
+        );
+        assert_eq!(c.model.tiny_arch, Some(Arch::Llama));
+        // "cuda" is "cuda:0", in one type for the config and the command line.
+        assert_eq!(c.model.device, DeviceSpec::Cuda(0));
+        assert_eq!(
+            c.roles.miner.as_ref().unwrap().devices,
+            [
+                DeviceSpec::Cuda(0),
+                DeviceSpec::Cuda(0),
+                DeviceSpec::Cuda(1),
+                DeviceSpec::Cpu
+            ]
+        );
+        let d = parse("").unwrap();
+        assert_eq!(d.checkpoints.store, CheckpointStoreKind::Nats);
+        assert_eq!(d.compute.kind, ComputeKind::Model);
+        assert_eq!(d.nats.storage, NatsStorage::File);
+        assert_eq!(d.model.device, DeviceSpec::Cpu);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use actors::compute::model::evaluate::{evaluate, EvalPlan};
 use actors::compute::model::ModelBase;
 use anyhow::Context;
 use envs::{EnvSpec, Environment, Split};
-use policy::{LoadOptions, Model};
+use policy::{DeviceSpec, Model};
 use serde::Serialize;
 
 /// The tiny model `--model tiny` means: the one `grail up`'s default cluster trains.
@@ -47,8 +47,7 @@ pub struct EvalOptions {
     pub seed: u64,
     pub max_new_tokens: usize,
     pub temperature: f32,
-    /// `cpu` or `cuda:N`.
-    pub device: String,
+    pub device: DeviceSpec,
     /// Print the first `show` problems' greedy completions on stderr (to see what it says).
     pub show: u64,
 }
@@ -93,9 +92,8 @@ pub fn parse_params(
 }
 
 /// Loads the model `--model` names (writing the tiny one to a temporary directory).
-fn load_model(spec: &str, device: &str) -> anyhow::Result<(ModelBase, Model)> {
-    let (device, dtype) = crate::compute::device_of(device)?;
-    let opts = LoadOptions { device, dtype };
+fn load_model(spec: &str, device: DeviceSpec) -> anyhow::Result<(ModelBase, Model)> {
+    let opts = device.load_options()?;
     let tiny_dir;
     let path = if spec == "tiny" {
         tiny_dir = tempfile::tempdir().context("creating a directory for the tiny model")?;
@@ -108,7 +106,7 @@ fn load_model(spec: &str, device: &str) -> anyhow::Result<(ModelBase, Model)> {
         format!("--model {spec:?}: expected `tiny`, an HF model directory or a .gguf file")
     })?;
     let model = loaded.model.clone();
-    let base = ModelBase::from_loaded(loaded, dtype)?;
+    let base = ModelBase::from_loaded(loaded, opts.dtype)?;
     Ok((base, model))
 }
 
@@ -129,7 +127,7 @@ fn scored_model(opts: &EvalOptions) -> anyhow::Result<Scored> {
             let selector = selector
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--checkpoint {e}"))?;
-            let p = crate::published::fetch(&cfg, opts.url.as_deref(), &selector, &opts.device)?;
+            let p = crate::published::fetch(&cfg, opts.url.as_deref(), &selector, opts.device)?;
             let label = format!(
                 "checkpoint #{} {} of network {}",
                 p.announce.seq, p.announce.checkpoint, p.manifest.network_id
@@ -142,7 +140,7 @@ fn scored_model(opts: &EvalOptions) -> anyhow::Result<Scored> {
             })
         }
         (None, Some(spec)) => {
-            let (base, model) = load_model(spec, &opts.device)?;
+            let (base, model) = load_model(spec, opts.device)?;
             Ok(Scored {
                 label: spec.clone(),
                 base: Arc::new(base),

@@ -173,9 +173,9 @@ struct EvalArgs {
     /// Sampling temperature of the sampled completions (greedy is always T=0).
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
-    /// `cpu` or `cuda:N` (a `--features cuda` build).
+    /// `cpu`, `cuda` (= `cuda:0`) or `cuda:N` (a `--features cuda` build).
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: policy::DeviceSpec,
     /// Print the report as JSON on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -286,9 +286,9 @@ enum BenchWhat {
         /// Completions per group.
         #[arg(long, default_value_t = 16)]
         group: usize,
-        /// `cpu`, `cuda` or `cuda:N` (CUDA needs a `--features cuda` build).
+        /// `cpu`, `cuda` (= `cuda:0`) or `cuda:N` (CUDA needs a `--features cuda` build).
         #[arg(long, default_value = "cpu")]
-        device: String,
+        device: policy::DeviceSpec,
         /// Weight dtype (`f32`, `bf16`, `f16`); default f32 on CPU, bf16 on CUDA.
         #[arg(long)]
         dtype: Option<String>,

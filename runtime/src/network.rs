@@ -109,10 +109,10 @@ fn model_spec(cfg: &ClusterConfig, shared: &SharedCompute) -> anyhow::Result<Opt
     if !shared.uses_model() {
         return Ok(None);
     }
-    let base = shared.base("cpu")?;
+    let base = shared.base(policy::DeviceSpec::Cpu)?;
     let digest = policy::checkpoint::digest(base.base_weights())?;
     let source = match &cfg.model.tiny_arch {
-        Some(arch) => format!("tiny:{arch}:{}", cfg.model.tiny_seed),
+        Some(arch) => format!("tiny:{}:{}", arch.hf_model_type(), cfg.model.tiny_seed),
         None => cfg.model.path.display().to_string(),
     };
     Ok(Some(ModelSpec {
@@ -300,7 +300,7 @@ pub fn check_base_model(
     let Some(spec) = m.model.as_ref().filter(|_| shared.uses_model()) else {
         return Ok(());
     };
-    let base = shared.base("cpu")?;
+    let base = shared.base(policy::DeviceSpec::Cpu)?;
     let ours = Hash32::from(policy::checkpoint::digest(base.base_weights())?);
     anyhow::ensure!(
         ours == spec.base_checkpoint,

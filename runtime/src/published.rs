@@ -74,7 +74,7 @@ pub fn fetch(
     cfg: &ClusterConfig,
     url: Option<&str>,
     selector: &CheckpointSelector,
-    device: &str,
+    device: policy::DeviceSpec,
 ) -> anyhow::Result<PublishedCheckpoint> {
     let url = match url {
         Some(u) => u.to_string(),
@@ -88,7 +88,7 @@ async fn fetch_async(
     cfg: &ClusterConfig,
     url: &str,
     selector: &CheckpointSelector,
-    device: &str,
+    device: policy::DeviceSpec,
 ) -> anyhow::Result<PublishedCheckpoint> {
     let buses = crate::auth::RoleBuses::new(cfg, url, Arc::new(Metrics::new()), Default::default());
     let bus = if buses.has_admin() {

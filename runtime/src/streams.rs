@@ -66,7 +66,7 @@ impl TopologyConfig {
     pub fn of(cfg: &crate::config::ClusterConfig) -> Self {
         Self {
             max_message_bytes: cfg.nats.max_message_bytes,
-            memory: cfg.nats.storage == "memory",
+            memory: cfg.nats.storage == crate::config::NatsStorage::Memory,
             retention: Duration::from_secs(cfg.nats.retention_hours * 3600),
             max_groups_per_window: cfg.network.max_groups_per_window,
             replicas: cfg.nats.replicas,

@@ -4,13 +4,15 @@
 
 use serde::Deserialize;
 
+use super::vocab::{CheckpointStoreKind, ComputeKind};
+
 /// `[compute]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ComputeSection {
     /// `"model"`: miners generate with the policy and verifiers re-run it (the product);
     /// `"structural"`: model-free completions, for transport and supervision tests.
-    pub kind: String,
+    pub kind: ComputeKind,
     /// Fraction of groups a verifier re-runs the forward pass on (picked with the close
     /// randomness, so a miner cannot know which); cheap checks run on every group.
     pub deep_check_rate: f64,
@@ -19,7 +21,7 @@ pub struct ComputeSection {
 impl Default for ComputeSection {
     fn default() -> Self {
         Self {
-            kind: "model".into(),
+            kind: ComputeKind::Model,
             deep_check_rate: 1.0,
         }
     }
@@ -122,7 +124,7 @@ pub struct CheckpointsSection {
     /// A checkpoint becomes valid this many windows after the window open when announced.
     pub lead_windows: u64,
     /// Where checkpoint objects live: `"nats"` (the JetStream object store) or a directory.
-    pub store: String,
+    pub store: CheckpointStoreKind,
     /// SS58 address whose announcements miners and verifiers trust; empty = this cluster's
     /// own publisher key (run_dir/keys/publisher-0.json).
     pub publisher: String,
@@ -136,7 +138,7 @@ impl Default for CheckpointsSection {
             anchor_every: 10,
             keep_anchors: 2,
             lead_windows: 1,
-            store: "nats".into(),
+            store: CheckpointStoreKind::Nats,
             publisher: String::new(),
             trainer: String::new(),
         }
@@ -153,13 +155,6 @@ pub fn validate(
     trainer: &TrainerSection,
     checkpoints: &CheckpointsSection,
 ) -> Result<(), KeyProblem> {
-    if !matches!(compute.kind.as_str(), "model" | "structural") {
-        return Err((
-            "compute.kind",
-            format!("is {:?}", compute.kind),
-            "use \"model\" (the policy) or \"structural\" (model-free transport tests)",
-        ));
-    }
     if !(0.0..=1.0).contains(&compute.deep_check_rate) {
         return Err((
             "compute.deep_check_rate",
@@ -249,13 +244,11 @@ mod tests {
         assert_eq!(c.sampling.spec().max_new_tokens, 8);
         assert_eq!(c.trainer.grpo().optimizer.lr, 0.003);
         assert_eq!(c.checkpoints.anchor_every, 4);
-        assert_eq!(c.compute.kind, "model");
+        assert_eq!(c.compute.kind, super::ComputeKind::Model);
     }
 
     #[test]
     fn bad_learning_keys_are_named_with_a_fix() {
-        let e = problem("[compute]\nkind = \"gpu\"\n");
-        assert!(e.contains("`compute.kind`") && e.contains("fix:"), "{e}");
         let e = problem("[sampling]\ntemperature = 0.0\n");
         assert!(e.contains("`sampling.temperature`"), "{e}");
         let e = problem("[checkpoints]\npublisher = \"not-an-address\"\n");
