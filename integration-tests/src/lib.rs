@@ -3,7 +3,9 @@
 //! supervised actors, "processes" (an actix System on its own thread with its own NATS
 //! connection) that can be killed abruptly, and readers for what the streams hold.
 
+pub mod cluster;
 pub mod observe;
+pub mod s3;
 
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};

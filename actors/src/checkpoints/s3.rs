@@ -152,6 +152,9 @@ pub struct S3Store {
 impl S3Store {
     /// Build the client; nothing is sent until the first request.
     pub fn open(cfg: S3Config) -> Result<Self, StoreError> {
+        // reqwest takes the process-wide rustls provider; ring is the one this build links
+        // (an error only means one is installed already).
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&cfg.bucket)
             .with_region(&cfg.region)
