@@ -1,6 +1,6 @@
 //! Opt-in cross-check of the dequantisers against llama.cpp's own Python `gguf` package
-//! (scripts/gguf_reference.py). Skips with a message when `python3 -c "import gguf"` fails;
-//! set GRAIL_GGUF_PYTHON to pick the interpreter.
+//! (scripts/gguf_reference.py). Ignored by default (needs `pip install gguf numpy`); set
+//! GRAIL_GGUF_PYTHON to pick the interpreter.
 
 mod gguf_support;
 
@@ -12,16 +12,18 @@ use grail_policy::gguf::{dequantize_tensor, GgmlType, GgufFile};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-fn python() -> Option<String> {
+const NEEDS_GGUF: &str = "needs python3 with llama.cpp's gguf package: pip install gguf numpy (or set GRAIL_GGUF_PYTHON to an interpreter that has it)";
+
+/// The interpreter (GRAIL_GGUF_PYTHON, else python3); panics naming the fix when it cannot
+/// import gguf (the tests are ignored by default).
+fn python() -> String {
     let python = std::env::var("GRAIL_GGUF_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&python)
         .args(["-c", "import gguf, numpy"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("skipping: `{python}` cannot import gguf+numpy (pip install gguf, or set GRAIL_GGUF_PYTHON)");
-    }
-    ok.then_some(python)
+    assert!(ok, "`{python}` cannot import gguf+numpy: {NEEDS_GGUF}");
+    python
 }
 
 fn script() -> PathBuf {
@@ -98,8 +100,9 @@ fn random_blocks(rng: &mut StdRng, ty: GgmlType, blocks: usize) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs python3 with gguf+numpy (pip install gguf numpy, or GRAIL_GGUF_PYTHON); run cargo test -p grail-policy --test gguf_reference -- --ignored"]
 fn random_blocks_match_the_python_reference() {
-    let Some(python) = python() else { return };
+    let python = python();
     let mut rng = StdRng::seed_from_u64(77);
     let mut w = GgufWriter::default();
     let quantised = [
@@ -144,11 +147,10 @@ fn random_blocks_match_the_python_reference() {
 }
 
 #[test]
+#[ignore = "needs python3 with gguf+numpy (pip install gguf numpy, or GRAIL_GGUF_PYTHON) and the SmolLM2 GGUF (scripts/fetch-smollm2.sh); run cargo test --release -p grail-policy --test gguf_reference -- --ignored"]
 fn smollm2_tensors_match_the_python_reference() {
-    let Some(path) = gguf_support::smollm2_path() else {
-        return;
-    };
-    let Some(python) = python() else { return };
+    let path = gguf_support::smollm2_path();
+    let python = python();
     let names = [
         "token_embd.weight",
         "blk.0.attn_q.weight",

@@ -1,5 +1,5 @@
 //! Opt-in tests on the real SmolLM2-135M-Instruct Q4_1 GGUF (scripts/fetch-smollm2.sh or
-//! $GRAIL_SMOLLM2_GGUF); each test skips with a message when the file is absent.
+//! $GRAIL_SMOLLM2_GGUF); ignored by default, they fail naming the fix when run without it.
 
 mod gguf_support;
 
@@ -9,10 +9,9 @@ use grail_policy::tokenizer::{render_chatml, ChatMessage};
 use grail_policy::{LoadOptions, LoadedModel};
 
 #[test]
+#[ignore = "needs the SmolLM2-135M-Instruct Q4_1 GGUF (~100 MB): run scripts/fetch-smollm2.sh (or set GRAIL_SMOLLM2_GGUF), then cargo test --release -p grail-policy --test gguf_smollm2 -- --ignored"]
 fn smollm2_config_tensors_and_tokenizer() {
-    let Some(path) = gguf_support::smollm2_path() else {
-        return;
-    };
+    let path = gguf_support::smollm2_path();
     let model = load_gguf(&path).unwrap();
     let c = &model.config;
     assert_eq!(c["architectures"][0], "LlamaForCausalLM");
@@ -72,10 +71,9 @@ fn smollm2_config_tensors_and_tokenizer() {
 }
 
 #[test]
+#[ignore = "needs the SmolLM2-135M-Instruct Q4_1 GGUF (~100 MB): run scripts/fetch-smollm2.sh (or set GRAIL_SMOLLM2_GGUF), then cargo test --release -p grail-policy --test gguf_smollm2 -- --ignored"]
 fn smollm2_answers_the_capital_of_france() {
-    let Some(path) = gguf_support::smollm2_path() else {
-        return;
-    };
+    let path = gguf_support::smollm2_path();
     let gguf = load_gguf(&path).unwrap();
     let loaded = LoadedModel::from_parts(
         gguf.tensors,

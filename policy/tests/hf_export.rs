@@ -3,17 +3,16 @@
 //! the chat template renders as grail renders ChatML. Prints the max |logit diff| measured.
 
 mod gguf_support;
+mod torch_support;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use candle_core::{DType, Tensor};
 use grail_policy::export::{export_loaded, ExportDtype, ModelCard};
 use grail_policy::tokenizer::render_chatml;
 use grail_policy::{load_model, write_tiny_model, Arch, ChatMessage, LoadOptions, LoadedModel};
-
-const NEEDS: &str = "needs python3 with torch+transformers: python3 -m venv .venv-torch && .venv-torch/bin/pip install torch transformers (or set GRAIL_TORCH_PYTHON); run cargo test -p grail-policy --test hf_export -- --ignored";
 
 const TEXTS: [&str; 4] = [
     "hello world 12345",
@@ -22,21 +21,9 @@ const TEXTS: [&str; 4] = [
     "  two spaces\n\ttab, then 2024-12-05.",
 ];
 
-/// The interpreter: GRAIL_TORCH_PYTHON, else the repository's .venv-torch, else python3.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("GRAIL_TORCH_PYTHON") {
-        return p.into();
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-torch/bin/python");
-    if venv.is_file() {
-        return venv;
-    }
-    "python3".into()
-}
-
 fn transformers_outputs(dir: &Path, request: &serde_json::Value) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/hf_export_check.py");
-    let python = python();
+    let script = torch_support::script("hf_export_check.py");
+    let python = torch_support::torch_python();
     let mut child = Command::new(&python)
         .arg(&script)
         .arg(dir)
@@ -44,7 +31,7 @@ fn transformers_outputs(dir: &Path, request: &serde_json::Value) -> serde_json::
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}; {NEEDS}", python.display()));
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
     child
         .stdin
         .take()
@@ -54,7 +41,7 @@ fn transformers_outputs(dir: &Path, request: &serde_json::Value) -> serde_json::
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "{} {} failed ({NEEDS}): {}",
+        "{} {} failed: {}",
         python.display(),
         script.display(),
         String::from_utf8_lossy(&out.stderr)
@@ -153,8 +140,7 @@ fn tiny_and_gguf_exports_match_transformers() {
 #[test]
 #[ignore = "needs python3 with torch+transformers (pip install torch transformers, or .venv-torch) and the SmolLM2 GGUF (scripts/fetch-smollm2.sh); run cargo test --release -p grail-policy --test hf_export -- --ignored"]
 fn smollm2_export_matches_transformers() {
-    let gguf = gguf_support::smollm2_path()
-        .expect("SmolLM2 GGUF not found: run scripts/fetch-smollm2.sh or set GRAIL_SMOLLM2_GGUF");
+    let gguf = gguf_support::smollm2_path();
     let source = load_model(&gguf, &LoadOptions::default()).unwrap();
     check("SmolLM2-135M-Instruct (Q4_1 GGUF)", &source, 1e-4);
 }

