@@ -442,6 +442,15 @@ impl GrpoTrainer {
         self.optimizer.steps()
     }
 
+    /// The optimizer (its state is what [`crate::train_state`] persists).
+    pub fn optimizer(&self) -> &FusedAdamW {
+        &self.optimizer
+    }
+
+    pub fn optimizer_mut(&mut self) -> &mut FusedAdamW {
+        &mut self.optimizer
+    }
+
     /// Sets the learning rate (for a schedule).
     pub fn set_lr(&mut self, lr: f64) {
         self.optimizer.config.lr = lr;

@@ -18,6 +18,7 @@ pub mod optim;
 pub mod proof;
 pub mod tiny;
 pub mod tokenizer;
+pub mod train_state;
 
 pub use config::{Arch, ModelConfig};
 pub use device::{default_dtype, parse_device, DeviceError, DeviceSpec};

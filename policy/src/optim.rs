@@ -259,6 +259,54 @@ impl FusedAdamW {
         self.step
     }
 
+    /// The step count and every var's first and second moments as CPU f32 tensors, by var
+    /// name: what a trainer persists to resume after a crash exactly where it stopped.
+    pub fn state(&self) -> Result<(u64, Vec<(String, Tensor, Tensor)>)> {
+        let mut out = Vec::with_capacity(self.vars.len());
+        for ((name, var), moments) in self.vars.iter().zip(&self.moments) {
+            let cpu = candle_core::Device::Cpu;
+            let (m, v) = match moments {
+                Moments::Host { m, v } => (
+                    Tensor::from_slice(m, var.shape(), &cpu)?,
+                    Tensor::from_slice(v, var.shape(), &cpu)?,
+                ),
+                Moments::Device { m, v } => (m.to_device(&cpu)?, v.to_device(&cpu)?),
+            };
+            out.push((name.clone(), m, v));
+        }
+        Ok((self.step, out))
+    }
+
+    /// Restores what [`Self::state`] returned; every var needs both moments of its shape.
+    pub fn restore(&mut self, step: u64, state: &[(String, Tensor, Tensor)]) -> Result<()> {
+        let by_name: std::collections::HashMap<&str, (&Tensor, &Tensor)> =
+            state.iter().map(|(n, m, v)| (n.as_str(), (m, v))).collect();
+        for ((name, var), moments) in self.vars.iter().zip(self.moments.iter_mut()) {
+            let Some((m, v)) = by_name.get(name.as_str()) else {
+                candle_core::bail!("optimizer state lacks the moments of `{name}`");
+            };
+            if m.dims() != var.dims() || v.dims() != var.dims() {
+                candle_core::bail!(
+                    "optimizer state of `{name}` has shape {:?}, the var {:?}",
+                    m.dims(),
+                    var.dims()
+                );
+            }
+            *moments = match moments {
+                Moments::Host { .. } => Moments::Host {
+                    m: host_f32(m)?,
+                    v: host_f32(v)?,
+                },
+                Moments::Device { .. } => Moments::Device {
+                    m: m.to_dtype(DType::F32)?.to_device(var.device())?,
+                    v: v.to_dtype(DType::F32)?.to_device(var.device())?,
+                },
+            };
+        }
+        self.step = step;
+        Ok(())
+    }
+
     /// Applies one update with gradients `grads` (same order as `vars`, same placement).
     pub fn step(&mut self, grads: &GradAccumulator) -> Result<()> {
         self.step += 1;
