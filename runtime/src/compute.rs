@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use actors::bus::Bus;
-use actors::checkpoints::{CheckpointStore, LocalDirStore, NatsObjectStore};
+use actors::checkpoints::{CheckpointStore, LocalDirStore, NatsObjectStore, S3Config, S3Store};
 use actors::compute::model::ModelBase;
 use anyhow::Context;
 use envs::Environment;
@@ -124,6 +124,12 @@ impl SharedCompute {
                 let s = NatsObjectStore::open(&bus.js).await.with_context(|| {
                     "[checkpoints] store = \"nats\": the object store is missing (run `grail streams`)"
                 })?;
+                return Ok(Arc::new(s));
+            }
+            CheckpointStoreKind::S3(url) => {
+                let cfg = S3Config::from_url(url)
+                    .map_err(|e| anyhow::anyhow!("[checkpoints] store: {e}"))?;
+                let s = S3Store::open(cfg).context("[checkpoints] store")?;
                 return Ok(Arc::new(s));
             }
         };
