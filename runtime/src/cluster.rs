@@ -57,7 +57,18 @@ pub async fn start_roles(
         let Some(section) = cfg.roles.get(role) else {
             continue;
         };
+        if let Some(n) = section.only_instance.filter(|n| *n >= section.instances) {
+            anyhow::bail!(
+                "--instance {n}: {} has [roles.{role}] instances = {} (instances are 0..{}): pick one of those, or raise `instances`",
+                cfg.source.display(),
+                section.instances,
+                section.instances
+            );
+        }
         for i in 0..section.instances {
+            if section.only_instance.is_some_and(|only| only != i) {
+                continue;
+            }
             let identity = keys::load_or_create(&key_path(cfg, role, Some(section), i))?;
             let instance = format!("{role}-{i}");
             let ctx = RoleCtx {

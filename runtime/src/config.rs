@@ -253,6 +253,9 @@ pub struct RoleSection {
     /// Miner: groups to mine per window per instance.
     #[serde(default = "one")]
     pub groups_per_window: usize,
+    /// Run only this instance (`--instance N`: processes sharing one config).
+    #[serde(skip)]
+    pub only_instance: Option<usize>,
 }
 
 fn one() -> usize {
@@ -270,6 +273,7 @@ impl RoleSection {
             devices: cpu_devices(),
             key_files: vec![],
             groups_per_window: 1,
+            only_instance: None,
         }
     }
 }

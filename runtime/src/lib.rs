@@ -12,6 +12,7 @@ pub mod keys;
 pub mod metrics_server;
 pub mod nats_server;
 pub mod network;
+pub mod process;
 pub mod progress;
 pub mod published;
 pub mod streams;

@@ -32,6 +32,16 @@ struct ConfigArg {
     /// Cluster description.
     #[arg(long, short, default_value = "cluster.toml")]
     config: PathBuf,
+    /// Run only instance N (0-based) of the role(s): one process per instance on one config.
+    #[arg(long)]
+    instance: Option<usize>,
+    /// Serve /metrics here instead of `[metrics] listen` ("" = off), e.g. one port per process.
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// Run directory (keys, models, checkpoints) instead of `[cluster] run_dir`; for
+    /// `grail miner --network`, where the joined miner keeps its files (default run-miner).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -90,6 +100,19 @@ enum Command {
         /// JetStream store directory of the server.
         #[arg(long, default_value = "/var/lib/nats/jetstream")]
         store_dir: PathBuf,
+        /// Route addresses (host:port) of every node of a NATS cluster, comma-separated (this
+        /// node's own may be listed): writes DIR/nats-server-<server-name>.conf for one node.
+        #[arg(long, value_delimiter = ',', requires = "server_name")]
+        cluster_routes: Vec<String>,
+        /// This node's unique name in the cluster (JetStream needs one per node).
+        #[arg(long, requires = "cluster_routes")]
+        server_name: Option<String>,
+        /// Name of the cluster (the same on every node).
+        #[arg(long, default_value = "grail")]
+        cluster_name: String,
+        /// Address this node accepts routes from the other nodes on.
+        #[arg(long, default_value = "0.0.0.0:6222")]
+        cluster_listen: String,
     },
     /// Run the gatekeeper alone: the auth-callout service that admits outside miners by their
     /// hotkey (needs gatekeeper.nk and issuer.nk in `[nats] credentials_dir`).
@@ -205,18 +228,12 @@ struct MinerArgs {
     /// folder; fill it with `grail data fetch`).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Where the joined miner keeps its config, model and checkpoints.
-    #[arg(long, default_value = "run-miner")]
-    run_dir: PathBuf,
     #[arg(long, default_value_t = 1)]
     workers: usize,
     #[arg(long, default_value_t = 1)]
     groups_per_window: usize,
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Prometheus /metrics address ("" = off).
-    #[arg(long, default_value = "")]
-    metrics_listen: String,
 }
 
 #[derive(Subcommand)]
@@ -313,7 +330,14 @@ fn init_logging(format: LogFormat) {
 }
 
 fn load(c: &ConfigArg) -> anyhow::Result<ClusterConfig> {
-    Ok(ClusterConfig::load(&c.config)?)
+    let mut cfg = ClusterConfig::load(&c.config)?;
+    let overrides = grail_runtime::process::ProcessOverrides {
+        instance: c.instance,
+        metrics_listen: c.metrics_listen.clone(),
+        run_dir: c.run_dir.clone(),
+    };
+    grail_runtime::process::apply(&mut cfg, &overrides)?;
+    Ok(cfg)
 }
 
 fn role(c: &ConfigArg, name: &str) -> anyhow::Result<()> {
@@ -354,11 +378,11 @@ fn main() -> anyhow::Result<()> {
                     owner,
                     model: m.model,
                     data_dir: m.data_dir,
-                    run_dir: m.run_dir,
+                    run_dir: m.config.run_dir.unwrap_or_else(|| "run-miner".into()),
                     workers: m.workers,
                     groups_per_window: m.groups_per_window,
                     device: m.device,
-                    metrics_listen: m.metrics_listen,
+                    metrics_listen: m.config.metrics_listen.unwrap_or_default(),
                 })
             }
             _ => role(&m.config, "miner"),
@@ -415,16 +439,34 @@ fn main() -> anyhow::Result<()> {
             out,
             listen,
             store_dir,
+            cluster_routes,
+            server_name,
+            cluster_name,
+            cluster_listen,
         } => {
+            use grail_runtime::auth::setup;
             let cfg = load(&config)?;
             let files = grail_runtime::auth::AuthFiles::ensure(&out)?;
-            let conf = grail_runtime::auth::setup::server_config(
-                &files,
-                &listen,
-                &store_dir,
-                cfg.nats.max_message_bytes,
-            )?;
-            let path = out.join("nats-server.conf");
+            let payload = cfg.nats.max_message_bytes;
+            let (conf, path) = match server_name {
+                Some(server_name) => {
+                    let path = out.join(format!("nats-server-{server_name}.conf"));
+                    let node = setup::ClusterNode {
+                        cluster_name,
+                        server_name,
+                        listen: cluster_listen,
+                        routes: cluster_routes,
+                    };
+                    let conf =
+                        setup::cluster_server_config(&files, &listen, &store_dir, payload, &node)?;
+                    println!("cluster node {}: set [nats] replicas = 3 and list every node's client URL in [nats] url", node.server_name);
+                    (conf, path)
+                }
+                None => (
+                    setup::server_config(&files, &listen, &store_dir, payload)?,
+                    out.join("nats-server.conf"),
+                ),
+            };
             std::fs::write(&path, conf).with_context(|| format!("writing {}", path.display()))?;
             println!(
                 "wrote {} and the credentials in {}",

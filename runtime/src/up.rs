@@ -125,9 +125,12 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
         &shutdown.signal(),
     )
     .await?;
+    // Which roles this process runs: several processes may share one config.
+    let names: Vec<&str> = roles.roles.iter().map(|r| r.instance.as_str()).collect();
     println!(
-        "grail up: {} role instances on {url} (Ctrl-C to stop)",
-        roles.roles.len()
+        "grail: this process runs {} ({}) on {url} (Ctrl-C to stop)",
+        names.join(", "),
+        names.len()
     );
     let limit = opts
         .windows

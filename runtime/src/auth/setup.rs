@@ -226,3 +226,50 @@ pub fn server_config(
         files.server_block()?
     ))
 }
+
+/// One node of a NATS cluster: its unique `server_name` (JetStream needs one per node), the
+/// route listener, and every node's route address (`host:port`; its own entry is ignored by
+/// the server, so all nodes can share one list).
+#[derive(Clone, Debug)]
+pub struct ClusterNode {
+    pub cluster_name: String,
+    pub server_name: String,
+    pub listen: String,
+    pub routes: Vec<String>,
+}
+
+impl ClusterNode {
+    /// The `server_name` and `cluster` blocks of the node's config.
+    pub fn block(&self) -> String {
+        let routes: Vec<String> = self
+            .routes
+            .iter()
+            .map(|r| {
+                if r.contains("://") {
+                    r.clone()
+                } else {
+                    format!("nats-route://{r}")
+                }
+            })
+            .collect();
+        format!(
+            "server_name: {}\ncluster {{\n  name: {}\n  listen: {}\n  routes: {}\n}}\n",
+            quote(&self.server_name),
+            quote(&self.cluster_name),
+            quote(&self.listen),
+            list(&routes)
+        )
+    }
+}
+
+/// [`server_config`] for one node of a cluster: the same credentials and permissions on every
+/// node, JetStream in this node's `store_dir`, and its [`ClusterNode::block`].
+pub fn cluster_server_config(
+    files: &AuthFiles,
+    listen: &str,
+    store_dir: &Path,
+    max_payload: usize,
+    node: &ClusterNode,
+) -> Result<String, AuthSetupError> {
+    Ok(server_config(files, listen, store_dir, max_payload)? + &node.block())
+}
