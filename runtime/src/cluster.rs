@@ -32,7 +32,7 @@ use messages::Hash32;
 use policy::DeviceSpec;
 
 use crate::compute::{key_path, SharedCompute};
-use crate::config::{ClusterConfig, RoleSection, ROLE_NAMES};
+use crate::config::{ClusterConfig, Role, RoleSection};
 use crate::keys;
 
 /// The supervised role instances of this process, kept so they can be stopped.
@@ -46,11 +46,11 @@ pub async fn start_roles(
     cfg: &ClusterConfig,
     shared: &Arc<SharedCompute>,
     buses: &crate::auth::RoleBuses,
-    only: Option<&str>,
+    only: Option<Role>,
     shutdown: &ShutdownSignal,
 ) -> anyhow::Result<RunningRoles> {
     let mut actors = Vec::new();
-    for role in ROLE_NAMES {
+    for role in Role::ALL {
         if only.is_some_and(|o| o != role) {
             continue;
         }
@@ -75,11 +75,11 @@ pub async fn start_roles(
                 // Each role identity on its own connection and credentials.
                 bus: buses.bus(role, &identity).await?,
                 identity,
-                role,
+                role: role.as_str(),
                 instance: instance.clone(),
             };
             let body = build_role(cfg, shared, role, section, ctx.clone()).await?;
-            tracing::info!(role, instance = %instance, address = %ctx.identity.address(), "starting");
+            tracing::info!(role = role.as_str(), instance = %instance, address = %ctx.identity.address(), "starting");
             let handle =
                 supervisor::start_with(&ctx, body, shutdown.clone(), RestartPolicy::default());
             actors.push(handle);
@@ -88,8 +88,8 @@ pub async fn start_roles(
     Ok(RunningRoles { roles: actors })
 }
 
-fn pool_config(role: &str, section: &RoleSection) -> PoolConfig {
-    PoolConfig::new(role, section.workers)
+fn pool_config(role: Role, section: &RoleSection) -> PoolConfig {
+    PoolConfig::new(role.as_str(), section.workers)
 }
 
 /// The device of worker `w` (devices are cycled over the workers).
@@ -110,7 +110,7 @@ fn worker_bases(
 /// A checkpoint book trusting `[checkpoints] publisher` (or this cluster's publisher key)
 /// and every publisher key of the installed manifest (an outside miner's only source).
 async fn book(shared: &SharedCompute, bus: &Bus) -> anyhow::Result<CheckpointBook> {
-    let mut trusted = vec![shared.trusted("publisher")?];
+    let mut trusted = vec![shared.trusted(Role::Publisher)?];
     if let Some(m) = bus.trust.manifest() {
         trusted.extend(m.roles.publisher.iter().cloned());
     }
@@ -123,14 +123,14 @@ async fn book(shared: &SharedCompute, bus: &Bus) -> anyhow::Result<CheckpointBoo
 async fn build_role(
     cfg: &ClusterConfig,
     shared: &Arc<SharedCompute>,
-    role: &'static str,
+    role: Role,
     section: &RoleSection,
     ctx: RoleCtx,
 ) -> anyhow::Result<Arc<dyn RoleLoop>> {
     let metrics = ctx.bus.metrics.clone();
     let model = shared.uses_model();
     Ok(match role {
-        "clock" => {
+        Role::Clock => {
             let length_ms = (cfg.window.length_secs * 1000.0) as u64;
             let seed =
                 keys::load_or_create_secret(&cfg.run_dir().join("keys").join("clock-chain.seed"))?;
@@ -152,7 +152,7 @@ async fn build_role(
             }
             Arc::new(Clock::new(ctx, clock))
         }
-        "miner" => {
+        Role::Miner => {
             let miner_cfg = MinerConfig {
                 groups_per_window: section.groups_per_window as u32,
             };
@@ -185,7 +185,7 @@ async fn build_role(
                 Arc::new(Miner::new(ctx, miner_cfg, Arc::new(pool)))
             }
         }
-        "verifier" => {
+        Role::Verifier => {
             let verifier_cfg = VerifierConfig {
                 concurrency: section.workers * 2,
                 ack_wait: Duration::from_secs(30),
@@ -230,7 +230,7 @@ async fn build_role(
                 Arc::new(Verifier::new(ctx, verifier_cfg, Arc::new(pool)))
             }
         }
-        "trainer" => {
+        Role::Trainer => {
             if model {
                 let base = shared.base(worker_device(section, 0))?;
                 let t = &cfg.trainer;
@@ -243,7 +243,7 @@ async fn build_role(
                 };
                 let pool = WorkerPool::start(
                     // One trainer thread: the optimizer state is not shared between workers.
-                    PoolConfig::new(role, 1),
+                    PoolConfig::new(role.as_str(), 1),
                     Arc::new(move |_| {
                         Ok(TrainerWorker(Box::new(GrpoTrainerCompute::new(
                             base.config.clone(),
@@ -268,14 +268,14 @@ async fn build_role(
                 Arc::new(Trainer::new(ctx, Arc::new(pool)))
             }
         }
-        "scorer" => Arc::new(Scorer::new(
+        Role::Scorer => Arc::new(Scorer::new(
             ctx,
             ScorerConfig {
                 params: cfg.scoring.params(),
                 soft: cfg.scoring.soft,
             },
         )),
-        "publisher" => {
+        Role::Publisher => {
             if model {
                 let base = shared.base(DeviceSpec::Cpu)?;
                 let c = &cfg.checkpoints;
@@ -284,7 +284,7 @@ async fn build_role(
                         anchor_every: c.anchor_every,
                         keep_anchors: c.keep_anchors,
                         lead_windows: c.lead_windows,
-                        trusted_trainers: vec![shared.trusted("trainer")?],
+                        trusted_trainers: vec![shared.trusted(Role::Trainer)?],
                         ..Default::default()
                     },
                     store: shared.store(&ctx.bus).await?,
@@ -296,7 +296,7 @@ async fn build_role(
                 Arc::new(Publisher::new(ctx))
             }
         }
-        "evaluator" => {
+        Role::Evaluator => {
             anyhow::ensure!(
                 model,
                 "[roles.evaluator] needs [compute] kind = \"model\" (it scores the model); delete the section for structural clusters"
@@ -334,6 +334,5 @@ async fn build_role(
             let book = book(shared, &ctx.bus).await?;
             Arc::new(Evaluator::new(ctx, eval_cfg, Arc::new(pool), book))
         }
-        other => anyhow::bail!("unknown role {other}"),
     })
 }

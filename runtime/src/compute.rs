@@ -12,7 +12,7 @@ use anyhow::Context;
 use envs::Environment;
 use policy::DeviceSpec;
 
-use crate::config::{CheckpointStoreKind, ClusterConfig, ComputeKind, RoleSection};
+use crate::config::{CheckpointStoreKind, ClusterConfig, ComputeKind, Role, RoleSection};
 use crate::keys;
 
 /// Lazily built, process-wide resources for the model-backed roles.
@@ -26,7 +26,7 @@ pub struct SharedCompute {
 /// The key file of instance `i` of `role` (configured, or generated under run_dir/keys).
 pub fn key_path(
     cfg: &ClusterConfig,
-    role: &str,
+    role: Role,
     section: Option<&RoleSection>,
     i: usize,
 ) -> std::path::PathBuf {
@@ -87,7 +87,8 @@ impl SharedCompute {
                 path.display()
             )
         })?;
-        let base = Arc::new(base);
+        let dtype = (self.cfg.checkpoints.dtype).resolve(self.cfg.model.tiny_arch.is_some());
+        let base = Arc::new(base.with_checkpoint_dtype(dtype)?);
         bases.insert(device, base.clone());
         Ok(base)
     }
@@ -150,11 +151,11 @@ impl SharedCompute {
             .cloned()
     }
 
-    /// The hotkey address trusted for `role` ("publisher" or "trainer"): the configured one,
-    /// else this cluster's own instance-0 key.
-    pub fn trusted(&self, role: &str) -> anyhow::Result<String> {
+    /// The hotkey address trusted for `role` (the publisher or the trainer): the configured
+    /// one, else this cluster's own instance-0 key.
+    pub fn trusted(&self, role: Role) -> anyhow::Result<String> {
         let configured = match role {
-            "publisher" => &self.cfg.checkpoints.publisher,
+            Role::Publisher => &self.cfg.checkpoints.publisher,
             _ => &self.cfg.checkpoints.trainer,
         };
         if !configured.is_empty() {

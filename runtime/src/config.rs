@@ -305,27 +305,16 @@ impl Default for RolesSection {
     }
 }
 
-pub const ROLE_NAMES: [&str; 7] = [
-    "clock",
-    "miner",
-    "verifier",
-    "trainer",
-    "publisher",
-    "scorer",
-    "evaluator",
-];
-
 impl RolesSection {
-    pub fn get(&self, role: &str) -> Option<&RoleSection> {
+    pub fn get(&self, role: Role) -> Option<&RoleSection> {
         match role {
-            "clock" => self.clock.as_ref(),
-            "miner" => self.miner.as_ref(),
-            "verifier" => self.verifier.as_ref(),
-            "trainer" => self.trainer.as_ref(),
-            "publisher" => self.publisher.as_ref(),
-            "scorer" => self.scorer.as_ref(),
-            "evaluator" => self.evaluator.as_ref(),
-            _ => None,
+            Role::Clock => self.clock.as_ref(),
+            Role::Miner => self.miner.as_ref(),
+            Role::Verifier => self.verifier.as_ref(),
+            Role::Trainer => self.trainer.as_ref(),
+            Role::Publisher => self.publisher.as_ref(),
+            Role::Scorer => self.scorer.as_ref(),
+            Role::Evaluator => self.evaluator.as_ref(),
         }
     }
 }
@@ -504,7 +493,7 @@ impl ClusterConfig {
                 "score at least 1 held-out problem, or delete [roles.evaluator]",
             ));
         }
-        for role in ROLE_NAMES {
+        for role in Role::ALL {
             let Some(r) = self.roles.get(role) else {
                 continue;
             };

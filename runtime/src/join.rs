@@ -217,7 +217,7 @@ pub fn run(o: JoinOptions) -> anyhow::Result<()> {
     up::run(
         cfg,
         up::UpOptions {
-            only_role: Some("miner".into()),
+            only_role: Some(crate::config::Role::Miner),
             windows: None,
         },
     )

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use grail_runtime::config::ClusterConfig;
+use grail_runtime::config::{ClusterConfig, Role};
 use grail_runtime::{keys, up};
 
 #[derive(Parser)]
@@ -340,7 +340,7 @@ fn load(c: &ConfigArg) -> anyhow::Result<ClusterConfig> {
     Ok(cfg)
 }
 
-fn role(c: &ConfigArg, name: &str) -> anyhow::Result<()> {
+fn role(c: &ConfigArg, name: Role) -> anyhow::Result<()> {
     let cfg = load(c)?;
     anyhow::ensure!(
         cfg.roles.get(name).is_some(),
@@ -350,7 +350,7 @@ fn role(c: &ConfigArg, name: &str) -> anyhow::Result<()> {
     up::run(
         cfg,
         up::UpOptions {
-            only_role: Some(name.to_string()),
+            only_role: Some(name),
             windows: None,
         },
     )
@@ -369,7 +369,7 @@ fn main() -> anyhow::Result<()> {
                 windows,
             },
         ),
-        Command::Clock(c) => role(&c, "clock"),
+        Command::Clock(c) => role(&c, Role::Clock),
         Command::Miner(m) => match (m.network, m.hotkey, m.owner) {
             (Some(url), Some(hotkey), Some(owner)) => {
                 grail_runtime::join::run(grail_runtime::join::JoinOptions {
@@ -385,7 +385,7 @@ fn main() -> anyhow::Result<()> {
                     metrics_listen: m.config.metrics_listen.unwrap_or_default(),
                 })
             }
-            _ => role(&m.config, "miner"),
+            _ => role(&m.config, Role::Miner),
         },
         Command::Manifest { config, url } => {
             let cfg = load(&config)?;
@@ -398,11 +398,11 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&manifest)?);
             Ok(())
         }
-        Command::Verifier(c) => role(&c, "verifier"),
-        Command::Trainer(c) => role(&c, "trainer"),
-        Command::Publisher(c) => role(&c, "publisher"),
-        Command::Scorer(c) => role(&c, "scorer"),
-        Command::Evaluator(c) => role(&c, "evaluator"),
+        Command::Verifier(c) => role(&c, Role::Verifier),
+        Command::Trainer(c) => role(&c, Role::Trainer),
+        Command::Publisher(c) => role(&c, Role::Publisher),
+        Command::Scorer(c) => role(&c, Role::Scorer),
+        Command::Evaluator(c) => role(&c, Role::Evaluator),
         Command::Streams { config, url } => {
             let cfg = load(&config)?;
             let url = match url {

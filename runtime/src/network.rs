@@ -21,7 +21,7 @@ use messages::{Authority, Envelope, Hash32, Identity, NetworkManifest, WIRE_VERS
 use protocol::randomness::HashChain;
 
 use crate::compute::{key_path, SharedCompute};
-use crate::config::{ClusterConfig, ROLE_NAMES};
+use crate::config::{ClusterConfig, Role};
 use crate::keys;
 
 pub use crate::keys::pinned_owner;
@@ -64,15 +64,14 @@ async fn schedule(
 /// only the key files it finds (roles on other boxes are named in `[network.keys]`).
 fn role_keys(cfg: &ClusterConfig, create_missing: bool) -> anyhow::Result<RoleKeys> {
     let mut keys = RoleKeys::default();
-    for role in ROLE_NAMES {
-        let (Some(authority), Some(section)) = (Authority::of_role(role), cfg.roles.get(role))
-        else {
+    for role in Role::ALL {
+        let (Some(authority), Some(section)) = (role.authority(), cfg.roles.get(role)) else {
             continue;
         };
         for i in 0..section.instances {
             let path = key_path(cfg, role, Some(section), i);
             if !create_missing && !path.exists() {
-                tracing::info!(role, path = %path.display(), "no local key file; the role's key must be in [network.keys]");
+                tracing::info!(role = role.as_str(), path = %path.display(), "no local key file; the role's key must be in [network.keys]");
                 continue;
             }
             let id = keys::load_or_create(&path)?;

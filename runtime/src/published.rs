@@ -94,7 +94,7 @@ async fn fetch_async(
     let bus = if buses.has_admin() {
         buses.admin().await?
     } else {
-        buses.control(Some("evaluator")).await?
+        buses.control(Some(crate::config::Role::Evaluator)).await?
     };
     let owner = crate::network::pinned_owner(cfg)?;
     let manifest = crate::network::install_latest(&bus, &owner, Some(&cfg.network_id())).await?;

@@ -11,12 +11,12 @@ use messages::subjects as subj;
 
 use crate::auth::RoleBuses;
 use crate::cluster::start_roles;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Role};
 use crate::nats_server::{EmbeddedNats, EmbeddedOptions};
 use crate::streams::{ensure, TopologyConfig};
 
 pub struct UpOptions {
-    pub only_role: Option<String>,
+    pub only_role: Option<Role>,
     pub windows: Option<u64>,
 }
 
@@ -88,13 +88,13 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
     if opts.only_role.is_none() {
         crate::auth::start_gatekeeper(&cfg, &url, metrics.clone()).await?;
     }
-    let bus = buses.control(opts.only_role.as_deref()).await?;
+    let bus = buses.control(opts.only_role).await?;
     // The admin makes the topology; a role started alone on an authenticated bus only checks
     // it (it has no right to change it). Without auth every connection may, as before.
     if opts.only_role.is_none() || !buses.authenticated() {
         ensure(&bus.client, &bus.js, &TopologyConfig::of(&cfg)).await?;
         crate::streams::ensure_consumers(&bus.js).await?;
-    } else if matches!(opts.only_role.as_deref(), Some("miner" | "evaluator")) {
+    } else if matches!(opts.only_role, Some(Role::Miner | Role::Evaluator)) {
         crate::streams::check_for_miner(&bus.js).await?;
     } else {
         crate::streams::check(&bus.js).await?;
@@ -105,8 +105,8 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
     let shared = Arc::new(crate::compute::SharedCompute::new(&cfg));
     let manifest = crate::network::establish(&cfg, &bus, &shared, signs).await?;
     let model_role = matches!(
-        opts.only_role.as_deref(),
-        Some("miner" | "verifier" | "trainer" | "publisher" | "evaluator")
+        opts.only_role,
+        Some(Role::Miner | Role::Verifier | Role::Trainer | Role::Publisher | Role::Evaluator)
     );
     if !signs && model_role {
         crate::network::check_base_model(&cfg, &shared, &manifest)?;
@@ -117,14 +117,7 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
         tracing::info!(%addr, "serving /metrics");
     }
     let shutdown = actors::shutdown::Shutdown::new();
-    let roles = start_roles(
-        &cfg,
-        &shared,
-        &buses,
-        opts.only_role.as_deref(),
-        &shutdown.signal(),
-    )
-    .await?;
+    let roles = start_roles(&cfg, &shared, &buses, opts.only_role, &shutdown.signal()).await?;
     // Which roles this process runs: several processes may share one config.
     let names: Vec<&str> = roles.roles.iter().map(|r| r.instance.as_str()).collect();
     println!(

@@ -19,7 +19,7 @@ use actors::trust::Trust;
 use messages::bus_permissions::BusIdentity;
 use messages::Identity;
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Role};
 pub use setup::AuthFiles;
 
 /// The credentials directory this config's processes use, if the bus is authenticated:
@@ -46,11 +46,11 @@ pub fn operator_credentials(cfg: &ClusterConfig, id: BusIdentity) -> Credentials
 }
 
 /// The credentials a role instance with `identity` (its hotkey) connects with.
-pub fn role_credentials(cfg: &ClusterConfig, role: &str, identity: &Identity) -> Credentials {
+pub fn role_credentials(cfg: &ClusterConfig, role: Role, identity: &Identity) -> Credentials {
     if credentials_dir(cfg).is_none() && !cfg.nats.hotkey_login {
         return Credentials::None;
     }
-    match BusIdentity::operator(role) {
+    match role.operator() {
         Some(id) => operator_credentials(cfg, id),
         None => Credentials::Hotkey {
             identity: Arc::new(identity.clone()),
@@ -102,14 +102,14 @@ impl RoleBuses {
     }
 
     /// The bus role `role`'s instance with hotkey `identity` uses.
-    pub async fn bus(&self, role: &str, identity: &Identity) -> anyhow::Result<Bus> {
+    pub async fn bus(&self, role: Role, identity: &Identity) -> anyhow::Result<Bus> {
         let creds = role_credentials(&self.cfg, role, identity);
         let key = match &creds {
             Credentials::None => "shared".to_string(),
             Credentials::Hotkey { identity, .. } => format!("miner:{}", identity.address()),
             Credentials::Nkey { identity, .. } => identity.name().to_string(),
         };
-        self.connect(key, role, &creds).await
+        self.connect(key, role.as_str(), &creds).await
     }
 
     /// The admin bus (topology, progress display); the shared bus when there is no auth.
@@ -125,7 +125,7 @@ impl RoleBuses {
     /// The bus a process uses for its own steps (topology, manifest, progress): the admin's
     /// for `grail up`, the role's own for a role started alone (instance 0's hotkey for a
     /// miner), so a single role never needs admin rights.
-    pub async fn control(&self, only_role: Option<&str>) -> anyhow::Result<Bus> {
+    pub async fn control(&self, only_role: Option<Role>) -> anyhow::Result<Bus> {
         match only_role {
             None => self.admin().await,
             Some(role) => {

@@ -2,6 +2,7 @@
 //! commands, key files and bus identities all name a role by it; `as_str()` is the label on
 //! the wire, in metrics and in file names.
 
+use messages::bus_permissions::BusIdentity;
 use messages::manifest::Authority;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -43,6 +44,11 @@ impl Role {
     /// admitted hotkey may mine).
     pub fn authority(self) -> Option<Authority> {
         Authority::of_role(self.as_str())
+    }
+
+    /// The operator bus identity of this role (miners log in with their hotkey instead).
+    pub fn operator(self) -> Option<BusIdentity> {
+        BusIdentity::operator(self.as_str())
     }
 }
 
