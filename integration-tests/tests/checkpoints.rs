@@ -15,7 +15,7 @@ use actors::checkpoints::{
     CheckpointStore, LocalDirStore, NatsObjectStore,
 };
 use actors::compute::structural::{StructuralMiner, StructuralVerifier};
-use actors::compute::SharedWeights;
+use actors::compute::{ComputeError, SharedWeights};
 use actors::role::RoleCtx;
 use actors::roles::miner::{MineJob, Miner, MinerCompute, MinerConfig, MinerWorker};
 use actors::roles::publisher::{Publisher, PublisherConfig, PublisherSetup};
@@ -25,6 +25,7 @@ use actors::roles::trainer::{
 use actors::roles::verifier::{Verifier, VerifierConfig, VerifierWorker};
 use actors::worker_pool::{PoolConfig, WorkerPool};
 use candle_core::{DType, Device, Tensor};
+use grail_integration_tests::s3::TestS3;
 use grail_integration_tests::{
     eventually, eventually_async, start_clock, stream_messages, Process, TestNats,
 };
@@ -117,6 +118,18 @@ async fn start_publisher(
     base: Arc<WeightSet>,
     anchor_every: u64,
 ) {
+    let store = nats_store(bus).await;
+    start_publisher_on(bus, store, publisher, trainer, base, anchor_every).await
+}
+
+async fn start_publisher_on(
+    bus: &Bus,
+    store: Arc<dyn CheckpointStore>,
+    publisher: &Identity,
+    trainer: &Identity,
+    base: Arc<WeightSet>,
+    anchor_every: u64,
+) {
     let ctx = role(bus, publisher, "publisher", "publisher-0");
     grail_integration_tests::authorize(messages::Authority::Trainer, trainer.address());
     let cfg = PublisherConfig {
@@ -129,7 +142,7 @@ async fn start_publisher(
     };
     let setup = PublisherSetup {
         cfg,
-        store: nats_store(bus).await,
+        store,
         base,
         sampling: SamplingSpec::default(),
     };
@@ -152,7 +165,20 @@ async fn new_book(bus: &Bus, publisher: &Identity, cache: usize) -> CheckpointBo
 
 /// A book trusting `publisher`, following the stream for the rest of the test.
 async fn book(bus: &Bus, publisher: &Identity, cache: usize, role: &'static str) -> CheckpointBook {
-    let book = new_book(bus, publisher, cache).await;
+    let store = nats_store(bus).await;
+    book_on(bus, store, publisher, cache, role)
+}
+
+fn book_on(
+    bus: &Bus,
+    store: Arc<dyn CheckpointStore>,
+    publisher: &Identity,
+    cache: usize,
+    role: &'static str,
+) -> CheckpointBook {
+    let mut cfg = BookConfig::trusting([publisher.address().to_string()]);
+    cfg.cache = cache;
+    let book = CheckpointBook::new(cfg, store);
     std::mem::forget(book.spawn_follower(bus.clone(), role));
     book
 }
@@ -166,15 +192,22 @@ async fn offer_candidate(
     window: u64,
 ) {
     let store = nats_store(bus).await;
+    offer_candidate_on(bus, store.as_ref(), trainer, weights, from, window).await
+}
+
+async fn offer_candidate_on(
+    bus: &Bus,
+    store: &dyn CheckpointStore,
+    trainer: &Identity,
+    weights: &WeightSet,
+    from: Hash32,
+    window: u64,
+) {
     let d = weight_digest(weights);
     let object = subj::staging_object(&d.to_string());
-    let stored = put_bytes(
-        store.as_ref(),
-        &object,
-        to_safetensors_bytes(weights).unwrap(),
-    )
-    .await
-    .unwrap();
+    let stored = put_bytes(store, &object, to_safetensors_bytes(weights).unwrap())
+        .await
+        .unwrap();
     let candidate = CheckpointCandidate {
         version: WIRE_VERSION,
         trainer: trainer.address().to_string(),
@@ -220,14 +253,17 @@ fn rejected(bus: &Bus, role: &str, reason: &str) -> u64 {
 // ---------------------------------------------------------------- tests
 
 #[test]
-fn both_stores_round_trip_stream_and_delete() {
+fn all_stores_round_trip_stream_and_delete() {
     let nats = TestNats::start();
+    let s3 = TestS3::start(&["grail"]);
     actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
         let dir = tempfile::tempdir().unwrap();
         let stores: Vec<Arc<dyn CheckpointStore>> = vec![
             nats_store(&bus).await,
             Arc::new(LocalDirStore::open(dir.path()).unwrap()),
+            // 5 MiB parts: the body below is one part; s3_store.rs covers multipart.
+            Arc::new(s3.store("grail", "checkpoints")),
         ];
         // Several NATS chunks (1 MiB each) and a ragged tail.
         let body: Vec<u8> = (0..3_500_000u32)
@@ -281,135 +317,161 @@ fn publisher_chains_deltas_between_anchors_and_books_rebuild_bit_exactly_with_fa
     let nats = TestNats::start();
     actix_rt::System::new().block_on(async {
         let bus = nats.bus().await;
-        let (publisher, trainer) = (Identity::generate(), Identity::generate());
-        let mut chain = vec![base_weights(1)];
-        start_publisher(&bus, &publisher, &trainer, Arc::new(chain[0].clone()), 3).await;
+        let store = nats_store(&bus).await;
+        publisher_chain_case(&bus, store).await;
+    });
+}
+
+/// The same hand-over with the checkpoint bytes in an S3 bucket: the publisher writes full and
+/// delta objects and applies retention there, books reconstruct from there.
+#[test]
+fn publisher_and_books_hand_over_through_an_s3_store() {
+    let nats = TestNats::start();
+    let s3 = TestS3::start(&["grail"]);
+    actix_rt::System::new().block_on(async {
+        let bus = nats.bus().await;
+        publisher_chain_case(&bus, Arc::new(s3.store("grail", "run"))).await;
+    });
+}
+
+async fn publisher_chain_case(bus: &Bus, store: Arc<dyn CheckpointStore>) {
+    let bus = bus.clone();
+    let (publisher, trainer) = (Identity::generate(), Identity::generate());
+    let mut chain = vec![base_weights(1)];
+    start_publisher_on(
+        &bus,
+        store.clone(),
+        &publisher,
+        &trainer,
+        Arc::new(chain[0].clone()),
+        3,
+    )
+    .await;
+    assert!(
+        eventually_async(Duration::from_secs(20), || async {
+            announcements(&bus).await.len() == 1
+        })
+        .await,
+        "genesis announced"
+    );
+    // Seven trained checkpoints: seqs 1..=7, anchors at 0, 3, 6.
+    for step in 1..=7u64 {
+        let next = train_step(&chain[step as usize - 1], step, 0.05);
+        offer_candidate_on(
+            &bus,
+            store.as_ref(),
+            &trainer,
+            &next,
+            weight_digest(&chain[step as usize - 1]),
+            step,
+        )
+        .await;
+        chain.push(next);
+        let want = step as usize + 1;
         assert!(
             eventually_async(Duration::from_secs(20), || async {
-                announcements(&bus).await.len() == 1
+                announcements(&bus).await.len() == want
             })
             .await,
-            "genesis announced"
+            "seq {step} announced"
         );
-        // Seven trained checkpoints: seqs 1..=7, anchors at 0, 3, 6.
-        for step in 1..=7u64 {
-            let next = train_step(&chain[step as usize - 1], step, 0.05);
-            offer_candidate(
-                &bus,
-                &trainer,
-                &next,
-                weight_digest(&chain[step as usize - 1]),
-                step,
-            )
-            .await;
-            chain.push(next);
-            let want = step as usize + 1;
-            assert!(
-                eventually_async(Duration::from_secs(20), || async {
-                    announcements(&bus).await.len() == want
-                })
-                .await,
-                "seq {step} announced"
-            );
-        }
-        let announced = announcements(&bus).await;
-        let kinds: Vec<bool> = announced
-            .iter()
-            .map(|a| a.kind == CheckpointKind::Full)
-            .collect();
-        assert_eq!(kinds, [true, false, false, true, false, false, true, false]);
-        for (a, w) in announced.iter().zip(&chain) {
-            assert_eq!(
-                a.checkpoint,
-                weight_digest(w),
-                "seq {} names the trained weights",
-                a.seq
-            );
-        }
-        println!("\n| seq | kind  | bytes     | full bytes | ratio |");
-        println!("|----:|-------|----------:|-----------:|------:|");
-        let full_bytes = to_safetensors_bytes(&chain[0]).unwrap().len() as u64;
-        for a in &announced {
-            let kind = if a.kind == CheckpointKind::Full {
-                "full"
-            } else {
-                "delta"
-            };
-            println!(
-                "| {} | {kind:5} | {:>9} | {full_bytes:>10} | {:.3} |",
-                a.seq,
-                a.bytes,
-                a.bytes as f64 / full_bytes as f64
-            );
-        }
-        // For comparison: a dense update (every element nudged), as after many Adam steps.
-        let dense = policy::delta::encode_delta(&chain[0], &train_step(&chain[0], 99, 1.0))
-            .unwrap()
-            .len();
+    }
+    let announced = announcements(&bus).await;
+    let kinds: Vec<bool> = announced
+        .iter()
+        .map(|a| a.kind == CheckpointKind::Full)
+        .collect();
+    assert_eq!(kinds, [true, false, false, true, false, false, true, false]);
+    for (a, w) in announced.iter().zip(&chain) {
+        assert_eq!(
+            a.checkpoint,
+            weight_digest(w),
+            "seq {} names the trained weights",
+            a.seq
+        );
+    }
+    println!("\n| seq | kind  | bytes     | full bytes | ratio |");
+    println!("|----:|-------|----------:|-----------:|------:|");
+    let full_bytes = to_safetensors_bytes(&chain[0]).unwrap().len() as u64;
+    for a in &announced {
+        let kind = if a.kind == CheckpointKind::Full {
+            "full"
+        } else {
+            "delta"
+        };
         println!(
-            "| -   | delta, 100 % changed | {dense:>9} | {full_bytes:>10} | {:.3} |",
-            dense as f64 / full_bytes as f64
+            "| {} | {kind:5} | {:>9} | {full_bytes:>10} | {:.3} |",
+            a.seq,
+            a.bytes,
+            a.bytes as f64 / full_bytes as f64
         );
-        assert!(
-            announced[1].bytes * 3 < announced[0].bytes,
-            "a 5 % delta is much smaller than a full checkpoint"
-        );
-        // Retention: anchors 3 and 6 are kept, so seqs 0..=2 are gone; staging objects too.
-        let store = nats_store(&bus).await;
-        let names = store.list().await.unwrap();
-        let expected: Vec<String> = announced[3..].iter().map(|a| a.object.clone()).collect();
-        assert_eq!(names, expected);
+    }
+    // For comparison: a dense update (every element nudged), as after many Adam steps.
+    let dense = policy::delta::encode_delta(&chain[0], &train_step(&chain[0], 99, 1.0))
+        .unwrap()
+        .len();
+    println!(
+        "| -   | delta, 100 % changed | {dense:>9} | {full_bytes:>10} | {:.3} |",
+        dense as f64 / full_bytes as f64
+    );
+    assert!(
+        announced[1].bytes * 3 < announced[0].bytes,
+        "a 5 % delta is much smaller than a full checkpoint"
+    );
+    // Retention: anchors 3 and 6 are kept, so seqs 0..=2 are gone; staging objects too.
+    let names = store.list().await.unwrap();
+    let expected: Vec<String> = announced[3..].iter().map(|a| a.object.clone()).collect();
+    assert_eq!(names, expected);
 
-        // A fresh book loads the newest four (seqs 4..=7: anchor 3 + deltas) bit-exactly.
-        let fresh = book(&bus, &publisher, 4, "verifier").await;
-        assert!(
-            eventually(Duration::from_secs(20), || fresh
-                .latest()
-                .is_some_and(|c| c.seq == 7))
-            .await
-        );
-        for seq in 4..=7u64 {
-            let a = &announced[seq as usize];
-            match fresh.status_of_seq(a.seq) {
-                CheckpointStatus::Ready(c) => {
-                    assert_eq!(c.seq, seq);
-                    assert_eq!(
-                        weight_digest(&c.weights.0),
-                        weight_digest(&chain[seq as usize])
-                    );
-                }
-                other => panic!("seq {seq}: {other:?}"),
+    // A fresh book loads the newest four (seqs 4..=7: anchor 3 + deltas) bit-exactly.
+    let fresh = book_on(&bus, store.clone(), &publisher, 4, "verifier");
+    assert!(
+        eventually(Duration::from_secs(20), || fresh
+            .latest()
+            .is_some_and(|c| c.seq == 7))
+        .await
+    );
+    for seq in 4..=7u64 {
+        let a = &announced[seq as usize];
+        match fresh.status_of_seq(a.seq) {
+            CheckpointStatus::Ready(c) => {
+                assert_eq!(c.seq, seq);
+                assert_eq!(
+                    weight_digest(&c.weights.0),
+                    weight_digest(&chain[seq as usize])
+                );
             }
+            other => panic!("seq {seq}: {other:?}"),
         }
-        // Delete the delta of seq 4: 4 and 5 (built on it) become unavailable; loading resumes
-        // at the next full anchor (6) and the delta after it.
-        store.delete(&announced[4].object).await.unwrap();
-        let broken = book(&bus, &publisher, 4, "miner").await;
-        assert!(
-            eventually(Duration::from_secs(20), || broken
-                .latest()
-                .is_some_and(|c| c.seq == 7))
-            .await
-        );
-        for (seq, reason) in [(4, "object_missing"), (5, "base_unavailable")] {
-            match broken.status_of_seq(seq as u64) {
-                CheckpointStatus::Unavailable { seq: s, reason: r } => {
-                    assert_eq!((s, r.as_str()), (seq as u64, reason))
-                }
-                other => panic!("seq {seq}: {other:?}"),
+    }
+    // Delete the delta of seq 4: 4 and 5 (built on it) become unavailable; loading resumes
+    // at the next full anchor (6) and the delta after it.
+    store.delete(&announced[4].object).await.unwrap();
+    let broken = book_on(&bus, store.clone(), &publisher, 4, "miner");
+    assert!(
+        eventually(Duration::from_secs(20), || broken
+            .latest()
+            .is_some_and(|c| c.seq == 7))
+        .await
+    );
+    for (seq, reason) in [(4, "object_missing"), (5, "base_unavailable")] {
+        match broken.status_of_seq(seq as u64) {
+            CheckpointStatus::Unavailable { seq: s, reason: r } => {
+                assert_eq!((s, r.as_str()), (seq as u64, reason))
             }
+            other => panic!("seq {seq}: {other:?}"),
         }
-        for seq in [6usize, 7] {
-            match broken.status_of_seq(seq as u64) {
-                CheckpointStatus::Ready(c) => {
-                    assert_eq!(weight_digest(&c.weights.0), weight_digest(&chain[seq]))
-                }
-                other => panic!("seq {seq}: {other:?}"),
+    }
+    for seq in [6usize, 7] {
+        match broken.status_of_seq(seq as u64) {
+            CheckpointStatus::Ready(c) => {
+                assert_eq!(weight_digest(&c.weights.0), weight_digest(&chain[seq]))
             }
+            other => panic!("seq {seq}: {other:?}"),
         }
-        assert!(rejected(&bus, "miner", "checkpoint_object_missing") >= 1);
-        assert!(rejected(&bus, "miner", "checkpoint_base_unavailable") >= 1);
-    });
+    }
+    assert!(rejected(&bus, "miner", "checkpoint_object_missing") >= 1);
+    assert!(rejected(&bus, "miner", "checkpoint_base_unavailable") >= 1);
 }
 
 #[test]
@@ -696,7 +758,7 @@ struct NudgeTrainer {
 }
 
 impl TrainerCompute for NudgeTrainer {
-    fn train(&mut self, job: &TrainJob) -> anyhow::Result<TrainReport> {
+    fn train(&mut self, job: &TrainJob) -> Result<TrainReport, ComputeError> {
         self.jobs.lock().unwrap().push((
             job.window,
             job.base.as_ref().map(|b| b.seq),
