@@ -130,6 +130,33 @@ pub struct CheckpointsSection {
     pub publisher: String,
     /// SS58 address whose candidates the publisher accepts; empty = this cluster's trainer key.
     pub trainer: String,
+    /// The dtype checkpoints are published, committed (digest) and loaded in: `"bf16"`,
+    /// `"f32"`, or `"auto"` (bf16 for a model file, f32 for the tiny model). The trainer keeps
+    /// f32 master weights either way.
+    pub dtype: PublishDtype,
+}
+
+/// `[checkpoints] dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishDtype {
+    Auto,
+    Bf16,
+    F32,
+}
+
+impl PublishDtype {
+    /// The dtype for a network whose model is the tiny one (`tiny`) or a model file.
+    pub fn resolve(self, tiny: bool) -> candle_core::DType {
+        match self {
+            Self::Bf16 => candle_core::DType::BF16,
+            Self::F32 => candle_core::DType::F32,
+            // The tiny model's lr 3e-3 learning is measured with f32 checkpoints (its bf16
+            // deltas are still 37 % of full: docs/BENCHMARKS.md "Checkpoint deltas").
+            Self::Auto if tiny => candle_core::DType::F32,
+            Self::Auto => candle_core::DType::BF16,
+        }
+    }
 }
 
 impl Default for CheckpointsSection {
@@ -141,6 +168,7 @@ impl Default for CheckpointsSection {
             store: CheckpointStoreKind::Nats,
             publisher: String::new(),
             trainer: String::new(),
+            dtype: PublishDtype::Auto,
         }
     }
 }
@@ -245,6 +273,22 @@ mod tests {
         assert_eq!(c.trainer.grpo().optimizer.lr, 0.003);
         assert_eq!(c.checkpoints.anchor_every, 4);
         assert_eq!(c.compute.kind, super::ComputeKind::Model);
+    }
+
+    #[test]
+    fn checkpoint_dtype_defaults_to_auto_and_parses() {
+        use candle_core::DType;
+        let c = ClusterConfig::parse("", Path::new("x/cluster.toml")).unwrap();
+        assert_eq!(c.checkpoints.dtype, super::PublishDtype::Auto);
+        assert_eq!(c.checkpoints.dtype.resolve(true), DType::F32);
+        assert_eq!(c.checkpoints.dtype.resolve(false), DType::BF16);
+        let c = ClusterConfig::parse("[checkpoints]\ndtype = \"f32\"\n", Path::new("x/c.toml"))
+            .unwrap();
+        assert_eq!(c.checkpoints.dtype.resolve(false), DType::F32);
+        let e = ClusterConfig::parse("[checkpoints]\ndtype = \"fp8\"\n", Path::new("x/c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fp8") && e.contains("bf16"), "{e}");
     }
 
     #[test]
