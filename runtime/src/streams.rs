@@ -27,11 +27,15 @@ pub enum TopologyError {
 }
 
 impl TopologyError {
-    /// A creation error seen with `replicas` > 1: the server's "insufficient resources" or
-    /// "replicas > 1 not supported" means the cluster is too small for the key.
+    /// A creation error seen with `replicas` > 1: the server's "no suitable peers for
+    /// placement", "insufficient resources" or "replicas > 1 not supported" means the
+    /// cluster is too small for the key.
     fn create(replicas: usize, what: &'static str, name: &str, detail: String) -> Self {
         let lower = detail.to_lowercase();
-        if replicas > 1 && (lower.contains("insufficient resources") || lower.contains("replicas"))
+        if replicas > 1
+            && (lower.contains("no suitable peers")
+                || lower.contains("insufficient resources")
+                || lower.contains("replicas"))
         {
             return Self::Replicas {
                 replicas,
