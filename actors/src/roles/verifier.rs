@@ -104,6 +104,8 @@ impl RoleLoop for Verifier {
                 .as_ref()
                 .map(|b| b.spawn_follower(ctx.bus.clone(), "verifier"));
             let consumer = verifier_consumer(&ctx.bus.js, cfg.ack_wait).await?;
+            // Exported from the start: "no redeliveries" is 0, not a missing series.
+            ctx.metrics().redeliveries.with_label_values(&["verifier"]);
             let _lag = OwnedTask::spawn(crate::heartbeat::consumer_gauges(
                 ctx.clone(),
                 consumer.clone(),

@@ -63,6 +63,15 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    pub const ALL: [Refusal; 6] = [
+        Refusal::BadRequest,
+        Refusal::NoCredentials,
+        Refusal::BadAddress,
+        Refusal::NoNonce,
+        Refusal::BadSignature,
+        Refusal::RateLimited,
+    ];
+
     pub fn reason(&self) -> &'static str {
         match self {
             Refusal::BadRequest => "bad_request",
@@ -101,6 +110,14 @@ struct Request {
 impl Gatekeeper {
     pub fn new(cfg: GatekeeperConfig, issuer: KeyPair, metrics: Arc<Metrics>) -> Self {
         let tokens = cfg.max_new_miners_per_minute as f64;
+        // Every login kind and refusal reason exported from the start (zero-valued), so an
+        // alert on one tells "none" from "not exported".
+        for kind in ["new", "returning"] {
+            metrics.auth_logins.with_label_values(&[kind]);
+        }
+        for refusal in Refusal::ALL {
+            metrics.auth_refusals.with_label_values(&[refusal.reason()]);
+        }
         Self {
             cfg,
             issuer,
@@ -470,6 +487,22 @@ mod tests {
             refused.contains("grail_auth_refusals_total{reason=\"bad_signature\"} 3"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn every_login_kind_and_refusal_reason_is_exported_at_zero_from_the_start() {
+        let text = keeper(10).metrics.render();
+        for refusal in Refusal::ALL {
+            let series = format!(
+                "grail_auth_refusals_total{{reason=\"{}\"}} 0",
+                refusal.reason()
+            );
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+        for kind in ["new", "returning"] {
+            let series = format!("grail_auth_logins_total{{kind=\"{kind}\"}} 0");
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
     }
 
     #[test]
