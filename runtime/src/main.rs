@@ -145,6 +145,9 @@ enum Command {
     /// Score a model on an environment's held-out eval split: pass@1 greedy and sampled,
     /// pass@k, mean reward and its components, completion length (see docs/OPERATIONS.md).
     Eval(EvalArgs),
+    /// Write the base model or a published checkpoint as a Hugging Face model directory
+    /// (config, safetensors, tokenizer, chat template, model card; see docs/OPERATIONS.md).
+    Export(ExportArgs),
     /// Datasets of the data envs (gsm8k, math, mbpp, humaneval), pinned by SHA-256.
     Data {
         #[command(subcommand)]
@@ -205,6 +208,36 @@ struct EvalArgs {
     /// Print the first N problems' greedy completions on stderr.
     #[arg(long, default_value_t = 0)]
     show: u64,
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// Output directory (created; an existing one must be an earlier export).
+    #[arg(long)]
+    out: PathBuf,
+    /// The base model: `tiny`, an HF model directory or a .gguf file.
+    #[arg(long, required_unless_present = "checkpoint")]
+    model: Option<String>,
+    /// A safetensors weight file (HF names) to export over --model's architecture and tokenizer.
+    #[arg(long, requires = "model")]
+    weights: Option<PathBuf>,
+    /// A published checkpoint instead: `latest`, its seq or a weight-digest prefix, fetched
+    /// and verified like miners do from the network of --config (while it runs).
+    #[arg(long, conflicts_with = "model", requires = "config")]
+    checkpoint: Option<String>,
+    /// The network's cluster.toml (for --checkpoint).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// NATS URL (for --checkpoint; default: cluster.toml's, or the running `grail up`'s).
+    #[arg(long, visible_alias = "nats")]
+    url: Option<String>,
+    /// Weight dtype of model.safetensors: f32, bf16, or auto (the weights' own: bf16 for a
+    /// bf16 network's checkpoints, else f32).
+    #[arg(long, default_value = "auto")]
+    dtype: String,
+    /// A `grail eval --json` report to put in the model card (repeatable).
+    #[arg(long = "eval-json")]
+    eval_json: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -554,6 +587,31 @@ fn main() -> anyhow::Result<()> {
             } else {
                 print!("{}", grail_runtime::eval::table(&report, wall_s));
             }
+            Ok(())
+        }
+        Command::Export(a) => {
+            let dtype = match a.dtype.as_str() {
+                "auto" => None,
+                d => Some(d.parse().map_err(|e| anyhow::anyhow!("--dtype {e} (or auto)"))?),
+            };
+            let summary = grail_runtime::export::run(&grail_runtime::export::ExportOptions {
+                out: a.out,
+                model: a.model,
+                weights: a.weights,
+                checkpoint: a.checkpoint,
+                config: a.config,
+                url: a.url,
+                dtype,
+                eval_json: a.eval_json,
+            })?;
+            println!(
+                "wrote {} ({} tensors, {} parameters, model.safetensors {} bytes): {}",
+                summary.dir.display(),
+                summary.tensors,
+                summary.parameters,
+                summary.weight_bytes,
+                summary.files.join(", ")
+            );
             Ok(())
         }
         Command::Data { action } => match action {
