@@ -7,6 +7,7 @@ pub mod compute;
 pub mod config;
 pub mod datasets;
 pub mod eval;
+pub mod export;
 pub mod join;
 pub mod keys;
 pub mod metrics_server;

@@ -47,8 +47,7 @@ fn render_eval(out: &mut String, report: &serde_json::Value) {
     let s = |k: &str| {
         report
             .get(k)
-            .map(|v| v.as_str().map(str::to_string).or_else(|| number(v)))
-            .flatten()
+            .and_then(|v| v.as_str().map(str::to_string).or_else(|| number(v)))
             .unwrap_or_else(|| "?".into())
     };
     let _ = writeln!(
