@@ -192,6 +192,9 @@ enum Moments {
     Device { m: Tensor, v: Tensor },
 }
 
+/// One var's name, first moment and second moment (CPU f32), as [`FusedAdamW::state`] has them.
+pub type VarMoments = (String, Tensor, Tensor);
+
 /// AdamW whose moments live where [`Placement`] says, updating each `Var` in one pass (host:
 /// one fused loop per parameter chunk; device: a handful of tensor ops per var).
 #[derive(Debug)]
@@ -261,7 +264,7 @@ impl FusedAdamW {
 
     /// The step count and every var's first and second moments as CPU f32 tensors, by var
     /// name: what a trainer persists to resume after a crash exactly where it stopped.
-    pub fn state(&self) -> Result<(u64, Vec<(String, Tensor, Tensor)>)> {
+    pub fn state(&self) -> Result<(u64, Vec<VarMoments>)> {
         let mut out = Vec::with_capacity(self.vars.len());
         for ((name, var), moments) in self.vars.iter().zip(&self.moments) {
             let cpu = candle_core::Device::Cpu;
@@ -278,7 +281,7 @@ impl FusedAdamW {
     }
 
     /// Restores what [`Self::state`] returned; every var needs both moments of its shape.
-    pub fn restore(&mut self, step: u64, state: &[(String, Tensor, Tensor)]) -> Result<()> {
+    pub fn restore(&mut self, step: u64, state: &[VarMoments]) -> Result<()> {
         let by_name: std::collections::HashMap<&str, (&Tensor, &Tensor)> =
             state.iter().map(|(n, m, v)| (n.as_str(), (m, v))).collect();
         for ((name, var), moments) in self.vars.iter().zip(self.moments.iter_mut()) {
