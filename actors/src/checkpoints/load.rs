@@ -32,7 +32,7 @@ pub enum LoadError {
         seq: u64,
         object: String,
         #[source]
-        source: CheckpointError,
+        source: Box<CheckpointError>,
     },
     #[error("checkpoint seq {seq}: weights hash to {found}, the announcement says {expected}")]
     WeightDigest {
@@ -51,7 +51,7 @@ pub enum LoadError {
     DeltaApply {
         seq: u64,
         #[source]
-        source: DeltaError,
+        source: Box<DeltaError>,
     },
     #[error("checkpoint seq {seq} depends on {base}, which is {why}")]
     BaseUnavailable { seq: u64, base: Hash32, why: String },
@@ -136,12 +136,12 @@ pub async fn decode_full(
             from_safetensors_bytes(&bytes, &object).map_err(|source| LoadError::Corrupt {
                 seq,
                 object: object.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let found = Hash32::from(digest(&weights).map_err(|source| LoadError::Corrupt {
             seq,
             object,
-            source,
+            source: Box::new(source),
         })?);
         if found != expected {
             return Err(LoadError::WeightDigest {
@@ -165,8 +165,10 @@ pub async fn decode_delta(
     target: Hash32,
 ) -> Result<Arc<WeightSet>, LoadError> {
     blocking(seq, move || {
-        let header =
-            DeltaHeader::parse(&bytes).map_err(|source| LoadError::DeltaApply { seq, source })?;
+        let header = DeltaHeader::parse(&bytes).map_err(|source| LoadError::DeltaApply {
+            seq,
+            source: Box::new(source),
+        })?;
         let (found_base, found_target) = (
             Hash32::from(header.base_digest),
             Hash32::from(header.target_digest),
@@ -178,8 +180,10 @@ pub async fn decode_delta(
                 announced: format!("{base_digest} → {target}"),
             });
         }
-        let weights =
-            apply_delta(&base, &bytes).map_err(|source| LoadError::DeltaApply { seq, source })?;
+        let weights = apply_delta(&base, &bytes).map_err(|source| LoadError::DeltaApply {
+            seq,
+            source: Box::new(source),
+        })?;
         Ok(Arc::new(weights))
     })
     .await
@@ -218,6 +222,6 @@ mod tests {
         assert_eq!(err.reason(), "object_corrupt");
         assert!(err
             .source()
-            .is_some_and(|s| s.downcast_ref::<CheckpointError>().is_some()));
+            .is_some_and(|s| s.downcast_ref::<Box<CheckpointError>>().is_some()));
     }
 }
