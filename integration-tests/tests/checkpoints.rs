@@ -15,7 +15,7 @@ use actors::checkpoints::{
     CheckpointStore, LocalDirStore, NatsObjectStore,
 };
 use actors::compute::structural::{StructuralMiner, StructuralVerifier};
-use actors::compute::SharedWeights;
+use actors::compute::{ComputeError, SharedWeights};
 use actors::role::RoleCtx;
 use actors::roles::miner::{MineJob, Miner, MinerCompute, MinerConfig, MinerWorker};
 use actors::roles::publisher::{Publisher, PublisherConfig, PublisherSetup};
@@ -758,7 +758,7 @@ struct NudgeTrainer {
 }
 
 impl TrainerCompute for NudgeTrainer {
-    fn train(&mut self, job: &TrainJob) -> anyhow::Result<TrainReport> {
+    fn train(&mut self, job: &TrainJob) -> Result<TrainReport, ComputeError> {
         self.jobs.lock().unwrap().push((
             job.window,
             job.base.as_ref().map(|b| b.seq),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actors::bus::{Bus, MsgMeta};
 use actors::compute::structural::{StructuralMiner, StructuralVerifier};
+use actors::compute::ComputeError;
 use actors::role::RoleCtx;
 use actors::roles::clock::{Clock, ClockConfig};
 use actors::roles::miner::{MineJob, Miner, MinerCompute, MinerConfig, MinerWorker};
@@ -375,7 +376,7 @@ struct CrashOnce {
 }
 
 impl MinerCompute for CrashOnce {
-    fn mine(&mut self, job: &MineJob) -> anyhow::Result<RolloutGroup> {
+    fn mine(&mut self, job: &MineJob) -> Result<RolloutGroup, ComputeError> {
         if self.crashed.lock().unwrap().insert(job.group_index) {
             panic!("simulated worker crash on group {}", job.group_index);
         }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actors::compute::structural::{StructuralMiner, StructuralVerifier};
+use actors::compute::ComputeError;
 use actors::roles::miner::{MineJob, MinerCompute};
 use grail_integration_tests::observe::*;
 use grail_integration_tests::*;
@@ -23,7 +24,7 @@ struct FaultyWorker {
 }
 
 impl MinerCompute for FaultyWorker {
-    fn mine(&mut self, job: &MineJob) -> anyhow::Result<RolloutGroup> {
+    fn mine(&mut self, job: &MineJob) -> Result<RolloutGroup, ComputeError> {
         let group = StructuralMiner {
             checkpoint: Hash32::default(),
         }
@@ -128,7 +129,7 @@ fn miner_workers_panicking_mid_group_are_restarted_and_the_groups_still_get_publ
 /// Honest compute, then a tampered reward: fails the verifier's re-scoring.
 struct TamperedReward;
 impl MinerCompute for TamperedReward {
-    fn mine(&mut self, job: &MineJob) -> anyhow::Result<RolloutGroup> {
+    fn mine(&mut self, job: &MineJob) -> Result<RolloutGroup, ComputeError> {
         let mut g = structural().mine(job)?;
         g.rollouts[0].reward += 0.5;
         Ok(g)
@@ -141,7 +142,7 @@ impl MinerCompute for TamperedReward {
 /// Problems derived from guessed randomness (precomputed before the window opened).
 struct GuessedRandomness;
 impl MinerCompute for GuessedRandomness {
-    fn mine(&mut self, job: &MineJob) -> anyhow::Result<RolloutGroup> {
+    fn mine(&mut self, job: &MineJob) -> Result<RolloutGroup, ComputeError> {
         let mut guessed = job.clone();
         guessed.open_randomness = [0; 32];
         structural().mine(&guessed)
@@ -157,7 +158,7 @@ struct Impostor {
     victim_pubkey: [u8; 32],
 }
 impl MinerCompute for Impostor {
-    fn mine(&mut self, job: &MineJob) -> anyhow::Result<RolloutGroup> {
+    fn mine(&mut self, job: &MineJob) -> Result<RolloutGroup, ComputeError> {
         let mut stolen = job.clone();
         stolen.miner = self.victim.clone();
         stolen.miner_pubkey = self.victim_pubkey;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use actors::bus::now_ms;
 use actors::compute::structural::StructuralVerifier;
+use actors::compute::ComputeError;
 use actors::roles::verifier::{VerifierCompute, VerifyJob, VerifyOutcome};
 use grail_integration_tests::observe::*;
 use grail_integration_tests::*;
@@ -148,14 +149,14 @@ struct Stuck {
 }
 
 impl VerifierCompute for Stuck {
-    fn verify(&mut self, job: &VerifyJob) -> anyhow::Result<VerifyOutcome> {
+    fn verify(&mut self, job: &VerifyJob) -> Result<VerifyOutcome, ComputeError> {
         let g = &job.group;
         self.held
             .lock()
             .unwrap()
             .push((g.window, g.miner.clone(), g.group_index));
         let _ = self.gate.lock().unwrap().recv(); // returns when the test drops the sender
-        anyhow::bail!("released at the end of the test")
+        Err(ComputeError::fault("released at the end of the test"))
     }
 }
 
@@ -348,7 +349,7 @@ impl actors::roles::miner::MinerCompute for FinishesLate {
     fn mine(
         &mut self,
         job: &actors::roles::miner::MineJob,
-    ) -> anyhow::Result<messages::RolloutGroup> {
+    ) -> Result<messages::RolloutGroup, ComputeError> {
         if job.group_index == 1 {
             let until = job.deadline_ms.saturating_sub(400);
             std::thread::sleep(Duration::from_millis(until.saturating_sub(now_ms())));

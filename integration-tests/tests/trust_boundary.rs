@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use actors::bus::{Bus, MsgMeta};
 use actors::compute::structural::StructuralVerifier;
+use actors::compute::ComputeError;
 use actors::roles::trainer::{TrainJob, TrainReport, Trainer, TrainerCompute, TrainerWorker};
 use actors::worker_pool::{PoolConfig, WorkerPool};
 use async_nats::HeaderMap;
@@ -140,7 +141,7 @@ type Trained = Arc<Mutex<BTreeSet<(u64, String, u32)>>>;
 struct RecordingTrainer(Trained);
 
 impl TrainerCompute for RecordingTrainer {
-    fn train(&mut self, job: &TrainJob) -> anyhow::Result<TrainReport> {
+    fn train(&mut self, job: &TrainJob) -> Result<TrainReport, ComputeError> {
         let mut seen = self.0.lock().unwrap();
         for g in &job.groups {
             seen.insert((g.window, g.miner.clone(), g.group_index));

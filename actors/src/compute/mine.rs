@@ -3,6 +3,7 @@
 use messages::{Hash32, RolloutGroup};
 
 use crate::checkpoints::ActiveCheckpoint;
+use crate::compute::ComputeError;
 use crate::worker_pool::Worker;
 
 /// Everything a compute worker needs to mine one group.
@@ -22,7 +23,7 @@ pub struct MineJob {
 /// The compute behind a miner (model generation + proofs). Runs on a worker thread.
 pub trait MinerCompute: Send {
     /// Produce the (unsigned) group for `job`.
-    fn mine(&mut self, job: &MineJob) -> anyhow::Result<RolloutGroup>;
+    fn mine(&mut self, job: &MineJob) -> Result<RolloutGroup, ComputeError>;
     /// Digest of the checkpoint currently loaded (for logs).
     fn checkpoint(&self) -> Hash32;
 }
@@ -32,7 +33,8 @@ pub struct MinerWorker(pub Box<dyn MinerCompute>);
 impl Worker for MinerWorker {
     type Job = MineJob;
     type Output = RolloutGroup;
-    fn run(&mut self, job: &MineJob) -> anyhow::Result<RolloutGroup> {
+    type Error = ComputeError;
+    fn run(&mut self, job: &MineJob) -> Result<RolloutGroup, ComputeError> {
         self.0.mine(job)
     }
 }

@@ -11,6 +11,7 @@ use protocol::randomness::{prf, problem_seed};
 
 use crate::compute::mine::{MineJob, MinerCompute};
 use crate::compute::verify::{VerifierCompute, VerifyJob, VerifyOutcome};
+use crate::compute::ComputeError;
 
 pub const GROUP_SIZE: usize = 16;
 
@@ -24,7 +25,7 @@ fn reward_of(completion: &[u32]) -> f32 {
 }
 
 impl MinerCompute for StructuralMiner {
-    fn mine(&mut self, job: &MineJob) -> anyhow::Result<RolloutGroup> {
+    fn mine(&mut self, job: &MineJob) -> Result<RolloutGroup, ComputeError> {
         let seed = problem_seed(&job.open_randomness, &job.miner_pubkey, job.group_index);
         let mut rollouts = Vec::with_capacity(GROUP_SIZE);
         for i in 0..GROUP_SIZE as u32 {
@@ -59,7 +60,9 @@ impl MinerCompute for StructuralMiner {
             miner: job.miner.clone(),
             group_index: job.group_index,
             nonce: u64::from_le_bytes(
-                prf("grail-rs/nonce", &[&seed.to_le_bytes()])[..8].try_into()?,
+                prf("grail-rs/nonce", &[&seed.to_le_bytes()])[..8]
+                    .try_into()
+                    .map_err(ComputeError::fault)?,
             ),
             checkpoint: job
                 .checkpoint
@@ -91,7 +94,7 @@ pub fn reject(reason: RejectCode) -> VerifyOutcome {
 }
 
 impl VerifierCompute for StructuralVerifier {
-    fn verify(&mut self, job: &VerifyJob) -> anyhow::Result<VerifyOutcome> {
+    fn verify(&mut self, job: &VerifyJob) -> Result<VerifyOutcome, ComputeError> {
         let g = &job.group;
         if let Err(r) = check_deadline(job.server_ts_ms, job.open.deadline_ms) {
             return Ok(reject(r.code()));
@@ -109,7 +112,7 @@ impl VerifierCompute for StructuralVerifier {
         if g.rollouts.len() != GROUP_SIZE {
             return Ok(reject(RejectCode::GroupSizeMismatch));
         }
-        let miner = messages::Ss58Address::parse(&g.miner)?;
+        let miner = messages::Ss58Address::parse(&g.miner).map_err(ComputeError::job)?;
         if let Err(r) = check_problem_seed(
             g.problem_seed,
             &job.open.randomness.0,

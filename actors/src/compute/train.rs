@@ -4,6 +4,7 @@
 use messages::RolloutGroup;
 
 use crate::checkpoints::{ActiveCheckpoint, SharedWeights};
+use crate::compute::ComputeError;
 use crate::worker_pool::Worker;
 
 /// A batch of verified groups from one window.
@@ -30,7 +31,7 @@ pub struct TrainReport {
 }
 
 pub trait TrainerCompute: Send {
-    fn train(&mut self, job: &TrainJob) -> anyhow::Result<TrainReport>;
+    fn train(&mut self, job: &TrainJob) -> Result<TrainReport, ComputeError>;
 }
 
 pub struct TrainerWorker(pub Box<dyn TrainerCompute>);
@@ -38,7 +39,8 @@ pub struct TrainerWorker(pub Box<dyn TrainerCompute>);
 impl Worker for TrainerWorker {
     type Job = TrainJob;
     type Output = TrainReport;
-    fn run(&mut self, job: &TrainJob) -> anyhow::Result<TrainReport> {
+    type Error = ComputeError;
+    fn run(&mut self, job: &TrainJob) -> Result<TrainReport, ComputeError> {
         self.0.train(job)
     }
 }
@@ -47,7 +49,7 @@ impl Worker for TrainerWorker {
 pub struct CountingTrainer;
 
 impl TrainerCompute for CountingTrainer {
-    fn train(&mut self, job: &TrainJob) -> anyhow::Result<TrainReport> {
+    fn train(&mut self, job: &TrainJob) -> Result<TrainReport, ComputeError> {
         let rewards: Vec<f32> = job
             .groups
             .iter()

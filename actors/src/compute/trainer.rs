@@ -8,15 +8,49 @@
 
 use std::collections::{HashMap, HashSet};
 
-use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use messages::{Hash32, RolloutGroup};
-use policy::checkpoint::{self, WeightSet};
+use policy::checkpoint::{self, CheckpointError, WeightSet};
 use policy::grpo::{GrpoConfig, GrpoSample, GrpoTrainer};
-use policy::ModelConfig;
+use policy::{ModelConfig, PolicyError};
 
 use crate::compute::train::{TrainJob, TrainReport, TrainerCompute};
-use crate::compute::{ActiveCheckpoint, SharedWeights};
+use crate::compute::{ActiveCheckpoint, ComputeError, SharedWeights};
+use crate::worker_pool::WorkerFault;
+
+/// Why a training job failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("building the trainer from checkpoint {checkpoint}: {source}")]
+    Build {
+        checkpoint: Hash32,
+        #[source]
+        source: PolicyError,
+    },
+    #[error("GRPO step: {0}")]
+    Step(#[source] PolicyError),
+    #[error("copying the trained weights to the CPU: {0}")]
+    Snapshot(#[source] candle_core::Error),
+    #[error("digest of the trained weights: {0}")]
+    Digest(#[source] CheckpointError),
+}
+
+/// A base checkpoint that does not fit the model config is the job's fault; everything else
+/// (candle on the device, the weights the trainer produced) is the worker's.
+impl WorkerFault for TrainError {
+    fn rebuilds_worker(&self) -> bool {
+        match self {
+            TrainError::Build { source, .. } | TrainError::Step(source) => source.rebuilds_worker(),
+            TrainError::Snapshot(_) | TrainError::Digest(_) => true,
+        }
+    }
+}
+
+impl From<TrainError> for ComputeError {
+    fn from(e: TrainError) -> Self {
+        ComputeError::classify(e)
+    }
+}
 
 /// How the trainer turns a window's groups into steps.
 #[derive(Clone, Debug)]
@@ -70,7 +104,7 @@ impl GrpoTrainerCompute {
         }
     }
 
-    fn restart_from(&mut self, base: &ActiveCheckpoint) -> anyhow::Result<()> {
+    fn restart_from(&mut self, base: &ActiveCheckpoint) -> Result<(), TrainError> {
         let weights: HashMap<String, Tensor> = base
             .weights
             .0
@@ -85,7 +119,10 @@ impl GrpoTrainerCompute {
             self.opts.dtype,
             &self.opts.device,
         )
-        .with_context(|| format!("building the trainer from checkpoint {}", base.digest))?;
+        .map_err(|source| TrainError::Build {
+            checkpoint: base.digest,
+            source,
+        })?;
         tracing::info!(checkpoint = %base.digest, seq = base.seq, "trainer (re)started from checkpoint");
         self.live = Some(Live {
             trainer,
@@ -96,11 +133,15 @@ impl GrpoTrainerCompute {
     }
 
     /// A detached CPU copy of the trainer's weights in the base checkpoint's dtypes.
-    fn snapshot(trainer: &GrpoTrainer, like: &WeightSet) -> anyhow::Result<WeightSet> {
+    fn snapshot(trainer: &GrpoTrainer, like: &WeightSet) -> Result<WeightSet, TrainError> {
         let mut out = WeightSet::new();
         for (name, t) in trainer.weights() {
             let dtype = like.get(&name).map(|b| b.dtype()).unwrap_or(DType::F32);
-            let t = t.to_device(&Device::Cpu)?.to_dtype(dtype)?.copy()?;
+            let t = t
+                .to_device(&Device::Cpu)
+                .and_then(|t| t.to_dtype(dtype))
+                .and_then(|t| t.copy())
+                .map_err(TrainError::Snapshot)?;
             out.insert(name, t);
         }
         Ok(out)
@@ -125,7 +166,7 @@ pub fn samples_of(groups: &[RolloutGroup], max_length: usize) -> Vec<GrpoSample>
 }
 
 impl TrainerCompute for GrpoTrainerCompute {
-    fn train(&mut self, job: &TrainJob) -> anyhow::Result<TrainReport> {
+    fn train(&mut self, job: &TrainJob) -> Result<TrainReport, ComputeError> {
         let rewards: Vec<f32> = job
             .groups
             .iter()
@@ -153,7 +194,9 @@ impl TrainerCompute for GrpoTrainerCompute {
         if !descends {
             self.restart_from(base)?;
         }
-        let live = self.live.as_mut().context("trainer state missing")?;
+        let Some(live) = self.live.as_mut() else {
+            return Err(ComputeError::fault("trainer state missing after a restart"));
+        };
         let per_step = if self.opts.mini_batch == 0 {
             samples.len()
         } else {
@@ -162,7 +205,7 @@ impl TrainerCompute for GrpoTrainerCompute {
         let (mut loss, mut kl, mut grad_norm, mut taken) = (0.0, 0.0, 0.0, 0u32);
         for _ in 0..self.opts.epochs.max(1) {
             for batch in samples.chunks(per_step) {
-                let stats = live.trainer.step(batch)?;
+                let stats = live.trainer.step(batch).map_err(TrainError::Step)?;
                 if stats.skipped {
                     continue;
                 }
@@ -176,7 +219,7 @@ impl TrainerCompute for GrpoTrainerCompute {
             return Ok(report);
         }
         let weights = Self::snapshot(&live.trainer, &base.weights.0)?;
-        let digest = Hash32::from(checkpoint::digest(&weights)?);
+        let digest = Hash32::from(checkpoint::digest(&weights).map_err(TrainError::Digest)?);
         report.trained_from = Some(live.head);
         live.lineage.insert(digest);
         live.head = digest;

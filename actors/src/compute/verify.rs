@@ -4,6 +4,7 @@
 use messages::{Hash32, RolloutGroup, WindowClose, WindowOpen};
 
 use crate::checkpoints::ActiveCheckpoint;
+use crate::compute::ComputeError;
 use crate::worker_pool::Worker;
 
 #[derive(Clone, Debug)]
@@ -30,7 +31,7 @@ pub struct VerifyOutcome {
 
 /// The compute behind a verifier (forward pass at challenged positions, re-scoring).
 pub trait VerifierCompute: Send {
-    fn verify(&mut self, job: &VerifyJob) -> anyhow::Result<VerifyOutcome>;
+    fn verify(&mut self, job: &VerifyJob) -> Result<VerifyOutcome, ComputeError>;
 }
 
 pub struct VerifierWorker(pub Box<dyn VerifierCompute>);
@@ -38,7 +39,8 @@ pub struct VerifierWorker(pub Box<dyn VerifierCompute>);
 impl Worker for VerifierWorker {
     type Job = VerifyJob;
     type Output = VerifyOutcome;
-    fn run(&mut self, job: &VerifyJob) -> anyhow::Result<VerifyOutcome> {
+    type Error = ComputeError;
+    fn run(&mut self, job: &VerifyJob) -> Result<VerifyOutcome, ComputeError> {
         self.0.verify(job)
     }
 }

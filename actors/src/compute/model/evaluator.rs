@@ -6,7 +6,7 @@ use std::sync::Arc;
 use envs::Environment;
 
 use super::evaluate::{evaluate, EvalPlan, Evaluation};
-use super::{LoadedCheckpoint, ModelBase};
+use super::{LoadedCheckpoint, ModelBase, ModelComputeError};
 use crate::compute::ActiveCheckpoint;
 use crate::worker_pool::Worker;
 
@@ -32,15 +32,16 @@ impl ModelEvaluator {
 impl Worker for ModelEvaluator {
     type Job = ActiveCheckpoint;
     type Output = Evaluation;
+    type Error = ModelComputeError;
 
-    fn run(&mut self, checkpoint: &ActiveCheckpoint) -> anyhow::Result<Evaluation> {
+    fn run(&mut self, checkpoint: &ActiveCheckpoint) -> Result<Evaluation, ModelComputeError> {
         let model = self.loaded.ensure(&self.base, checkpoint)?;
-        Ok(evaluate(
+        evaluate(
             &self.base,
             model,
             self.env.as_ref(),
             &self.plan,
             &mut |_| {},
-        )?)
+        )
     }
 }

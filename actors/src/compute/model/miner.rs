@@ -19,6 +19,7 @@ use protocol::sketch::{sketch, SketchCoefficients, SketchParams};
 use super::sampler::SeededSampler;
 use super::{sampling_params, LoadedCheckpoint, ModelBase, ModelComputeError};
 use crate::compute::mine::{MineJob, MinerCompute};
+use crate::compute::ComputeError;
 
 /// Miner knobs. `group_size` and `sketch` are protocol parameters the verifiers share.
 #[derive(Clone, Debug)]
@@ -60,7 +61,7 @@ impl ModelMiner {
 }
 
 impl MinerCompute for ModelMiner {
-    fn mine(&mut self, job: &MineJob) -> anyhow::Result<RolloutGroup> {
+    fn mine(&mut self, job: &MineJob) -> Result<RolloutGroup, ComputeError> {
         let checkpoint = job
             .checkpoint
             .as_ref()

@@ -37,7 +37,8 @@ use messages::{Hash32, SamplingSpec};
 use policy::Model;
 use protocol::sampling::SamplingParams;
 
-use crate::compute::ActiveCheckpoint;
+use crate::compute::{ActiveCheckpoint, ComputeError};
+use crate::worker_pool::WorkerFault;
 
 /// Failures of the model compute itself (never a verdict on a miner: those are reason codes).
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,31 @@ pub enum ModelComputeError {
     VerifierRows(String),
     #[error("sampler: {0}")]
     Sampler(String),
+}
+
+/// A job error when the job's input is at fault (no checkpoint, a checkpoint that does not fit
+/// the base model or has an unreplayable spec, a problem the tokenizer refuses); a fault when
+/// the model or device misbehaved (candle errors, non-finite logits, inconsistent rows), where
+/// a fresh worker may succeed.
+impl WorkerFault for ModelComputeError {
+    fn rebuilds_worker(&self) -> bool {
+        match self {
+            ModelComputeError::NoCheckpoint { .. }
+            | ModelComputeError::Weights { .. }
+            | ModelComputeError::Sampling(_)
+            | ModelComputeError::Tokenizer { .. } => false,
+            ModelComputeError::Policy(e) => e.rebuilds_worker(),
+            ModelComputeError::Load { .. }
+            | ModelComputeError::VerifierRows(_)
+            | ModelComputeError::Sampler(_) => true,
+        }
+    }
+}
+
+impl From<ModelComputeError> for ComputeError {
+    fn from(e: ModelComputeError) -> Self {
+        ComputeError::classify(e)
+    }
 }
 
 /// The protocol's sampling parameters for a checkpoint's published spec.

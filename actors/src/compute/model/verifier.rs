@@ -26,6 +26,7 @@ use protocol::sketch::SketchCoefficients;
 use super::deep::{deep_check_group, DeepContext};
 use super::{sampling_params, LoadedCheckpoint, ModelBase, ModelComputeError};
 use crate::compute::verify::{VerifierCompute, VerifyJob, VerifyOutcome};
+use crate::compute::ComputeError;
 
 pub use super::verifier_options::VerifierOptions;
 
@@ -64,7 +65,7 @@ impl ModelVerifier {
 
     /// Verifies a group and returns the full protocol verdict (the reason with its fields),
     /// without consulting or updating the idempotency cache.
-    pub fn judge(&mut self, job: &VerifyJob) -> anyhow::Result<(WindowVerdict, bool)> {
+    pub fn judge(&mut self, job: &VerifyJob) -> Result<(WindowVerdict, bool), ComputeError> {
         let g = &job.group;
         let mut verdict = WindowVerdictBuilder::new();
         if let Err(reason) = check_deadline(job.server_ts_ms, job.open.deadline_ms) {
@@ -75,7 +76,7 @@ impl ModelVerifier {
             .checkpoint
             .as_ref()
             .ok_or(ModelComputeError::NoCheckpoint { window: g.window })?;
-        let miner = Ss58Address::parse(&g.miner)?;
+        let miner = Ss58Address::parse(&g.miner).map_err(ComputeError::job)?;
         let spec = &checkpoint.sampling;
         let limits = Limits {
             max_new_tokens: spec.max_new_tokens,
@@ -195,7 +196,7 @@ impl ModelVerifier {
         problem: &Problem,
         limits: &Limits,
         verdict: &mut WindowVerdictBuilder,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ModelComputeError> {
         let g = &job.group;
         for (r, rollout) in g.rollouts.iter().enumerate() {
             let shape = check_termination_shape(
@@ -232,7 +233,7 @@ impl ModelVerifier {
         g: &RolloutGroup,
         problem: &Problem,
         verdict: &mut WindowVerdictBuilder,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ModelComputeError> {
         for (r, rollout) in g.rollouts.iter().enumerate() {
             verdict.rollout_checked();
             let text = self.base.completion_text(rollout.completion())?;
@@ -271,7 +272,7 @@ fn mismatch(field: &str, claimed: &str, expected: &str) -> RejectReason {
 }
 
 impl VerifierCompute for ModelVerifier {
-    fn verify(&mut self, job: &VerifyJob) -> anyhow::Result<VerifyOutcome> {
+    fn verify(&mut self, job: &VerifyJob) -> Result<VerifyOutcome, ComputeError> {
         let g = &job.group;
         let registry = self.opts.registry.clone();
         if let Some(outcome) = registry.cached(g.window, &job.digest) {
