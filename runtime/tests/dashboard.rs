@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 
 use actors::metrics::{exported_names, MetricKind, FAMILIES, PROCESS_FAMILIES};
 use grail_runtime::config::ClusterConfig;
-use serde_json::Value;
 
+#[path = "dashboard/panels.rs"]
+mod panels;
 #[path = "dashboard/promql.rs"]
 mod promql;
 
+use panels::{dashboard, panel_queries, panels, template_queries};
 use promql::{extract, is_one_of, COUNTER_FUNCTIONS};
 
 fn repo() -> PathBuf {
@@ -220,52 +222,6 @@ fn read_scrape(text: &str) -> Scrape {
         }
     }
     scrape
-}
-
-fn dashboard() -> Value {
-    let text = read("scripts/grafana/dashboards/grail.json");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("grail.json is not JSON: {e}"))
-}
-
-/// Every panel, including those nested in collapsed rows.
-fn panels(dash: &Value) -> Vec<&Value> {
-    fn walk<'a>(list: &'a Value, out: &mut Vec<&'a Value>) {
-        for p in list.as_array().into_iter().flatten() {
-            out.push(p);
-            walk(&p["panels"], out);
-        }
-    }
-    let mut out = Vec::new();
-    walk(&dash["panels"], &mut out);
-    out
-}
-
-/// (panel title, PromQL) of every panel target.
-fn panel_queries(dash: &Value) -> Vec<(String, String)> {
-    panels(dash)
-        .into_iter()
-        .flat_map(|p| {
-            let title = p["title"].as_str().unwrap_or("?").to_string();
-            p["targets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(move |t| (title.clone(), t["expr"].as_str().unwrap_or("").to_string()))
-        })
-        .collect()
-}
-
-fn template_queries(dash: &Value) -> Vec<String> {
-    dash["templating"]["list"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|v| v["type"] == "query")
-        .map(|v| match &v["query"] {
-            Value::String(s) => s.clone(),
-            q => q["query"].as_str().unwrap_or("").to_string(),
-        })
-        .collect()
 }
 
 fn catalogue() -> Catalogue {

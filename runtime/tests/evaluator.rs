@@ -5,67 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{grail, model_cluster_toml};
-
-/// `grail up` in the background, its stdout lines on a channel; killed on drop.
-struct Up {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Up {
-    fn start(config: &Path) -> Up {
-        let mut child = grail()
-            .args(["up", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start grail up");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Up {
-            child,
-            lines,
-            seen: vec![],
-        }
-    }
-
-    fn wait_for(&mut self, prefix: &str, timeout: Duration) -> String {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-                self.seen.push(line.clone());
-                if line.starts_with(prefix) {
-                    return line;
-                }
-            }
-        }
-        panic!(
-            "no line starting {prefix:?} within {timeout:?}; saw:\n{}",
-            self.seen.join("\n")
-        );
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{grail, model_cluster_toml, Up};
 
 fn run_json(args: &[&str], config: &Path) -> String {
     let out = grail().args(args).arg(config).output().expect("run grail");

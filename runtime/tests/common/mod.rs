@@ -2,9 +2,11 @@
 //! datasets root and a small model-backed cluster config.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
 
 /// The `grail` binary under test.
 pub fn grail() -> Command {
@@ -55,4 +57,60 @@ pub fn model_cluster_toml(anchor_every: u32, extra: &str) -> String {
          [trainer]\nlr = 0.003\nweight_decay = 0.0\nkl_coef = 0.0\nentropy_coef = 0.0\n\
          [checkpoints]\nanchor_every = {anchor_every}\n{extra}"
     )
+}
+
+/// `grail up` in the background, its stdout lines on a channel; killed on drop.
+pub struct Up {
+    child: Child,
+    lines: Receiver<String>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+impl Up {
+    pub fn start(config: &Path) -> Up {
+        let mut child = grail()
+            .args(["up", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start grail up");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Up {
+            child,
+            lines,
+            seen: vec![],
+        }
+    }
+
+    /// Reads lines until one starts with `prefix`; panics with what it saw after `timeout`.
+    pub fn wait_for(&mut self, prefix: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                self.seen.push(line.clone());
+                if line.starts_with(prefix) {
+                    return line;
+                }
+            }
+        }
+        panic!(
+            "no line starting {prefix:?} within {timeout:?}; saw:\n{}",
+            self.seen.join("\n")
+        );
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
