@@ -172,6 +172,11 @@ pub fn export_hf_dir(
     )?;
     let weights_path = dir.join("model.safetensors");
     let weight_bytes = tensors::write_safetensors(&weights_path, &tensors)?;
+    // safetensors creates its file owner-only; give it the permissions of the other files.
+    let perms = std::fs::metadata(dir.join("config.json"))
+        .map_err(|e| io_err(dir, e))?
+        .permissions();
+    std::fs::set_permissions(&weights_path, perms).map_err(|e| io_err(&weights_path, e))?;
     let parameters = tensors.values().map(|t| t.elem_count()).sum();
     write_text(
         &dir.join("README.md"),
