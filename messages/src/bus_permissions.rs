@@ -235,6 +235,10 @@ fn read(p: &mut Permissions, stream: &str) {
         format!("{JS_API}.CONSUMER.INFO.{stream}.*"),
         format!("{JS_API}.CONSUMER.MSG.NEXT.{stream}.*"),
         format!("{JS_API}.CONSUMER.DELETE.{stream}.*"),
+        // Ordered push consumers answer the server's flow-control requests on this subject;
+        // without it a read larger than the flow-control window (a real model's checkpoint
+        // object) stalls for good.
+        format!("$JS.FC.{stream}.>"),
     ];
     for a in allow {
         if !p.publish_allow.contains(&a) {
@@ -418,6 +422,8 @@ mod tests {
         );
         assert!(miner.may_publish("$JS.API.CONSUMER.MSG.NEXT.GRAIL_CHECKPOINTS.x1"));
         assert!(miner.may_publish("$JS.API.STREAM.INFO.OBJ_grail_checkpoints"));
+        assert!(miner.may_publish("$JS.FC.OBJ_grail_checkpoints.K065afEM.lESc"));
+        assert!(!miner.may_publish("$JS.FC.GRAIL_ROLLOUTS.K065afEM.lESc"));
         assert!(miner.may_publish("$JS.API.STREAM.INFO.GRAIL_MANIFEST"));
         assert!(miner.may_publish("grail.heartbeat.miner.miner-0"));
         assert!(!miner.may_publish("grail.heartbeat.clock.clock-0"));
