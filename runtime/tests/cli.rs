@@ -177,6 +177,19 @@ fn bad_config_names_the_key_and_fix() {
         err.contains("roles.miner.instances") && err.contains("fix:"),
         "{err}"
     );
+    // A closed vocabulary is parsed at load: the dotted key and the accepted values.
+    std::fs::write(&config, "[compute]\nkind = \"gpu\"\n").unwrap();
+    let out = grail()
+        .args(["clock", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`compute.kind`") && err.contains("`model` or `structural`"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -145,6 +145,9 @@ fn errors_name_the_flag_at_fault() {
             &["--model", "/nonexistent/model", "--env", "arith"],
             "--model",
         ),
+        // Parsed by the same DeviceSpec as cluster.toml: the flag and the accepted values.
+        (&["--model", "tiny", "--device", "gpu"], "--device"),
+        (&["--model", "tiny", "--device", "gpu"], "\"cuda:N\""),
     ];
     for (args, needle) in cases {
         let out = grail_eval(args);
