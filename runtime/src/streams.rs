@@ -7,15 +7,18 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv, object_store, stream};
 use messages::subjects as subj;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
     #[error("the NATS server accepts at most {server} bytes per message but cluster.toml asks for {wanted} (nats.max_message_bytes): set `max_payload: {wanted}` in the nats-server config, or lower the setting")]
     PayloadTooSmall { server: usize, wanted: usize },
-    #[error("cannot create or update {what} {name}: {detail} (is JetStream enabled on the server? start it with -js)")]
+    #[error("cannot create or update {what} {name}: {source} (is JetStream enabled on the server? start it with -js)")]
     Create {
         what: &'static str,
         name: String,
-        detail: String,
+        #[source]
+        source: BoxError,
     },
     #[error("nats.replicas = {replicas} but {why}: {what} {name} cannot be kept in {replicas} copies (fix: set `[nats] replicas = 1` for a single server, or run a NATS cluster of at least {replicas} JetStream nodes, e.g. from `grail nats-config --cluster-routes ...`)")]
     Replicas {
@@ -30,7 +33,14 @@ impl TopologyError {
     /// A creation error seen with `replicas` > 1: the server's "no suitable peers for
     /// placement", "insufficient resources" or "replicas > 1 not supported" means the
     /// cluster is too small for the key.
-    fn create(replicas: usize, what: &'static str, name: &str, detail: String) -> Self {
+    fn create(
+        replicas: usize,
+        what: &'static str,
+        name: &str,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        let source = source.into();
+        let detail = source.to_string();
         let lower = detail.to_lowercase();
         if replicas > 1
             && (lower.contains("no suitable peers")
@@ -47,7 +57,7 @@ impl TopologyError {
         Self::Create {
             what,
             name: name.to_string(),
-            detail,
+            source,
         }
     }
 }
@@ -221,7 +231,7 @@ pub async fn ensure(
         let info = js
             .create_or_update_stream(config)
             .await
-            .map_err(|e| TopologyError::create(replicas, "stream", name, e.to_string()))?;
+            .map_err(|e| TopologyError::create(replicas, "stream", name, e))?;
         lines.push(format!(
             "stream {name:<18} subjects {subjects:<20} messages {:>8} bytes {:>12} replicas {}",
             info.state.messages, info.state.bytes, info.config.num_replicas
@@ -236,7 +246,7 @@ pub async fn ensure(
             ..Default::default()
         })
         .await
-        .map_err(|e| TopologyError::create(replicas, "kv bucket", bucket, e.to_string()))?;
+        .map_err(|e| TopologyError::create(replicas, "kv bucket", bucket, e))?;
         lines.push(format!("kv     {bucket} replicas {replicas}"));
     }
     let objects = subj::OBJECTS_CHECKPOINTS;
@@ -248,25 +258,25 @@ pub async fn ensure(
             ..Default::default()
         })
         .await
-        .map_err(|e| TopologyError::create(replicas, "object store", objects, e.to_string()))?;
+        .map_err(|e| TopologyError::create(replicas, "object store", objects, e))?;
     }
     // An existing bucket keeps its config: migrate its backing stream's replica count.
     let backing = format!("OBJ_{objects}");
     let mut stream = js
         .get_stream(&backing)
         .await
-        .map_err(|e| TopologyError::create(replicas, "object store", objects, e.to_string()))?;
+        .map_err(|e| TopologyError::create(replicas, "object store", objects, e))?;
     let mut config = stream
         .info()
         .await
-        .map_err(|e| TopologyError::create(replicas, "object store", objects, e.to_string()))?
+        .map_err(|e| TopologyError::create(replicas, "object store", objects, e))?
         .config
         .clone();
     if config.num_replicas != replicas {
         config.num_replicas = replicas;
         js.update_stream(config)
             .await
-            .map_err(|e| TopologyError::create(replicas, "object store", objects, e.to_string()))?;
+            .map_err(|e| TopologyError::create(replicas, "object store", objects, e))?;
     }
     lines.push(format!("object {objects} replicas {replicas}"));
     Ok(TopologyReport {
@@ -302,7 +312,7 @@ pub async fn ensure_consumers(js: &jetstream::Context) -> Result<Vec<String>, To
         made.map_err(|e| TopologyError::Create {
             what: "durable consumer",
             name: format!("{stream}/{consumer}"),
-            detail: format!("{e:#}"),
+            source: e.into(),
         })?;
         lines.push(format!("durable consumer {consumer} on {stream}"));
     }

@@ -26,13 +26,15 @@ pub enum AuthSetupError {
     #[error("cannot write NATS credentials under {path}: {source}")]
     Io {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
-    #[error("{path} does not hold a valid {what} nkey seed: {detail} (delete it to make a new one, then restart every role and the server)")]
+    #[error("{path} does not hold a valid {what} nkey seed: {source} (delete it to make a new one, then restart every role and the server)")]
     BadSeed {
         path: PathBuf,
         what: &'static str,
-        detail: String,
+        #[source]
+        source: nkeys::error::Error,
     },
     #[error(transparent)]
     Credentials(#[from] actors::bus_auth::CredentialsError),
@@ -94,10 +96,10 @@ impl AuthFiles {
     pub fn user(&self, id: &BusIdentity) -> Result<KeyPair, AuthSetupError> {
         let path = self.seed_path(id);
         let seed = actors::bus_auth::read_seed(&path)?;
-        KeyPair::from_seed(&seed).map_err(|e| AuthSetupError::BadSeed {
+        KeyPair::from_seed(&seed).map_err(|source| AuthSetupError::BadSeed {
             path,
             what: "user",
-            detail: e.to_string(),
+            source,
         })
     }
 
@@ -113,10 +115,10 @@ impl AuthFiles {
             .map(str::trim)
             .find(|l| l.starts_with("SA"))
             .unwrap_or_default();
-        KeyPair::from_seed(seed).map_err(|e| AuthSetupError::BadSeed {
+        KeyPair::from_seed(seed).map_err(|source| AuthSetupError::BadSeed {
             path,
             what: "account",
-            detail: e.to_string(),
+            source,
         })
     }
 
@@ -152,10 +154,10 @@ fn write_secret(path: &Path, key: &KeyPair, what: &str) -> Result<(), AuthSetupE
         path: path.to_path_buf(),
         source,
     };
-    let seed = key.seed().map_err(|e| AuthSetupError::BadSeed {
+    let seed = key.seed().map_err(|source| AuthSetupError::BadSeed {
         path: path.to_path_buf(),
         what: "new",
-        detail: e.to_string(),
+        source,
     })?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
