@@ -34,7 +34,7 @@ pub struct JoinOptions {
     pub run_dir: PathBuf,
     pub workers: usize,
     pub groups_per_window: usize,
-    pub device: String,
+    pub device: policy::DeviceSpec,
     /// `/metrics` address ("" = off).
     pub metrics_listen: String,
 }
@@ -175,7 +175,7 @@ groups_per_window = {groups}
         model_section = if model.is_empty() {
             String::new()
         } else {
-            format!("[model]\n{model}device = {}\n", toml_string(&o.device))
+            format!("[model]\n{model}device = {}\n", toml_string(&o.device.to_string()))
         },
         env_id = toml_string(&env.id),
         kind = if m.model.is_some() {
@@ -191,7 +191,7 @@ groups_per_window = {groups}
         publisher = toml_string(&publisher),
         metrics = toml_string(&o.metrics_listen),
         workers = o.workers,
-        device = toml_string(&o.device),
+        device = toml_string(&o.device.to_string()),
         hotkey = toml_string(&o.hotkey.display().to_string()),
         groups = o
             .groups_per_window

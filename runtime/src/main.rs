@@ -265,8 +265,9 @@ struct MinerArgs {
     workers: usize,
     #[arg(long, default_value_t = 1)]
     groups_per_window: usize,
+    /// `cpu`, `cuda` (= `cuda:0`) or `cuda:N` (a `--features cuda` build).
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: policy::DeviceSpec,
 }
 
 #[derive(Subcommand)]
