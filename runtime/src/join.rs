@@ -175,7 +175,10 @@ groups_per_window = {groups}
         model_section = if model.is_empty() {
             String::new()
         } else {
-            format!("[model]\n{model}device = {}\n", toml_string(&o.device.to_string()))
+            format!(
+                "[model]\n{model}device = {}\n",
+                toml_string(&o.device.to_string())
+            )
         },
         env_id = toml_string(&env.id),
         kind = if m.model.is_some() {
