@@ -156,3 +156,45 @@ async fn wrong_credentials_fail_with_the_store_named_and_the_secret_kept_out() {
     assert!(!text.contains("not-the-secret"), "{text}");
     assert!(store.list().await.is_err());
 }
+
+/// Yields `good` bytes, then fails: a trainer or publisher whose source breaks mid-upload.
+struct BreaksAfter {
+    good: usize,
+}
+
+impl tokio::io::AsyncRead for BreaksAfter {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.good == 0 {
+            return std::task::Poll::Ready(Err(std::io::Error::other("source broke")));
+        }
+        let n = self.good.min(buf.remaining()).min(64 * 1024);
+        buf.put_slice(&vec![7u8; n]);
+        self.good -= n;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_multipart_upload_is_aborted_and_leaves_nothing_behind() {
+    let s3 = TestS3::start(&["ckpts"]);
+    let store = s3.store("ckpts", "p");
+    let err = store
+        .put("ckpt-9", Box::pin(BreaksAfter { good: 11 * MIB }))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("source broke"), "{err}");
+    assert!(store.parts_uploaded() >= 2, "the upload had started");
+    // No object, no pointer, and no part files (s3s-fs keeps them as `.upload_id-*`).
+    assert!(store.list().await.unwrap().is_empty());
+    assert!(files(&s3.root().join("ckpts")).is_empty());
+    let parts: Vec<_> = std::fs::read_dir(s3.root())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".upload_id-"))
+        .collect();
+    assert!(parts.is_empty(), "parts left after the abort: {parts:?}");
+}
