@@ -785,6 +785,10 @@ mod tests {
         let e = parse("[roles.minr]\ninstances = 1\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("minr"), "{e}");
+        // An unknown role is refused, naming the table and every role there is.
+        assert!(e.contains("minr") && e.contains("`roles`"), "{e}");
+        for role in Role::ALL {
+            assert!(e.contains(&format!("`{role}`")), "{role} missing: {e}");
+        }
     }
 }
