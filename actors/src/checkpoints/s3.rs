@@ -158,10 +158,12 @@ impl S3Store {
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&cfg.bucket)
             .with_region(&cfg.region)
-            // Whole-request timeouts would cut off multi-GB downloads; parts are bounded.
+            // A whole-request timeout would cut off multi-GB downloads; a stalled server is
+            // caught by the per-read timeout instead (retried by the client).
             .with_client_options(
                 ClientOptions::new()
                     .with_timeout_disabled()
+                    .with_read_timeout(Duration::from_secs(60))
                     .with_connect_timeout(Duration::from_secs(10))
                     .with_allow_http(
                         cfg.endpoint
