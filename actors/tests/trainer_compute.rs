@@ -165,6 +165,61 @@ fn trainer_keeps_its_lineage_and_restarts_from_a_foreign_checkpoint() {
     assert!(none.weights.is_none() && none.steps == 0);
 }
 
+/// bf16 publishing: the trainer hands back bf16 weights (the base's dtype) while it keeps f32
+/// master weights; after a crash it resumes them from its state file, so its next checkpoint is
+/// bit-identical to the one it would have published without the crash. Without the file it
+/// restarts from the bf16 values and publishes something else.
+#[test]
+fn a_crashed_trainer_resumes_its_f32_master_weights_under_bf16_publishing() {
+    let (_dir, m) = tiny();
+    let published = checkpoint::cast_floats(&base_weights(&m), candle_core::DType::BF16).unwrap();
+    let base = checkpoint_of(published, 0);
+    let state = tempfile::tempdir().unwrap();
+    let with_state = || TrainerOptions {
+        state_path: Some(state.path().join("trainer-state.safetensors")),
+        ..options(1e-3)
+    };
+    let groups: Vec<RolloutGroup> = (0..2).map(|s| group(&m, &m.model, s, 1)).collect();
+    let job = |base: &ActiveCheckpoint| TrainJob {
+        window: 1,
+        groups: groups.clone(),
+        base: Some(base.clone()),
+    };
+    let mut live = GrpoTrainerCompute::new(m.config.clone(), m.pad_id, with_state());
+    let first = live.train(&job(&base)).unwrap().weights.unwrap();
+    assert!(
+        first
+            .0
+            .values()
+            .all(|t| t.dtype() == candle_core::DType::BF16),
+        "handed back in the published dtype"
+    );
+    let seq1 = checkpoint_of((*first.0).clone(), 1);
+    let file = state.path().join("trainer-state.safetensors");
+    let saved_after_seq1 = std::fs::read(&file).unwrap();
+    let continued = live.train(&job(&seq1)).unwrap().weights.unwrap();
+
+    // The crash, right after seq 1 was published: a fresh compute, the state file as it was
+    // then, the published seq 1 as its base.
+    std::fs::write(&file, &saved_after_seq1).unwrap();
+    let mut resumed = GrpoTrainerCompute::new(m.config.clone(), m.pad_id, with_state());
+    let after_crash = resumed.train(&job(&seq1)).unwrap().weights.unwrap();
+    let digest = |w: &WeightSet| checkpoint::digest(w).unwrap();
+    assert_eq!(
+        digest(&after_crash.0),
+        digest(&continued.0),
+        "resumed bit-exactly"
+    );
+
+    let mut stateless = GrpoTrainerCompute::new(m.config.clone(), m.pad_id, options(1e-3));
+    let from_bf16 = stateless.train(&job(&seq1)).unwrap().weights.unwrap();
+    assert_ne!(
+        digest(&from_bf16.0),
+        digest(&continued.0),
+        "bf16 restart differs"
+    );
+}
+
 #[test]
 fn grpo_on_arith_raises_the_mean_reward() {
     let (_dir, m) = tiny();

@@ -92,6 +92,18 @@ fn pool_config(role: Role, section: &RoleSection) -> PoolConfig {
     PoolConfig::new(role.as_str(), section.workers)
 }
 
+/// The trainer's private f32 master weights and optimizer state (run_dir/trainer/).
+fn trainer_state_path(cfg: &ClusterConfig) -> anyhow::Result<std::path::PathBuf> {
+    let dir = cfg.run_dir().join("trainer");
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        anyhow::anyhow!(
+            "creating the trainer state directory {}: {e}",
+            dir.display()
+        )
+    })?;
+    Ok(dir.join("state.safetensors"))
+}
+
 /// The device of worker `w` (devices are cycled over the workers).
 fn worker_device(section: &RoleSection, w: usize) -> DeviceSpec {
     section.devices[w % section.devices.len()]
@@ -240,6 +252,7 @@ async fn build_role(
                     mini_batch: t.mini_batch,
                     dtype: base.dtype,
                     device: base.device.clone(),
+                    state_path: Some(trainer_state_path(cfg)?),
                 };
                 let pool = WorkerPool::start(
                     // One trainer thread: the optimizer state is not shared between workers.

@@ -5,6 +5,12 @@
 //! The trainer keeps training its own weights from job to job. It (re)starts from the job's
 //! base checkpoint only when its weights do not descend from it: on the first job, after a
 //! crash (a fresh worker), or when another trainer's checkpoint was published meanwhile.
+//!
+//! Published checkpoints are cast to the network's committed dtype (bf16 for real models), so
+//! restarting from one would lose the f32 master weights' low bits and the AdamW moments. With
+//! [`TrainerOptions::state_path`] the trainer saves them after every job
+//! ([`policy::train_state`]), tagged with the digest of the weights it handed back, and a
+//! restart from exactly that checkpoint resumes from the file instead.
 
 use std::collections::{HashMap, HashSet};
 
@@ -12,6 +18,7 @@ use candle_core::{DType, Device, Tensor};
 use messages::{Hash32, RolloutGroup};
 use policy::checkpoint::{self, CheckpointError, WeightSet};
 use policy::grpo::{GrpoConfig, GrpoSample, GrpoTrainer};
+use policy::train_state::{load_train_state, save_train_state, train_state_head};
 use policy::{ModelConfig, PolicyError};
 
 use crate::compute::train::{TrainJob, TrainReport, TrainerCompute};
@@ -63,6 +70,9 @@ pub struct TrainerOptions {
     /// Dtype the trainable weights are kept in (f32 on CPU).
     pub dtype: DType,
     pub device: Device,
+    /// Where the private f32 master weights and optimizer state are kept (None: not kept; a
+    /// restart begins from the published weights).
+    pub state_path: Option<std::path::PathBuf>,
 }
 
 impl Default for TrainerOptions {
@@ -73,6 +83,7 @@ impl Default for TrainerOptions {
             mini_batch: 0,
             dtype: DType::F32,
             device: Device::Cpu,
+            state_path: None,
         }
     }
 }
@@ -101,6 +112,40 @@ impl GrpoTrainerCompute {
             pad_id,
             opts,
             live: None,
+        }
+    }
+
+    /// Resumes the saved master weights and optimizer state when they were saved as exactly
+    /// `base` (false: no usable state; a damaged file is reported and ignored).
+    fn resume_saved(&mut self, base: &ActiveCheckpoint) -> bool {
+        let Some(path) = &self.opts.state_path else {
+            return false;
+        };
+        match train_state_head(path) {
+            Ok(Some(head)) if Hash32::from(head) == base.digest => {}
+            Ok(_) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "trainer state unreadable; starting from the checkpoint");
+                return false;
+            }
+        }
+        let grpo = self.opts.grpo.clone();
+        let (model, pad, dtype, device) =
+            (&self.model, self.pad_id, self.opts.dtype, &self.opts.device);
+        match load_train_state(path, model, grpo, pad, dtype, device) {
+            Ok((trainer, _)) => {
+                tracing::info!(checkpoint = %base.digest, seq = base.seq, path = %path.display(), "trainer resumed its f32 master weights and optimizer state");
+                self.live = Some(Live {
+                    trainer,
+                    lineage: HashSet::from([base.digest]),
+                    head: base.digest,
+                });
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "trainer state not loadable; starting from the checkpoint");
+                false
+            }
         }
     }
 
@@ -191,7 +236,7 @@ impl TrainerCompute for GrpoTrainerCompute {
             .live
             .as_ref()
             .is_some_and(|l| l.lineage.contains(&base.digest));
-        if !descends {
+        if !descends && !self.resume_saved(base) {
             self.restart_from(base)?;
         }
         let Some(live) = self.live.as_mut() else {
@@ -223,6 +268,12 @@ impl TrainerCompute for GrpoTrainerCompute {
         report.trained_from = Some(live.head);
         live.lineage.insert(digest);
         live.head = digest;
+        if let Some(path) = &self.opts.state_path {
+            // Not fatal: without the file a restart begins from the published weights.
+            if let Err(e) = save_train_state(&live.trainer, &digest.0, path) {
+                tracing::warn!(error = %e, "trainer state not saved");
+            }
+        }
         report.steps = taken;
         report.loss = (loss / taken as f64) as f32;
         report.kl = (kl / taken as f64) as f32;
