@@ -1,21 +1,15 @@
 //! Where checkpoint bytes live: a [`CheckpointStore`] of named blobs, streamed in and out so a
 //! multi-GB checkpoint never has to be one contiguous buffer on the way through.
 //!
-//! Two implementations ship: [`NatsObjectStore`] (JetStream object store bucket
-//! `grail_checkpoints`, chunked by the server) and [`LocalDirStore`] (one file per object,
-//! written to a `.partial` sibling and renamed, so readers never see half an object).
+//! Three implementations ship: [`NatsObjectStore`] (JetStream object store bucket
+//! `grail_checkpoints`, chunked by the server), [`LocalDirStore`] (one file per object,
+//! written to a `.partial` sibling and renamed, so readers never see half an object) and
+//! [`S3Store`](super::s3::S3Store) (an S3-compatible bucket: content-addressed blobs, multipart
+//! uploads, the digest checked at the end of every read).
 //!
-//! # Plugging in an S3-compatible store
-//!
-//! Implement the four methods over an S3 client (e.g. `aws-sdk-s3` or `object_store`):
-//! `put` reads the [`ObjectReader`] in parts of ≥ 5 MiB and drives a multipart upload
-//! (`CreateMultipartUpload`, `UploadPart`, `CompleteMultipartUpload`; abort on error), wrapping
-//! the reader in [`HashingReader`] so the BLAKE2b digest is computed in the same pass; `get`
-//! returns the `GetObject` body stream adapted to `AsyncRead` (`StreamReader`); `delete` maps to
-//! `DeleteObject` and treats "no such key" as success; `list` pages through `ListObjectsV2`
-//! under a bucket prefix. Announcements carry the object digest, so readers never need to trust
-//! the store (an S3 ETag is not a content digest for multipart uploads). Nothing else changes:
-//! roles take an `Arc<dyn CheckpointStore>`.
+//! Announcements carry the object digest, so readers never need to trust the store (an S3
+//! ETag is not a content digest for multipart uploads). Roles take an
+//! `Arc<dyn CheckpointStore>`.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
