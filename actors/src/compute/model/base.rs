@@ -6,7 +6,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use envs::{render_chat, Problem};
-use policy::checkpoint::WeightSet;
+use policy::checkpoint::{CheckpointError, WeightSet};
 use policy::{LoadOptions, LoadedModel, Model, ModelConfig, PolicyTokenizer};
 
 use super::ModelComputeError;
@@ -43,9 +43,9 @@ impl std::fmt::Debug for ModelBase {
 impl ModelBase {
     /// Loads an HF model directory (or `.gguf` file) with `opts` (device, dtype).
     pub fn load(path: &Path, opts: &LoadOptions) -> Result<Self, ModelComputeError> {
-        let loaded = policy::load_model(path, opts).map_err(|e| ModelComputeError::Load {
+        let loaded = policy::load_model(path, opts).map_err(|source| ModelComputeError::Load {
             path: path.display().to_string(),
-            message: e.to_string(),
+            source: Box::new(source),
         })?;
         Self::from_loaded(loaded, opts.dtype)
     }
@@ -57,9 +57,12 @@ impl ModelBase {
             let cpu = tensor
                 .to_device(&Device::Cpu)
                 .and_then(|t| t.to_dtype(DType::F32))
-                .map_err(|e| ModelComputeError::Weights {
+                .map_err(|source| ModelComputeError::Weights {
                     origin: loaded.origin.clone(),
-                    message: format!("tensor `{name}`: {e}"),
+                    source: Box::new(CheckpointError::Tensor {
+                        tensor: name.clone(),
+                        source,
+                    }),
                 })?;
             base_weights.insert(name.clone(), cpu);
         }
@@ -83,10 +86,10 @@ impl ModelBase {
     /// [`ModelBase::dtype`]: on the CPU, bf16 values widened exactly to f32.
     pub fn with_checkpoint_dtype(mut self, dtype: DType) -> Result<Self, ModelComputeError> {
         self.base_weights =
-            policy::checkpoint::cast_floats(&self.base_weights, dtype).map_err(|e| {
+            policy::checkpoint::cast_floats(&self.base_weights, dtype).map_err(|source| {
                 ModelComputeError::Weights {
-                    origin: self.origin.clone(),
-                    message: format!("publishing the base weights as {dtype:?}: {e}"),
+                    origin: format!("{} published as {dtype:?}", self.origin),
+                    source: Box::new(source),
                 }
             })?;
         Ok(self)
@@ -98,9 +101,9 @@ impl ModelBase {
         let text = render_chat(self.chat_template.as_deref(), &problem.messages, true);
         self.tokenizer
             .encode(&text)
-            .map_err(|e| ModelComputeError::Tokenizer {
+            .map_err(|source| ModelComputeError::Tokenizer {
                 problem: problem.id.clone(),
-                message: e.to_string(),
+                source,
             })
     }
 
@@ -108,9 +111,9 @@ impl ModelBase {
     pub fn completion_text(&self, completion: &[u32]) -> Result<String, ModelComputeError> {
         self.tokenizer
             .decode(completion, true)
-            .map_err(|e| ModelComputeError::Tokenizer {
+            .map_err(|source| ModelComputeError::Tokenizer {
                 problem: String::new(),
-                message: e.to_string(),
+                source,
             })
     }
 
@@ -137,9 +140,9 @@ impl ModelBase {
             origin,
             &opts,
         )
-        .map_err(|e| ModelComputeError::Weights {
+        .map_err(|source| ModelComputeError::Build {
             origin: origin.to_string(),
-            message: e.to_string(),
+            source: Box::new(source),
         })?;
         Ok(loaded.model)
     }
@@ -166,10 +169,11 @@ pub fn checkpoint_from_weights(
     seq: u64,
     valid_from_window: u64,
 ) -> Result<ActiveCheckpoint, ModelComputeError> {
-    let digest = policy::checkpoint::digest(&weights).map_err(|e| ModelComputeError::Weights {
-        origin: "weight set".into(),
-        message: e.to_string(),
-    })?;
+    let digest =
+        policy::checkpoint::digest(&weights).map_err(|source| ModelComputeError::Weights {
+            origin: "weight set".into(),
+            source: Box::new(source),
+        })?;
     Ok(ActiveCheckpoint {
         digest: messages::FixedBytes(digest),
         seq,

@@ -34,6 +34,7 @@ pub use sampler::SeededSampler;
 pub use verifier::{ModelVerifier, VerifierOptions};
 
 use messages::{Hash32, SamplingSpec};
+use policy::checkpoint::CheckpointError;
 use policy::Model;
 use protocol::sampling::SamplingParams;
 
@@ -43,12 +44,30 @@ use crate::worker_pool::WorkerFault;
 /// Failures of the model compute itself (never a verdict on a miner: those are reason codes).
 #[derive(Debug, thiserror::Error)]
 pub enum ModelComputeError {
-    #[error("loading the base model from `{path}`: {message}")]
-    Load { path: String, message: String },
-    #[error("building a model from the weights of {origin}: {message} (the checkpoint must match the base model's config)")]
-    Weights { origin: String, message: String },
-    #[error("tokenizer on problem `{problem}`: {message}")]
-    Tokenizer { problem: String, message: String },
+    #[error("loading the base model from `{path}`: {source}")]
+    Load {
+        path: String,
+        #[source]
+        source: Box<policy::LoadError>,
+    },
+    #[error("building a model from the weights of {origin}: {source} (the checkpoint must match the base model's config)")]
+    Build {
+        origin: String,
+        #[source]
+        source: Box<policy::LoadError>,
+    },
+    #[error("the weights of {origin}: {source}")]
+    Weights {
+        origin: String,
+        #[source]
+        source: Box<CheckpointError>,
+    },
+    #[error("tokenizer on problem `{problem}`: {source}")]
+    Tokenizer {
+        problem: String,
+        #[source]
+        source: policy::PolicyError,
+    },
     #[error("job for window {window} carries no checkpoint; model compute needs the checkpoint valid for the window (wire the checkpoint book into the role)")]
     NoCheckpoint { window: u64 },
     #[error("checkpoint sampling spec is not replayable: {0}")]
@@ -69,9 +88,16 @@ impl WorkerFault for ModelComputeError {
     fn rebuilds_worker(&self) -> bool {
         match self {
             ModelComputeError::NoCheckpoint { .. }
-            | ModelComputeError::Weights { .. }
             | ModelComputeError::Sampling(_)
             | ModelComputeError::Tokenizer { .. } => false,
+            // candle failing to place or convert a tensor is the device's fault; a
+            // checkpoint missing a tensor or of the wrong shape or dtype is the job's.
+            ModelComputeError::Build { source, .. } => {
+                matches!(**source, policy::LoadError::Candle(_))
+            }
+            ModelComputeError::Weights { source, .. } => {
+                matches!(**source, CheckpointError::Tensor { .. })
+            }
             ModelComputeError::Policy(e) => e.rebuilds_worker(),
             ModelComputeError::Load { .. }
             | ModelComputeError::VerifierRows(_)
@@ -132,5 +158,67 @@ impl LoadedCheckpoint {
             .as_ref()
             .map(|(digest, _)| *digest)
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy::PolicyError;
+
+    fn candle() -> candle_core::Error {
+        candle_core::Error::Msg("CUDA_ERROR_OUT_OF_MEMORY".into())
+    }
+
+    #[test]
+    fn unfit_jobs_are_the_jobs_fault_and_candle_errors_the_workers() {
+        let origin = || "checkpoint c (seq 3)".to_string();
+        let job = [
+            ModelComputeError::NoCheckpoint { window: 1 },
+            ModelComputeError::Sampling("temperature 0".into()),
+            ModelComputeError::Build {
+                origin: origin(),
+                source: Box::new(policy::LoadError::Unsupported {
+                    path: "c.safetensors".into(),
+                    message: "tied embeddings".into(),
+                }),
+            },
+            ModelComputeError::Weights {
+                origin: origin(),
+                source: Box::new(CheckpointError::UnsupportedDtype {
+                    tensor: "lm_head.weight".into(),
+                    dtype: candle_core::DType::U8,
+                }),
+            },
+            ModelComputeError::Policy(PolicyError::InvalidInput("empty prompt".into())),
+        ];
+        for e in &job {
+            assert!(!e.rebuilds_worker(), "{e}");
+        }
+        let faults = [
+            ModelComputeError::Build {
+                origin: origin(),
+                source: Box::new(policy::LoadError::Candle(candle())),
+            },
+            ModelComputeError::Weights {
+                origin: origin(),
+                source: Box::new(CheckpointError::Tensor {
+                    tensor: "lm_head.weight".into(),
+                    source: candle(),
+                }),
+            },
+            ModelComputeError::Policy(PolicyError::Candle(candle())),
+            ModelComputeError::Sampler("no finite logit".into()),
+            ModelComputeError::VerifierRows("row 3 has 2 logits".into()),
+        ];
+        for e in &faults {
+            assert!(e.rebuilds_worker(), "{e}");
+        }
+        // The conversion the compute traits use keeps the judgement and the typed cause.
+        let refused = ComputeError::from(ModelComputeError::NoCheckpoint { window: 1 });
+        assert!(matches!(refused, ComputeError::Job(_)));
+        assert!(refused.cause().is::<ModelComputeError>());
+        let fault = ComputeError::from(ModelComputeError::Policy(PolicyError::Candle(candle())));
+        assert!(matches!(fault, ComputeError::Fault(_)));
     }
 }
