@@ -36,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use super::store::{
     check_name, CheckpointStore, HashingReader, ObjectReader, StoreError, StoreFuture, StoredObject,
 };
+use crate::worker_pool::BoxError;
 
 /// S3 refuses parts below 5 MiB (except the last).
 pub const MIN_PART_BYTES: usize = 5 << 20;
@@ -187,9 +188,8 @@ impl S3Store {
             store: describe(&cfg),
             op: "open",
             name: String::new(),
-            detail: format!(
-                "{e} (check the s3:// URL, AWS_ENDPOINT_URL, AWS_REGION and the credentials)"
-            ),
+            hint: " (check the s3:// URL, AWS_ENDPOINT_URL, AWS_REGION and the credentials)",
+            source: e.into(),
         })?;
         Ok(Self {
             client: Arc::new(client),
@@ -213,12 +213,13 @@ impl S3Store {
         self.root.clone().join("names").join(name)
     }
 
-    fn backend(&self, op: &'static str, name: &str, e: impl std::fmt::Display) -> StoreError {
+    fn backend(&self, op: &'static str, name: &str, e: impl Into<BoxError>) -> StoreError {
         StoreError::Backend {
             store: self.describe(),
             op,
             name: name.to_string(),
-            detail: e.to_string(),
+            hint: "",
+            source: e.into(),
         }
     }
 

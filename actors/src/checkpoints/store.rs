@@ -23,6 +23,8 @@ use futures::StreamExt;
 use messages::Hash32;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
+use crate::worker_pool::BoxError;
+
 /// A readable object body (a file, an object-store download, an in-memory buffer).
 pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
 /// What every store method returns.
@@ -50,12 +52,15 @@ pub enum StoreError {
         bytes: u64,
         limit: u64,
     },
-    #[error("{store}: {op} {name:?} failed: {detail}")]
+    #[error("{store}: {op} {name:?} failed: {source}{hint}")]
     Backend {
         store: String,
         op: &'static str,
         name: String,
-        detail: String,
+        /// How to fix it, when known (appended to the message).
+        hint: &'static str,
+        #[source]
+        source: BoxError,
     },
 }
 
@@ -111,7 +116,8 @@ pub async fn get_bytes(
             store: store.describe(),
             op: "read",
             name: name.to_string(),
-            detail: e.to_string(),
+            hint: "",
+            source: e.into(),
         })?;
     if out.len() as u64 > limit {
         return Err(StoreError::TooLarge {
@@ -227,7 +233,8 @@ impl NatsObjectStore {
                 store: format!("nats object store {bucket}"),
                 op: "open",
                 name: bucket.to_string(),
-                detail: format!("{e} (run `grail streams` to create the topology)"),
+                hint: " (run `grail streams` to create the topology)",
+                source: e.into(),
             })?;
         Ok(Self {
             bucket: bucket.to_string(),
@@ -235,12 +242,13 @@ impl NatsObjectStore {
         })
     }
 
-    fn backend(&self, op: &'static str, name: &str, e: impl std::fmt::Display) -> StoreError {
+    fn backend(&self, op: &'static str, name: &str, e: impl Into<BoxError>) -> StoreError {
         StoreError::Backend {
             store: self.describe(),
             op,
             name: name.to_string(),
-            detail: e.to_string(),
+            hint: "",
+            source: e.into(),
         }
     }
 }
@@ -325,7 +333,8 @@ impl LocalDirStore {
             store: format!("directory {}", dir.display()),
             op: "create",
             name: String::new(),
-            detail: e.to_string(),
+            hint: "",
+            source: e.into(),
         })?;
         Ok(Self { dir })
     }
@@ -345,7 +354,8 @@ impl LocalDirStore {
             store: self.describe(),
             op,
             name: name.to_string(),
-            detail: e.to_string(),
+            hint: "",
+            source: e.into(),
         }
     }
 }
