@@ -226,9 +226,35 @@ fn keys_new_show_and_import() {
 /// GRPO trainer and the publisher; later windows are mined on checkpoints the trainer produced.
 #[test]
 fn up_runs_the_model_loop_with_checkpoint_hand_over() {
+    run_model_loop("");
+}
+
+/// The same loop publishing bf16 checkpoints (PROTOCOL.md §11): miners and verifiers load the
+/// published bf16 values (computing in f32 on the CPU) and agree on every proof, while the
+/// trainer keeps its f32 master weights in its private state file.
+#[test]
+fn up_runs_the_model_loop_on_bf16_checkpoints() {
+    let (dir, text) = run_model_loop("dtype = \"bf16\"\n");
+    let state = dir.path().join("run/trainer/state.safetensors");
+    assert!(state.exists(), "no trainer state at {}", state.display());
+    // The genesis checkpoint the windows name is the base model cast to bf16, not its f32 form.
+    let model =
+        policy::load_model(&dir.path().join("run/tiny-model"), &Default::default()).unwrap();
+    let f32_base: policy::checkpoint::WeightSet = model.weights.into_iter().collect();
+    let bf16 = policy::checkpoint::cast_floats(&f32_base, candle_core::DType::BF16).unwrap();
+    let short = |w| policy::checkpoint::digest_hex(w).unwrap()[..8].to_string();
+    let (bf16_short, f32_short) = (short(&bf16), short(&f32_base));
+    assert!(
+        text.contains(&format!("ckpt #0 {bf16_short}")),
+        "genesis should be the bf16 cast {bf16_short} (f32 would be {f32_short}): {text}"
+    );
+}
+
+/// `grail up --windows 5` on the tiny model cluster; its directory and stdout.
+fn run_model_loop(checkpoints_extra: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cluster.toml");
-    std::fs::write(&config, model_cluster_toml(3, "")).unwrap();
+    std::fs::write(&config, model_cluster_toml(3, checkpoints_extra)).unwrap();
     let out = grail()
         .args(["up", "--windows", "5", "--config"])
         .arg(&config)
@@ -253,4 +279,6 @@ fn up_runs_the_model_loop_with_checkpoint_hand_over() {
         "no trained checkpoint was handed over: {text}"
     );
     assert!(text.contains("summary: 5 windows"), "{text}");
+    let text = text.into_owned();
+    (dir, text)
 }
