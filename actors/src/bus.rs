@@ -424,6 +424,10 @@ impl ReplayState {
                     name: Some(format!("reader_{:016x}", rand::random::<u64>())),
                     filter_subject: filter.clone(),
                     deliver_policy: deliver,
+                    // Short pulls, so heartbeats every ~2 s: on a NATS cluster the node
+                    // holding this consumer can die while our own connection stays up, and
+                    // only missed heartbeats tell (after 30 s with the default 15 s).
+                    max_expires: Duration::from_secs(4),
                     ..Default::default()
                 })
                 .await
