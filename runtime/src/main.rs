@@ -593,7 +593,10 @@ fn main() -> anyhow::Result<()> {
         Command::Export(a) => {
             let dtype = match a.dtype.as_str() {
                 "auto" => None,
-                d => Some(d.parse().map_err(|e| anyhow::anyhow!("--dtype {e} (or auto)"))?),
+                d => Some(
+                    d.parse()
+                        .map_err(|e| anyhow::anyhow!("--dtype {e} (or auto)"))?,
+                ),
             };
             let summary = grail_runtime::export::run(&grail_runtime::export::ExportOptions {
                 out: a.out,
