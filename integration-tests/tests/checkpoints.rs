@@ -418,9 +418,17 @@ async fn publisher_chain_case(bus: &Bus, store: Arc<dyn CheckpointStore>) {
         announced[1].bytes * 3 < announced[0].bytes,
         "a 5 % delta is much smaller than a full checkpoint"
     );
-    // Retention: anchors 3 and 6 are kept, so seqs 0..=2 are gone; staging objects too.
-    let names = store.list().await.unwrap();
+    // Retention: anchors 3 and 6 are kept, so seqs 0..=2 are gone; staging objects too (the
+    // publisher deletes a candidate's staging object after announcing it: give it a moment).
     let expected: Vec<String> = announced[3..].iter().map(|a| a.object.clone()).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let names = loop {
+        let names = store.list().await.unwrap();
+        if names == expected || tokio::time::Instant::now() > deadline {
+            break names;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(names, expected);
 
     // A fresh book loads the newest four (seqs 4..=7: anchor 3 + deltas) bit-exactly.
