@@ -184,6 +184,18 @@ fn main() {
     drop(weights);
     let base = snapshot(&trainer);
     let params: usize = base.values().map(|t| t.elem_count()).sum();
+    // f32 values exactly halfway between two bf16 values: any update tips them one way.
+    let ties: usize = base
+        .values()
+        .map(|t| {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            v.iter().filter(|x| x.to_bits() & 0xffff == 0x8000).count()
+        })
+        .sum();
+    eprintln!(
+        "delta_bench: {:.3}% of the base's f32 values sit exactly on a bf16 rounding tie",
+        100.0 * ties as f64 / params as f64
+    );
     let mut tracks = [
         Track::new(DType::BF16, &base),
         Track::new(DType::F32, &base),
