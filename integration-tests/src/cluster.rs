@@ -1,7 +1,7 @@
 //! A JetStream cluster of real nats-server processes on loopback: random client and route
 //! ports, a temp dir per node, killed on drop. Nodes can be SIGKILLed, restarted in place
 //! (same ports, same store: they rejoin and catch up) and isolated (restarted on a fresh
-//! route port with no routes: alive, clients connected, cut off from its peers).
+//! route port, routed nowhere: alive, clients connected, cut off from its peers).
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -23,10 +23,13 @@ enum Op {
     Isolate(usize),
 }
 
+/// An operation for the keeper thread and where it answers.
+type Request = (Op, mpsc::Sender<Result<(), String>>);
+
 pub struct TestCluster {
     urls: Vec<String>,
     names: Vec<String>,
-    control: Option<mpsc::Sender<(Op, mpsc::Sender<Result<(), String>>)>>,
+    control: Option<mpsc::Sender<Request>>,
     keeper: Option<std::thread::JoinHandle<()>>,
     dir: tempfile::TempDir,
 }
@@ -90,7 +93,7 @@ impl TestCluster {
             .collect();
         let names = plans.iter().map(|p| p.name.clone()).collect();
         let (ready, started) = mpsc::channel();
-        let (control, requests) = mpsc::channel::<(Op, mpsc::Sender<Result<(), String>>)>();
+        let (control, requests) = mpsc::channel::<Request>();
         // One keeper thread starts, kills and stops every node: the children get
         // PR_SET_PDEATHSIG, which fires when the *thread* that spawned them exits.
         let keeper = std::thread::spawn(move || {
@@ -122,8 +125,12 @@ impl TestCluster {
                         if let Some(mut s) = nodes[i].take() {
                             s.kill();
                         }
-                        // Its peers keep dialling the old route port; nobody answers there.
-                        plans[i].start(&[], free_port()).map(|s| nodes[i] = Some(s))
+                        // Its peers keep dialling the old route port, nobody answers there;
+                        // it dials a port nobody listens on (JetStream needs some route).
+                        let nowhere = [format!("127.0.0.1:{}", free_port())];
+                        plans[i]
+                            .start(&nowhere, free_port())
+                            .map(|s| nodes[i] = Some(s))
                     }
                 };
                 let _ = done.send(result);
@@ -186,7 +193,7 @@ impl TestCluster {
     }
 
     /// Kill node `i` and start it again alone: same client port and store, but a fresh
-    /// route port and no routes, so it and its clients are cut off from the majority.
+    /// route port and a route to nowhere, so it and its clients are cut off from the majority.
     pub fn isolate(&self, i: usize) {
         self.op(Op::Isolate(i))
     }
