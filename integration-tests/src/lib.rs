@@ -4,7 +4,6 @@
 //! connection) that can be killed abruptly, and readers for what the streams hold.
 
 pub mod cluster;
-pub mod cluster;
 pub mod observe;
 pub mod s3;
 
