@@ -5,9 +5,7 @@
 mod gguf_support;
 mod torch_support;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use candle_core::{DType, Tensor};
 use grail_policy::export::{export_loaded, ExportDtype, ModelCard};
@@ -22,31 +20,7 @@ const TEXTS: [&str; 4] = [
 ];
 
 fn transformers_outputs(dir: &Path, request: &serde_json::Value) -> serde_json::Value {
-    let script = torch_support::script("hf_export_check.py");
-    let python = torch_support::torch_python();
-    let mut child = Command::new(&python)
-        .arg(&script)
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{} {} failed: {}",
-        python.display(),
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    torch_support::run_json("hf_export_check.py", dir, request)
 }
 
 fn grail_logits(m: &LoadedModel, ids: &[u32]) -> Vec<f32> {

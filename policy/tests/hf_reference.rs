@@ -2,38 +2,14 @@
 //! norm and next-token log-probs of the tiny Qwen2 and Llama models. Ignored by default: needs
 //! python3 with torch and transformers (see torch_support).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 mod torch_support;
 
 use grail_policy::proof::{proof_forward, ProofInput, ProofOptions};
 use grail_policy::{load_model, write_tiny_model, Arch, LoadOptions};
 
 fn hf_outputs(dir: &std::path::Path, sequences: &[Vec<u32>]) -> serde_json::Value {
-    let script = torch_support::script("hf_reference.py");
-    let mut child = Command::new(torch_support::torch_python())
-        .arg(&script)
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let request = serde_json::json!({ "sequences": sequences });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(request.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "hf_reference.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    torch_support::run_json("hf_reference.py", dir, &request)
 }
 
 fn floats(v: &serde_json::Value) -> Vec<f32> {

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{grail, model_cluster_toml, Up};
+use common::{grail, model_cluster_toml, Up, EVERY_ROLE_ONCE};
 
 fn run_json(args: &[&str], config: &Path) -> String {
     let out = grail().args(args).arg(config).output().expect("run grail");
@@ -28,11 +28,10 @@ fn evaluator_reports_are_signed_shown_and_reproducible_from_the_published_checkp
         &config,
         model_cluster_toml(
             2,
-            "[roles.clock]\ninstances = 1\n[roles.miner]\ninstances = 1\n\
-         [roles.verifier]\ninstances = 1\n[roles.trainer]\ninstances = 1\n\
-         [roles.publisher]\ninstances = 1\n[roles.scorer]\ninstances = 1\n\
-         [roles.evaluator]\ninstances = 1\n\
-         [evaluator]\nproblems = 6\nsamples = 2\nseed = 5\n",
+            &format!(
+                "{EVERY_ROLE_ONCE}[roles.evaluator]\ninstances = 1\n\
+                 [evaluator]\nproblems = 6\nsamples = 2\nseed = 5\n"
+            ),
         ),
     )
     .unwrap();

@@ -9,7 +9,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Tensor};
-use common::{grail, model_cluster_toml, Up};
+use common::{grail, model_cluster_toml, Up, EVERY_ROLE_ONCE};
 use policy::checkpoint::{digest, load_safetensors, save_safetensors, WeightSet};
 use policy::{load_model, write_tiny_model, Arch, LoadOptions, LoadedModel};
 
@@ -143,16 +143,7 @@ fn tiny_base_and_a_weight_file_export_and_load_back_bit_identically() {
 fn a_published_checkpoint_exports_with_its_announced_digest() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cluster.toml");
-    std::fs::write(
-        &config,
-        model_cluster_toml(
-            2,
-            "[roles.clock]\ninstances = 1\n[roles.miner]\ninstances = 1\n\
-             [roles.verifier]\ninstances = 1\n[roles.trainer]\ninstances = 1\n\
-             [roles.publisher]\ninstances = 1\n[roles.scorer]\ninstances = 1\n",
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, model_cluster_toml(2, EVERY_ROLE_ONCE)).unwrap();
     let _up = Up::start(&config);
     let config_arg = config.to_str().unwrap();
     let out = dir.path().join("ckpt2");

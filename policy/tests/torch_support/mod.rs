@@ -51,3 +51,33 @@ pub fn script(name: &str) -> PathBuf {
             .join(name)
     })
 }
+
+/// Run `scripts/<name> <dir>` with the torch interpreter, `request` as JSON on stdin; its JSON
+/// stdout (panics with the script's stderr when it fails).
+pub fn run_json(name: &str, dir: &Path, request: &serde_json::Value) -> serde_json::Value {
+    use std::io::Write;
+    let (script, python) = (script(name), torch_python());
+    let mut child = Command::new(&python)
+        .arg(&script)
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} {} failed: {}",
+        python.display(),
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -48,6 +48,11 @@ pub fn shared_datasets() -> PathBuf {
         .expect("gsm8k/test.jsonl not found: put the datasets in ../shared/datasets or set GRAIL_DATASETS")
 }
 
+/// One instance of each of the six core roles (a smaller network than the default's).
+pub const EVERY_ROLE_ONCE: &str = "[roles.clock]\ninstances = 1\n[roles.miner]\ninstances = 1\n\
+     [roles.verifier]\ninstances = 1\n[roles.trainer]\ninstances = 1\n\
+     [roles.publisher]\ninstances = 1\n[roles.scorer]\ninstances = 1\n";
+
 /// The product loop on the tiny model, fast: 3 s windows, 6 new tokens, the default cluster's
 /// trainer settings, no /metrics, anchors every `anchor_every` checkpoints; `extra` is appended.
 pub fn model_cluster_toml(anchor_every: u32, extra: &str) -> String {
