@@ -214,13 +214,7 @@ impl S3Store {
     }
 
     fn backend(&self, op: &'static str, name: &str, e: impl Into<BoxError>) -> StoreError {
-        StoreError::Backend {
-            store: self.describe(),
-            op,
-            name: name.to_string(),
-            hint: "",
-            source: e.into(),
-        }
+        StoreError::backend(self.describe(), op, name, e)
     }
 
     fn map_err(&self, op: &'static str, name: &str, e: object_store::Error) -> StoreError {

@@ -65,6 +65,22 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A backend failure of `op` on `name` in `store` (no fix known).
+    pub(crate) fn backend(
+        store: String,
+        op: &'static str,
+        name: &str,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        StoreError::Backend {
+            store,
+            op,
+            name: name.to_string(),
+            hint: "",
+            source: source.into(),
+        }
+    }
+
     /// Stable label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -243,13 +259,7 @@ impl NatsObjectStore {
     }
 
     fn backend(&self, op: &'static str, name: &str, e: impl Into<BoxError>) -> StoreError {
-        StoreError::Backend {
-            store: self.describe(),
-            op,
-            name: name.to_string(),
-            hint: "",
-            source: e.into(),
-        }
+        StoreError::backend(self.describe(), op, name, e)
     }
 }
 

@@ -17,6 +17,18 @@ pub struct TrainJob {
     pub base: Option<ActiveCheckpoint>,
 }
 
+impl TrainJob {
+    /// Mean reward over every rollout of the job's groups (0 for none).
+    pub fn mean_reward(&self) -> f32 {
+        let (sum, n) = self
+            .groups
+            .iter()
+            .flat_map(|g| g.rollouts.iter().map(|r| r.reward))
+            .fold((0.0f32, 0usize), |(s, n), r| (s + r, n + 1));
+        sum / n.max(1) as f32
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct TrainReport {
     pub steps: u32,
@@ -50,13 +62,8 @@ pub struct CountingTrainer;
 
 impl TrainerCompute for CountingTrainer {
     fn train(&mut self, job: &TrainJob) -> Result<TrainReport, ComputeError> {
-        let rewards: Vec<f32> = job
-            .groups
-            .iter()
-            .flat_map(|g| g.rollouts.iter().map(|r| r.reward))
-            .collect();
         Ok(TrainReport {
-            mean_reward: rewards.iter().sum::<f32>() / rewards.len().max(1) as f32,
+            mean_reward: job.mean_reward(),
             ..Default::default()
         })
     }

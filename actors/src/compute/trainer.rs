@@ -212,13 +212,8 @@ pub fn samples_of(groups: &[RolloutGroup], max_length: usize) -> Vec<GrpoSample>
 
 impl TrainerCompute for GrpoTrainerCompute {
     fn train(&mut self, job: &TrainJob) -> Result<TrainReport, ComputeError> {
-        let rewards: Vec<f32> = job
-            .groups
-            .iter()
-            .flat_map(|g| g.rollouts.iter().map(|r| r.reward))
-            .collect();
         let mut report = TrainReport {
-            mean_reward: rewards.iter().sum::<f32>() / rewards.len().max(1) as f32,
+            mean_reward: job.mean_reward(),
             ..Default::default()
         };
         let samples = samples_of(&job.groups, self.opts.grpo.max_length);
