@@ -45,10 +45,12 @@ impl ShutdownSignal {
     /// A signal that is never raised (roles started outside a process with a shutdown path,
     /// e.g. in tests, run until their runtime stops).
     pub fn never() -> Self {
-        let (tx, rx) = watch::channel(false);
-        // Keep the channel open for good: a closed channel reads as "requested" below.
-        std::mem::forget(tx);
-        Self { rx }
+        // One sender that lives for the process and is never raised: a closed channel would
+        // read as "requested" below.
+        static NEVER: std::sync::OnceLock<watch::Sender<bool>> = std::sync::OnceLock::new();
+        Self {
+            rx: NEVER.get_or_init(|| watch::channel(false).0).subscribe(),
+        }
     }
 
     pub fn is_requested(&self) -> bool {

@@ -122,14 +122,23 @@ fn worker_bases(
 /// A checkpoint book trusting `[checkpoints] publisher` (or this cluster's publisher key)
 /// and every publisher key of the installed manifest (an outside miner's only source).
 async fn book(shared: &SharedCompute, bus: &Bus) -> anyhow::Result<CheckpointBook> {
+    book_keeping(shared, bus, BookConfig::DEFAULT_CACHE).await
+}
+
+/// [`book`] keeping at most `cache` loaded weight sets (the evaluator needs only the one it
+/// scores: it loads anchors itself with `load_seq`, not the newest few deltas).
+async fn book_keeping(
+    shared: &SharedCompute,
+    bus: &Bus,
+    cache: usize,
+) -> anyhow::Result<CheckpointBook> {
     let mut trusted = vec![shared.trusted(Role::Publisher)?];
     if let Some(m) = bus.trust.manifest() {
         trusted.extend(m.roles.publisher.iter().cloned());
     }
-    Ok(CheckpointBook::new(
-        BookConfig::trusting(trusted),
-        shared.store(bus).await?,
-    ))
+    let mut cfg = BookConfig::trusting(trusted);
+    cfg.cache = cache;
+    Ok(CheckpointBook::new(cfg, shared.store(bus).await?))
 }
 
 async fn build_role(
@@ -344,7 +353,7 @@ async fn build_role(
                 }),
                 metrics,
             );
-            let book = book(shared, &ctx.bus).await?;
+            let book = book_keeping(shared, &ctx.bus, 1).await?;
             Arc::new(Evaluator::new(ctx, eval_cfg, Arc::new(pool), book))
         }
     })

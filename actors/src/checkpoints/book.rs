@@ -42,10 +42,13 @@ pub struct BookConfig {
 }
 
 impl BookConfig {
+    /// Loaded weight sets a role keeps by default (the governing one and two spares).
+    pub const DEFAULT_CACHE: usize = 3;
+
     pub fn trusting<S: Into<String>>(publishers: impl IntoIterator<Item = S>) -> Self {
         Self {
             trusted_publishers: publishers.into_iter().map(Into::into).collect(),
-            cache: 3,
+            cache: Self::DEFAULT_CACHE,
             max_object_bytes: 256 << 30,
             max_attempts: 5,
         }
