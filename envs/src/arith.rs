@@ -34,14 +34,22 @@
 //! # Split
 //! Training problem `seed` draws from the SplitMix64 stream keyed `"arith"`, eval problem `index`
 //! from the stream keyed `"arith/eval"`: the two seed spaces are domain-separated, so no eval
-//! index replays a training seed's draw (eval ids carry `/eval/<index>`). The task itself is a
-//! small closed family (`max_operand = 9` has 100 sums), so the same *sum* can appear in both:
-//! arith measures whether the policy learned the skill, not whether it generalises to unseen
-//! items. Use `sat` or a data env for held-out items.
-
+//! index replays a training seed's draw (eval ids carry `/eval/<index>`).
+//!
+//! `holdout` says whether the *items* are disjoint too:
+//! * `"seeds"` (default): both streams draw from the whole family, so the same sum or digit
+//!   string can occur in both. The tiny from-scratch model needs this: an item it never trains
+//!   on is an output it never saw rewarded (`max_operand = 9` has only 100 sums).
+//! * `"items"`: every item belongs to exactly one side, by a keyed BLAKE2b hash of its canonical
+//!   text (`add/37+45`, `copy/4821`): 1 in 5 items is eval-only and training never draws it (a
+//!   draw that lands on the other side is redrawn from the same stream, so generation stays
+//!   deterministic). Held-out pass@1 then measures generalisation to unseen items. It needs a
+//!   family of at least 100 items (copy `digits >= 2`, add `max_operand >= 9`), so that both
+//!   sides are non-empty (the chance that a 100-item family has no eval item is 0.8^100).
 use crate::params::Params;
 use crate::rng::SplitMix64;
 use crate::{ChatMessage, EnvError, Environment, Problem, Reward};
+use blake2::{digest::consts::U32, Blake2b, Digest};
 use serde_json::{json, Map, Value};
 
 const COMPONENTS: [&str; 4] = ["digits", "length", "value", "match"];
@@ -58,10 +66,25 @@ pub enum ArithMode {
     Copy { digits: usize },
 }
 
+/// Whether eval items are disjoint from training items (see the module docs, "Split").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holdout {
+    /// Disjoint seed streams over one shared item family.
+    Seeds,
+    /// Disjoint items: 1 in [`EVAL_ITEM_SHARE`] items is eval-only.
+    Items,
+}
+
+/// With `holdout = "items"`, one item in this many is eval-only.
+pub const EVAL_ITEM_SHARE: u64 = 5;
+/// The smallest family `holdout = "items"` accepts.
+const MIN_ITEMS_FOR_ITEM_HOLDOUT: u128 = 100;
+
 /// The toy arithmetic/copy environment.
 #[derive(Debug, Clone)]
 pub struct ArithEnv {
     mode: ArithMode,
+    holdout: Holdout,
     /// Appended to the user message on a new line when non-empty.
     instruction: String,
     /// A system message when non-empty (else the model's template default, if any).
@@ -72,19 +95,27 @@ impl ArithEnv {
     pub fn new(mode: ArithMode) -> ArithEnv {
         ArithEnv {
             mode,
+            holdout: Holdout::Seeds,
             instruction: String::new(),
             system: String::new(),
         }
     }
 
     /// Parameters: `mode` (`"add"` default, or `"copy"`), `max_operand` (add; default 9, 1..=10^9),
-    /// `digits` (copy; default 3, 1..=12), `instruction` and `system` (default empty, at most
-    /// 1000 characters each; see the module docs).
+    /// `digits` (copy; default 3, 1..=12), `holdout` (`"seeds"` default, or `"items"`; see the
+    /// module docs), `instruction` and `system` (default empty, at most 1000 characters each).
     pub fn from_params(params: &Map<String, Value>) -> Result<ArithEnv, EnvError> {
         let params = Params::new(
             "arith",
             params,
-            &["mode", "max_operand", "digits", "instruction", "system"],
+            &[
+                "mode",
+                "max_operand",
+                "digits",
+                "holdout",
+                "instruction",
+                "system",
+            ],
         )?;
         let mode = match params.choice("mode", "add", &["add", "copy"])?.as_str() {
             "copy" => ArithMode::Copy {
@@ -94,8 +125,26 @@ impl ArithEnv {
                 max_operand: params.u64_in("max_operand", 9, 1, 1_000_000_000)?,
             },
         };
+        let holdout = match params
+            .choice("holdout", "seeds", &["seeds", "items"])?
+            .as_str()
+        {
+            "items" => Holdout::Items,
+            _ => Holdout::Seeds,
+        };
+        if holdout == Holdout::Items && family_size(mode) < MIN_ITEMS_FOR_ITEM_HOLDOUT {
+            return Err(params.bad(
+                "holdout",
+                format!(
+                    "\"items\" needs a family of at least {MIN_ITEMS_FOR_ITEM_HOLDOUT} items, {mode:?} \
+                     has {}: raise `digits`/`max_operand` or use holdout = \"seeds\"",
+                    family_size(mode)
+                ),
+            ));
+        }
         Ok(ArithEnv {
             mode,
+            holdout,
             instruction: params.string("instruction", "", 1000)?,
             system: params.string("system", "", 1000)?,
         })
@@ -104,6 +153,30 @@ impl ArithEnv {
     pub fn mode(&self) -> ArithMode {
         self.mode
     }
+
+    pub fn holdout(&self) -> Holdout {
+        self.holdout
+    }
+}
+
+/// How many distinct items `mode` has.
+fn family_size(mode: ArithMode) -> u128 {
+    match mode {
+        ArithMode::Add { max_operand } => (u128::from(max_operand) + 1).pow(2),
+        ArithMode::Copy { digits } => 10u128.pow(digits as u32),
+    }
+}
+
+/// Whether the item with canonical text `item` (`add/37+45`, `copy/4821`) is eval-only under
+/// `holdout = "items"`.
+pub fn is_eval_item(item: &str) -> bool {
+    let digest = Blake2b::<U32>::new()
+        .chain_update(b"grail/arith/holdout/v1\0")
+        .chain_update(item.as_bytes())
+        .finalize();
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(head) % EVAL_ITEM_SHARE == 0
 }
 
 impl Environment for ArithEnv {
@@ -112,13 +185,14 @@ impl Environment for ArithEnv {
     }
 
     fn problem(&self, seed: u64) -> Problem {
-        self.generate(SplitMix64::keyed("arith", seed), "arith")
+        self.generate(SplitMix64::keyed("arith", seed), "arith", false)
     }
 
     fn eval_problem(&self, index: u64) -> Problem {
         self.generate(
             SplitMix64::keyed(EVAL_SALT, index),
             &format!("arith/eval/{index}"),
+            true,
         )
     }
 
@@ -146,29 +220,16 @@ impl Environment for ArithEnv {
 const EVAL_SALT: &str = "arith/eval";
 
 impl ArithEnv {
-    /// One problem from `rng`; ids start with `prefix` (`arith` or `arith/eval/<index>`).
-    fn generate(&self, mut rng: SplitMix64, prefix: &str) -> Problem {
-        let (id, prompt, answer) = match self.mode {
-            ArithMode::Add { max_operand } => {
-                let a = rng.range_inclusive(0, max_operand);
-                let b = rng.range_inclusive(0, max_operand);
-                (
-                    format!("{prefix}/add/{a}+{b}"),
-                    format!("{a}+{b}="),
-                    (a + b).to_string(),
-                )
-            }
-            ArithMode::Copy { digits } => {
-                let text: String = (0..digits)
-                    .map(|_| char::from(b'0' + rng.below(10) as u8))
-                    .collect();
-                (
-                    format!("{prefix}/copy/{text}"),
-                    format!("copy {text}="),
-                    text,
-                )
+    /// One problem from `rng`; ids start with `prefix` (`arith` or `arith/eval/<index>`). With
+    /// `holdout = "items"`, draws from the other side of the split are redrawn.
+    fn generate(&self, mut rng: SplitMix64, prefix: &str, eval: bool) -> Problem {
+        let (item, prompt, answer) = loop {
+            let drawn = self.draw(&mut rng);
+            if self.holdout == Holdout::Seeds || is_eval_item(&drawn.0) == eval {
+                break drawn;
             }
         };
+        let id = format!("{prefix}/{item}");
         let mut messages = Vec::new();
         if !self.system.is_empty() {
             messages.push(ChatMessage::system(self.system.clone()));
@@ -183,6 +244,27 @@ impl ArithEnv {
             id,
             messages,
             target: json!({ "answer": answer }),
+        }
+    }
+
+    /// One item from `rng`: (canonical text, prompt, answer).
+    fn draw(&self, rng: &mut SplitMix64) -> (String, String, String) {
+        match self.mode {
+            ArithMode::Add { max_operand } => {
+                let a = rng.range_inclusive(0, max_operand);
+                let b = rng.range_inclusive(0, max_operand);
+                (
+                    format!("add/{a}+{b}"),
+                    format!("{a}+{b}="),
+                    (a + b).to_string(),
+                )
+            }
+            ArithMode::Copy { digits } => {
+                let text: String = (0..digits)
+                    .map(|_| char::from(b'0' + rng.below(10) as u8))
+                    .collect();
+                (format!("copy/{text}"), format!("copy {text}="), text)
+            }
         }
     }
 }
@@ -255,6 +337,72 @@ fn leading_number(chars: &[char]) -> Option<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
+
+    fn env_with(params: Value) -> Result<ArithEnv, EnvError> {
+        ArithEnv::from_params(params.as_object().unwrap())
+    }
+
+    fn answers(env: &ArithEnv, eval: bool, count: u64) -> HashSet<String> {
+        (0..count)
+            .map(|n| {
+                let problem = if eval {
+                    env.eval_problem(n)
+                } else {
+                    env.problem(n)
+                };
+                problem.id.rsplit_once('/').unwrap().1.to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn item_holdout_keeps_eval_items_out_of_training() {
+        for params in [
+            json!({ "mode": "copy", "digits": 3, "holdout": "items" }),
+            json!({ "mode": "add", "max_operand": 9, "holdout": "items" }),
+        ] {
+            let env = env_with(params.clone()).unwrap();
+            let train = answers(&env, false, 5_000);
+            let eval = answers(&env, true, 500);
+            assert!(train.is_disjoint(&eval), "{params}: shared items");
+            assert!(eval.len() >= 10, "{params}: {} eval items", eval.len());
+            // Every eval item is on the eval side of the partition, and the share is ~1 in 5.
+            let family: u64 = train.len() as u64 + eval.len() as u64;
+            assert!(
+                eval.len() as u64 * 3 < family,
+                "{params}: eval share too large"
+            );
+        }
+    }
+
+    #[test]
+    fn seed_holdout_shares_the_item_family() {
+        let env = env_with(json!({ "mode": "add", "max_operand": 9 })).unwrap();
+        assert_eq!(env.holdout(), Holdout::Seeds);
+        let train = answers(&env, false, 2_000);
+        let eval = answers(&env, true, 200);
+        assert!(
+            !train.is_disjoint(&eval),
+            "seeds holdout draws from one family"
+        );
+    }
+
+    #[test]
+    fn item_holdout_refuses_families_too_small_to_split() {
+        let err = env_with(json!({ "mode": "copy", "digits": 1, "holdout": "items" }))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holdout") && err.contains("seeds"), "{err}");
+        assert!(env_with(json!({ "holdout": "everything" })).is_err());
+    }
+
+    #[test]
+    fn item_holdout_is_deterministic() {
+        let env = env_with(json!({ "mode": "copy", "digits": 4, "holdout": "items" })).unwrap();
+        assert_eq!(env.problem(42), env.problem(42));
+        assert_eq!(env.eval_problem(7), env.eval_problem(7));
+    }
 
     #[test]
     fn exact_answer_gets_full_reward_and_partial_answers_are_ordered() {

@@ -30,7 +30,7 @@ impl<'a> Params<'a> {
         Ok(Params { env, map })
     }
 
-    fn bad(&self, key: &str, message: String) -> EnvError {
+    pub(crate) fn bad(&self, key: &str, message: String) -> EnvError {
         EnvError::BadParam {
             env: self.env.to_string(),
             key: key.to_string(),
