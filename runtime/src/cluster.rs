@@ -295,6 +295,8 @@ async fn build_role(
             ScorerConfig {
                 params: cfg.scoring.params(),
                 soft: cfg.scoring.soft,
+                forget_after_windows: cfg.scoring.forget_after_windows,
+                max_miners: cfg.scoring.max_miners,
             },
         )),
         Role::Publisher => {

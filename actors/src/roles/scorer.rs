@@ -86,6 +86,16 @@ pub struct ScoreBook {
     pub finalised_upto: u64,
 }
 
+/// What closing one window produced.
+pub struct Finalised {
+    /// The window's per-miner tallies (one miner verdict each).
+    pub tallies: Vec<(String, MinerTally)>,
+    /// Weights over every miner still remembered, sorted by key.
+    pub weights: Vec<WeightEntry>,
+    /// Keys listed before and forgotten now (their weight gauges go too).
+    pub forgotten: Vec<String>,
+}
+
 impl ScoreBook {
     pub fn record(&mut self, v: GroupVerdict) -> bool {
         if v.window <= self.finalised_upto {
@@ -104,14 +114,18 @@ impl ScoreBook {
         true
     }
 
-    /// Close `window`: per-miner verdicts, then weights over every miner with history.
-    pub fn finalise(
-        &mut self,
-        window: u64,
-        cfg: &ScorerConfig,
-    ) -> (Vec<(String, MinerTally)>, Vec<WeightEntry>) {
+    /// Close `window`: per-miner verdicts, then weights over every miner still remembered.
+    ///
+    /// Memory and the weights follow the active miners, not every key ever seen: a key with
+    /// no window in the last `forget_after_windows` is forgotten (its score is exactly 0 by
+    /// then: scores are sums over a sliding window, not a decaying average), and above
+    /// `max_miners` keys the lowest-ranked are dropped — by score, then most recent window,
+    /// then key — so a flood of keys can only displace a miner by out-scoring it with
+    /// verified work of its own.
+    pub fn finalise(&mut self, window: u64, cfg: &ScorerConfig) -> Finalised {
         let params = &cfg.params;
         self.finalised_upto = self.finalised_upto.max(window);
+        let before: Vec<String> = self.history.keys().cloned().collect();
         let tallies: Vec<(String, MinerTally)> = self
             .tallies
             .remove(&window)
@@ -125,42 +139,92 @@ impl ScoreBook {
                 .or_default()
                 .push((window, outcome));
         }
-        // Only windows that can still change a score are kept, and miners with none left
-        // leave the weights: memory and the weights' size follow the active miners, not
-        // every key that was ever seen.
-        let horizon = params.score_windows.max(params.failure_lookback_windows);
+        let keep = cfg.forget_after_windows();
         self.history.retain(|_, h| {
-            h.retain(|(w, _)| w.saturating_add(horizon) > window);
+            h.retain(|(w, _)| w.saturating_add(keep) > window);
             !h.is_empty()
         });
-        let mut miners: Vec<&String> = self.history.keys().collect();
-        miners.sort();
-        let scores: Vec<f64> = miners
+        let mut ranked: Vec<(String, f64, u64)> = self
+            .history
             .iter()
-            .map(|m| miner_score(&self.history[*m], window, params))
+            .map(|(m, h)| {
+                let last = h.iter().map(|(w, _)| *w).max().unwrap_or(0);
+                (m.clone(), miner_score(h, window, params), last)
+            })
             .collect();
+        if ranked.len() > cfg.max_miners {
+            ranked.sort_by(|a, b| {
+                b.1.total_cmp(&a.1)
+                    .then(b.2.cmp(&a.2))
+                    .then_with(|| a.0.cmp(&b.0))
+            });
+            for (m, _, _) in ranked.drain(cfg.max_miners..) {
+                self.history.remove(&m);
+            }
+        }
+        ranked.sort_by(|a, b| a.0.cmp(&b.0));
+        let scores: Vec<f64> = ranked.iter().map(|r| r.1).collect();
         let w = weights(&scores, params.exponent);
         let w16 = weights_to_u16_sum(&w);
-        let entries = miners
-            .iter()
+        let weights = ranked
+            .into_iter()
             .enumerate()
-            .map(|(i, m)| WeightEntry {
-                miner: (*m).clone(),
-                score: scores[i],
+            .map(|(i, (miner, score, _))| WeightEntry {
+                miner,
+                score,
                 weight: w[i] as f32,
                 weight_u16: w16[i],
             })
             .collect();
-        (tallies, entries)
+        let forgotten = before
+            .into_iter()
+            .filter(|m| !self.history.contains_key(m))
+            .collect();
+        Finalised {
+            tallies,
+            weights,
+            forgotten,
+        }
     }
 }
 
 /// What the scorer decides with (`[scoring]` in cluster.toml).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ScorerConfig {
     pub params: ScoringParams,
     /// Largest tolerated share of a miner's groups per soft reject code.
     pub soft: SoftThresholds,
+    /// Forget a key with no window in this many windows; `None`: the scoring horizon
+    /// (`max(score_windows, failure_lookback_windows)`), the fewest that change no score.
+    pub forget_after_windows: Option<u64>,
+    /// Most keys remembered (and listed in `Weights`); the lowest-ranked go first.
+    pub max_miners: usize,
+}
+
+impl ScorerConfig {
+    /// Default [`ScorerConfig::max_miners`]: far above an honest farm's miner count and far
+    /// under the 65,536 entries a `Weights` message may carry.
+    pub const DEFAULT_MAX_MINERS: usize = 4096;
+
+    /// Windows a key is remembered without a new one (never under the scoring horizon).
+    pub fn forget_after_windows(&self) -> u64 {
+        let horizon = self
+            .params
+            .score_windows
+            .max(self.params.failure_lookback_windows);
+        self.forget_after_windows.unwrap_or(horizon).max(horizon)
+    }
+}
+
+impl Default for ScorerConfig {
+    fn default() -> Self {
+        Self {
+            params: ScoringParams::default(),
+            soft: SoftThresholds::default(),
+            forget_after_windows: None,
+            max_miners: Self::DEFAULT_MAX_MINERS,
+        }
+    }
 }
 
 pub struct Scorer {
@@ -250,11 +314,11 @@ impl RoleLoop for Scorer {
                     .filter(|w| *w < closed)
                     .collect();
                 for window in ready {
-                    let (tallies, entries) = scores.finalise(window, &cfg);
+                    let done = scores.finalise(window, &cfg);
                     if window <= last_final {
                         continue; // published before a restart; history rebuilt, nothing to send
                     }
-                    publish_window(&ctx, &cfg, window, tallies, entries).await?;
+                    publish_window(&ctx, &cfg, window, done).await?;
                     kv.put(LAST_KEY, Bytes::from(window.to_string()))
                         .await
                         .map_err(|e| anyhow::anyhow!("saving {LAST_KEY}: {e}"))?;
@@ -269,9 +333,13 @@ async fn publish_window(
     ctx: &RoleCtx,
     cfg: &ScorerConfig,
     window: u64,
-    tallies: Vec<(String, MinerTally)>,
-    entries: Vec<WeightEntry>,
+    closed: Finalised,
 ) -> anyhow::Result<()> {
+    let Finalised {
+        tallies,
+        weights: entries,
+        forgotten,
+    } = closed;
     let me = ctx.identity.address().to_string();
     let m = ctx.metrics();
     let scoring_started = std::time::Instant::now();
@@ -316,6 +384,10 @@ async fn publish_window(
         m.miner_weight
             .with_label_values(&[&e.miner])
             .set(e.weight as f64);
+    }
+    // One series per key ever listed would grow without bound under a key flood.
+    for miner in &forgotten {
+        let _ = m.miner_weight.remove_label_values(&[miner]);
     }
     let weights = Weights {
         version: WIRE_VERSION,
@@ -376,7 +448,7 @@ mod tests {
         let cfg = ScorerConfig::default();
         assert!(book.record(verdict(1, "a", 0, true)));
         assert!(!book.record(verdict(1, "a", 0, true)), "redelivery");
-        let (_, w) = book.finalise(1, &cfg);
+        let w = book.finalise(1, &cfg).weights;
         assert_eq!(w.len(), 1);
         assert!(
             !book.record(verdict(1, "a", 1, true)),
@@ -440,7 +512,7 @@ mod tests {
         let horizon = p.score_windows.max(p.failure_lookback_windows);
         for w in 1..=horizon + 1 {
             book.record(verdict(w, "steady", 0, true));
-            let (_, weights) = book.finalise(w, &cfg);
+            let weights = book.finalise(w, &cfg).weights;
             let listed = weights.iter().any(|e| e.miner == "once");
             assert_eq!(listed, w < 1 + horizon, "window {w}");
         }
@@ -455,11 +527,125 @@ mod tests {
         book.record(verdict(1, "honest", 0, true));
         book.record(verdict(1, "cheat", 0, true));
         book.record(verdict(1, "cheat", 1, false));
-        let (tallies, weights) = book.finalise(1, &cfg);
+        let Finalised {
+            tallies, weights, ..
+        } = book.finalise(1, &cfg);
         let cheat = tallies.iter().find(|(m, _)| m == "cheat").unwrap();
         assert!(!cheat.1.outcome(&cfg.soft).0);
         let w = |m: &str| weights.iter().find(|e| e.miner == m).unwrap().weight;
         assert_eq!(w("cheat"), 0.0);
         assert!((w("honest") - 1.0).abs() < 1e-6);
+    }
+
+    /// `n` keys that each submit one group of `unique` rollouts in `window`.
+    fn flood(book: &mut ScoreBook, window: u64, n: usize, accepted: bool, unique: u32) {
+        for i in 0..n {
+            let mut v = verdict(window, &format!("flood{i:04}"), 0, accepted);
+            v.unique_rollouts = unique;
+            book.record(v);
+        }
+    }
+
+    fn honest(book: &mut ScoreBook, window: u64) {
+        for m in ["honest-a", "honest-b"] {
+            for g in 0..4 {
+                book.record(verdict(window, m, g, true));
+            }
+        }
+    }
+
+    /// The issue-14 flood: 2,000 keys once, then only the two honest miners. Every key of the
+    /// flood is listed while it may still change a score, and none once
+    /// `forget_after_windows` windows have passed: the state and `Weights` shrink back to 2.
+    #[test]
+    fn a_2000_key_flood_leaves_the_state_and_the_weights_after_forget_after_windows() {
+        let cfg = ScorerConfig {
+            forget_after_windows: Some(20),
+            ..ScorerConfig::default()
+        };
+        assert_eq!(cfg.forget_after_windows(), 20);
+        let mut book = ScoreBook::default();
+        honest(&mut book, 1);
+        flood(&mut book, 1, 2000, true, 16);
+        let first = book.finalise(1, &cfg);
+        assert_eq!(first.weights.len(), 2002);
+        for w in 2..=25 {
+            honest(&mut book, w);
+            let out = book.finalise(w, &cfg);
+            let expected = if w < 21 { 2002 } else { 2 };
+            assert_eq!(out.weights.len(), expected, "window {w}");
+            assert_eq!(book.history.len(), expected, "window {w}");
+            assert_eq!(out.forgotten.len(), if w == 21 { 2000 } else { 0 });
+        }
+        // Under the scoring horizon is never used: forgetting there would change scores.
+        let short = ScorerConfig {
+            forget_after_windows: Some(1),
+            ..ScorerConfig::default()
+        };
+        assert_eq!(short.forget_after_windows(), 14);
+    }
+
+    /// A sustained flood (2,000 fresh keys every window) keeps at most `max_miners` keys, and
+    /// neither failing keys nor keys with less verified work than the honest miners displace
+    /// them: the honest miners keep their full score and nearly all the weight.
+    #[test]
+    fn a_key_flood_cannot_evict_honest_active_miners() {
+        let cfg = ScorerConfig {
+            max_miners: 256,
+            ..ScorerConfig::default()
+        };
+        for (accepted, unique) in [(false, 0), (true, 16), (true, 1)] {
+            let mut book = ScoreBook::default();
+            let mut calm = ScoreBook::default();
+            for w in 1..=30 {
+                honest(&mut book, w);
+                honest(&mut calm, w);
+                for i in 0..2000 {
+                    let mut v = verdict(w, &format!("flood{w}-{i}"), 0, accepted);
+                    v.unique_rollouts = unique;
+                    book.record(v);
+                }
+                let out = book.finalise(w, &cfg);
+                let baseline = calm.finalise(w, &cfg).weights;
+                assert!(
+                    out.weights.len() <= 256,
+                    "window {w}: {}",
+                    out.weights.len()
+                );
+                assert!(book.history.len() <= 256);
+                let mut honest_weight = 0.0;
+                for h in &baseline {
+                    let e = out.weights.iter().find(|e| e.miner == h.miner);
+                    let e = e.unwrap_or_else(|| panic!("{} evicted in window {w}", h.miner));
+                    assert_eq!(e.score, h.score, "{} in window {w}", h.miner);
+                    honest_weight += e.weight;
+                }
+                // One-window keys weigh ever less against miners with a growing history
+                // (score^4: 254 keys × 16^4 against 2 × (64·w)^4).
+                let floor = if w < 3 { 0.6 } else { 0.98 };
+                assert!(honest_weight > floor, "window {w}: {honest_weight}");
+            }
+        }
+    }
+
+    /// Ranking when over the cap: score first, so a key that out-scores a miner with
+    /// verified work of its own may take its place, and nothing else may.
+    #[test]
+    fn over_the_cap_the_lowest_scores_go_first() {
+        let cfg = ScorerConfig {
+            max_miners: 3,
+            ..ScorerConfig::default()
+        };
+        let mut book = ScoreBook::default();
+        for (m, groups) in [("a", 1u32), ("b", 2), ("c", 3), ("d", 4)] {
+            for g in 0..groups {
+                book.record(verdict(1, m, g, true));
+            }
+        }
+        let out = book.finalise(1, &cfg);
+        let kept: Vec<&str> = out.weights.iter().map(|e| e.miner.as_str()).collect();
+        assert_eq!(kept, ["b", "c", "d"]);
+        assert_eq!(out.forgotten, Vec::<String>::new(), "a was never listed");
+        assert!(!book.history.contains_key("a"));
     }
 }

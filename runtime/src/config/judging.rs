@@ -53,6 +53,11 @@ pub struct ScoringSection {
     pub no_signal_weight: f64,
     pub score_windows: u64,
     pub failure_lookback_windows: u64,
+    /// Forget a miner key with no window in this many windows (unset: the scoring horizon,
+    /// `max(score_windows, failure_lookback_windows)`; never less).
+    pub forget_after_windows: Option<u64>,
+    /// Most miner keys the scorer remembers and lists in `Weights` (lowest scores go first).
+    pub max_miners: usize,
     pub soft: SoftThresholds,
 }
 
@@ -65,6 +70,8 @@ impl Default for ScoringSection {
             no_signal_weight: p.no_signal_weight,
             score_windows: p.score_windows,
             failure_lookback_windows: p.failure_lookback_windows,
+            forget_after_windows: None,
+            max_miners: actors::roles::scorer::ScorerConfig::DEFAULT_MAX_MINERS,
             soft: SoftThresholds::default(),
         }
     }
@@ -128,9 +135,53 @@ pub fn validate(v: &VerifierSection, s: &ScoringSection) -> Result<(), Invalid> 
             "sum at least 1 window (default 12)",
         ));
     }
+    let horizon = s.score_windows.max(s.failure_lookback_windows);
+    if let Some(n) = s.forget_after_windows.filter(|n| *n < horizon) {
+        return Err((
+            "scoring.forget_after_windows",
+            format!("{n} is under the scoring horizon of {horizon} windows (forgetting sooner would change scores)"),
+            "use at least max(score_windows, failure_lookback_windows), or delete the key",
+        ));
+    }
+    if s.max_miners == 0 {
+        return Err((
+            "scoring.max_miners",
+            "is 0".into(),
+            "remember at least 1 miner (default 4096)",
+        ));
+    }
     fraction("scoring.soft.reward_mismatch", s.soft.reward_mismatch)?;
     fraction(
         "scoring.soft.low_eos_probability",
         s.soft.low_eos_probability,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgetting_under_the_scoring_horizon_or_remembering_no_miner_is_refused() {
+        let v = VerifierSection::default();
+        let ok = ScoringSection::default();
+        assert!(validate(&v, &ok).is_ok());
+        let early = ScoringSection {
+            forget_after_windows: Some(13),
+            ..ScoringSection::default()
+        };
+        let (key, problem, _) = validate(&v, &early).unwrap_err();
+        assert_eq!(key, "scoring.forget_after_windows");
+        assert!(problem.contains("horizon of 14"), "{problem}");
+        let late = ScoringSection {
+            forget_after_windows: Some(14),
+            ..ScoringSection::default()
+        };
+        assert!(validate(&v, &late).is_ok());
+        let none = ScoringSection {
+            max_miners: 0,
+            ..ScoringSection::default()
+        };
+        assert_eq!(validate(&v, &none).unwrap_err().0, "scoring.max_miners");
+    }
 }
