@@ -166,12 +166,28 @@ impl WindowBook {
         book.windows.values().rev().find_map(|w| w.open.clone())
     }
 
-    /// The clock's current window: the newest verified open, or the manifest's schedule
-    /// when it is further (a book still replaying the clock stream lags behind).
+    /// The clock's current window: the newest verified open, or the schedule's window now
+    /// when it is further (a book still replaying the clock stream, or one whose reader is
+    /// rebuilding after a NATS node died, lags behind the clock).
     pub fn current(&self, schedule: Option<&Schedule>) -> Option<u64> {
         let seen = self.latest_open().map(|o| o.window);
-        let scheduled = schedule.map(|s| s.window_at(crate::bus::now_ms()));
-        seen.max(scheduled)
+        seen.max(self.scheduled(schedule, crate::bus::now_ms()))
+    }
+
+    /// The window the clock's schedule runs at `now_ms`: `schedule`'s (the manifest's), else
+    /// the pinned one, else the one the verified opens imply: the clock stamps each open
+    /// with its scheduled start, so two opens give the window length. None before that.
+    pub fn scheduled(&self, schedule: Option<&Schedule>, now_ms: u64) -> Option<u64> {
+        let book = self.inner.lock().expect("window book lock");
+        if let Some(s) = schedule.or(book.schedule.as_ref()) {
+            return Some(s.window_at(now_ms));
+        }
+        let mut opens = book.windows.values().filter_map(|w| w.open.as_ref());
+        let first = opens.next()?;
+        let last = opens.next_back()?;
+        let windows = last.window.checked_sub(first.window).filter(|n| *n > 0)?;
+        let length = last.opened_at_ms.checked_sub(first.opened_at_ms)? / windows;
+        (length > 0).then(|| last.window + now_ms.saturating_sub(last.opened_at_ms) / length)
     }
 
     pub fn latest_closed(&self) -> Option<u64> {
@@ -304,5 +320,25 @@ mod tests {
         let mut o = open(&chain, &s, 2);
         o.deadline_ms += 1;
         assert!(free.record_open(o));
+    }
+
+    /// An unpinned book knows the schedule from two verified opens, so a view that stopped
+    /// at an old window (its clock reader rebuilding) still knows the clock's window now.
+    #[test]
+    fn an_unpinned_book_derives_the_schedule_from_its_opens() {
+        let chain = HashChain::new([5; 32], 40);
+        let s = schedule(&chain);
+        let book = WindowBook::default();
+        let at_7 = s.start_ms(7) + 10;
+        assert_eq!(book.scheduled(None, at_7), None);
+        assert!(book.record_open(open(&chain, &s, 2)));
+        assert_eq!(book.scheduled(None, at_7), None, "one open gives no length");
+        assert!(book.record_open(open(&chain, &s, 4)));
+        assert_eq!(book.scheduled(None, at_7), Some(7));
+        assert_eq!(book.scheduled(None, s.start_ms(30)), Some(30));
+        assert_eq!(book.scheduled(Some(&s), s.start_ms(9)), Some(9));
+        // The view has seen window 4; the schedule says the clock is further.
+        assert_eq!(book.latest_open().map(|o| o.window), Some(4));
+        assert!(book.current(None).unwrap() > 4);
     }
 }

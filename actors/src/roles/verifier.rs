@@ -18,7 +18,8 @@ use crate::checkpoints::{CheckpointBook, CheckpointStatus};
 use crate::metrics::InFlight;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
 use crate::roles::verifier_disposition::{
-    while_waiting_for_close, with_checkpoint, CheckpointView, Disposition, WhileWaiting,
+    ahead_of_view, while_waiting_for_close, with_checkpoint, Ahead, CheckpointView, Disposition,
+    WhileWaiting,
 };
 use crate::shutdown::ShutdownSignal;
 use crate::task::OwnedTask;
@@ -201,9 +202,20 @@ async fn handle(h: Handling<'_>, msg: jetstream::Message) {
         return settle(&msg, AckKind::Term).await;
     }
     // A group for a window far ahead, or one that can no longer close, would sit here
-    // waiting for its close for good.
+    // waiting for its close for good; one merely ahead of a lagging view waits for it.
     let trust = &ctx.bus.trust;
-    let current = book.current(trust.schedule().as_ref());
+    let seen = book.latest_open().map(|o| o.window);
+    let scheduled = book.scheduled(trust.schedule().as_ref(), crate::bus::now_ms());
+    let current = seen.max(scheduled);
+    let ahead = ahead_of_view(window, seen, scheduled, trust.limits_max_future());
+    if let Ahead::ViewLags(after) = ahead {
+        tracing::debug!(
+            window,
+            ?seen,
+            "group ahead of a lagging clock view; handing it back"
+        );
+        return settle(&msg, AckKind::Nak(Some(after))).await;
+    }
     let in_reach = trust
         .check_window(RolloutGroup::KIND, &miner, window, current)
         .and_then(|()| trust.check_not_stale(RolloutGroup::KIND, &miner, window, current));

@@ -15,6 +15,43 @@ pub const UNAVAILABLE_DELIVERIES: u64 = 3;
 pub const RETRY_AFTER_CLOSE_WAIT: Duration = Duration::from_secs(1);
 pub const RETRY_AFTER_CHECKPOINT: Duration = Duration::from_secs(2);
 
+/// A group ahead of this verifier's view is handed back with this delay while the view lags.
+pub const RETRY_AFTER_VIEW_LAG: Duration = Duration::from_secs(2);
+
+/// Where a group's window stands against this verifier's view of the clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ahead {
+    /// Within `max_ahead` of the clock's window: go on (and wait for its close).
+    Within,
+    /// Ahead of every window seen open, with no schedule to tell a lagging view from a
+    /// far-future group: hand it back until the view catches up.
+    ViewLags(Duration),
+    /// Beyond the schedule's window now plus `max_ahead`: refuse it for good.
+    BeyondSchedule,
+}
+
+/// `seen`: the newest window this verifier saw open; `scheduled`: the schedule's window now
+/// (the manifest's, or the one its verified opens imply). Only the schedule may condemn a
+/// group as far-future: a view can lag (a clock reader rebuilding after a NATS node died)
+/// while the network moved on, and refusing then would lose honest, acked groups.
+pub fn ahead_of_view(
+    window: u64,
+    seen: Option<u64>,
+    scheduled: Option<u64>,
+    max_ahead: u64,
+) -> Ahead {
+    let Some(current) = seen.max(scheduled) else {
+        return Ahead::Within;
+    };
+    if window <= current.saturating_add(max_ahead) {
+        Ahead::Within
+    } else if scheduled.is_some() {
+        Ahead::BeyondSchedule
+    } else {
+        Ahead::ViewLags(RETRY_AFTER_VIEW_LAG)
+    }
+}
+
 /// What to do with a group whose window may not have closed yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WhileWaiting {
@@ -101,6 +138,27 @@ mod tests {
             WhileWaiting::HandBack(RETRY_AFTER_CLOSE_WAIT),
             "shutting down: hand it back at once"
         );
+    }
+
+    #[test]
+    fn only_the_schedule_condemns_a_group_ahead_of_the_view() {
+        use Ahead::*;
+        // Nothing seen yet: the close wait decides.
+        assert_eq!(ahead_of_view(9, None, None, 2), Within);
+        assert_eq!(ahead_of_view(4, Some(2), None, 2), Within);
+        // The view stopped at 2 while the network is at 7 (reader rebuilding after a node
+        // died); no schedule to tell: hand it back, never refuse.
+        assert_eq!(
+            ahead_of_view(7, Some(2), None, 2),
+            ViewLags(RETRY_AFTER_VIEW_LAG)
+        );
+        // The schedule says 7: the group is in reach although the view lags.
+        assert_eq!(ahead_of_view(7, Some(2), Some(7), 2), Within);
+        assert_eq!(ahead_of_view(9, Some(2), Some(7), 2), Within);
+        // Beyond the schedule: a truly far-future group, refused at once.
+        assert_eq!(ahead_of_view(10, Some(2), Some(7), 2), BeyondSchedule);
+        assert_eq!(ahead_of_view(1007, Some(7), Some(7), 2), BeyondSchedule);
+        assert_eq!(ahead_of_view(u64::MAX, None, Some(7), 2), BeyondSchedule);
     }
 
     #[test]
