@@ -5,7 +5,12 @@
 //! there is no system prompt and the user message is the bare problem, so the prompt stays a
 //! handful of bytes for the tiny byte-level model. A pretrained instruct model answers a bare
 //! `37+45=` in prose; for it, `instruction` is appended to the user message on its own line
-//! (e.g. "Answer with only the number.") and `system` adds a system message.
+//! (e.g. "Answer with only the number.") and `system` adds a system message. `examples = N`
+//! puts N solved problems before the question as earlier user/assistant turns (few-shot): a
+//! small instruct model copies the answer format of its own earlier turns far more reliably than
+//! it follows a written instruction. The demonstrations are drawn from the problem's own stream
+//! after its item (deterministic), differ from the item, and are training-side items under
+//! `holdout = "items"`, so no eval item is ever shown.
 //!
 //! # Why early policies see reward variance
 //! GRPO learns only from reward differences *within* a group of 16 completions of one prompt. A
@@ -77,6 +82,8 @@ pub enum Holdout {
 
 /// With `holdout = "items"`, one item in this many is eval-only.
 pub const EVAL_ITEM_SHARE: u64 = 5;
+/// The most few-shot demonstrations `examples` accepts.
+const MAX_EXAMPLES: u64 = 8;
 /// The smallest family `holdout = "items"` accepts.
 const MIN_ITEMS_FOR_ITEM_HOLDOUT: u128 = 100;
 
@@ -89,6 +96,8 @@ pub struct ArithEnv {
     instruction: String,
     /// A system message when non-empty (else the model's template default, if any).
     system: String,
+    /// Solved demonstrations before the question (few-shot turns).
+    examples: usize,
 }
 
 impl ArithEnv {
@@ -98,12 +107,14 @@ impl ArithEnv {
             holdout: Holdout::Seeds,
             instruction: String::new(),
             system: String::new(),
+            examples: 0,
         }
     }
 
     /// Parameters: `mode` (`"add"` default, or `"copy"`), `max_operand` (add; default 9, 1..=10^9),
     /// `digits` (copy; default 3, 1..=12), `holdout` (`"seeds"` default, or `"items"`; see the
-    /// module docs), `instruction` and `system` (default empty, at most 1000 characters each).
+    /// module docs), `instruction` and `system` (default empty, at most 1000 characters each),
+    /// `examples` (few-shot demonstrations, default 0, at most 8).
     pub fn from_params(params: &Map<String, Value>) -> Result<ArithEnv, EnvError> {
         let params = Params::new(
             "arith",
@@ -115,6 +126,7 @@ impl ArithEnv {
                 "holdout",
                 "instruction",
                 "system",
+                "examples",
             ],
         )?;
         let mode = match params.choice("mode", "add", &["add", "copy"])?.as_str() {
@@ -147,6 +159,7 @@ impl ArithEnv {
             holdout,
             instruction: params.string("instruction", "", 1000)?,
             system: params.string("system", "", 1000)?,
+            examples: params.u64_in("examples", 0, 0, MAX_EXAMPLES)? as usize,
         })
     }
 
@@ -234,16 +247,33 @@ impl ArithEnv {
         if !self.system.is_empty() {
             messages.push(ChatMessage::system(self.system.clone()));
         }
-        messages.push(ChatMessage::user(if self.instruction.is_empty() {
-            prompt
-        } else {
-            format!("{prompt}\n{}", self.instruction)
-        }));
+        let mut shown = 0;
+        while shown < self.examples {
+            let (example, example_prompt, example_answer) = self.draw(&mut rng);
+            // Never the question itself, never an eval item (the family has >= 10 items, and
+            // under item holdout >= 100, so a fitting draw comes quickly).
+            if example == item || (self.holdout == Holdout::Items && is_eval_item(&example)) {
+                continue;
+            }
+            messages.push(ChatMessage::user(self.user_text(example_prompt)));
+            messages.push(ChatMessage::new("assistant", example_answer));
+            shown += 1;
+        }
+        messages.push(ChatMessage::user(self.user_text(prompt)));
         Problem {
             env: "arith".to_string(),
             id,
             messages,
             target: json!({ "answer": answer }),
+        }
+    }
+
+    /// The user turn for `prompt`: the bare problem, or it plus the instruction on a new line.
+    fn user_text(&self, prompt: String) -> String {
+        if self.instruction.is_empty() {
+            prompt
+        } else {
+            format!("{prompt}\n{}", self.instruction)
         }
     }
 
@@ -450,6 +480,56 @@ mod tests {
         assert!(err.to_string().contains("instruction"), "{err}");
         let not_text = json!({"system": 3});
         assert!(ArithEnv::from_params(not_text.as_object().unwrap()).is_err());
+    }
+
+    #[test]
+    fn examples_are_solved_earlier_turns_never_the_question_or_an_eval_item() {
+        let params = json!({ "mode": "copy", "digits": 2, "holdout": "items", "examples": 3,
+                             "instruction": "Answer with only the number." });
+        let env = env_with(params).unwrap();
+        for index in 0..200 {
+            let problem = env.eval_problem(index);
+            let roles: Vec<&str> = problem.messages.iter().map(|m| m.role.as_str()).collect();
+            assert_eq!(
+                roles,
+                [
+                    "user",
+                    "assistant",
+                    "user",
+                    "assistant",
+                    "user",
+                    "assistant",
+                    "user"
+                ]
+            );
+            let question = problem.messages.last().unwrap();
+            assert!(question
+                .content
+                .ends_with("=\nAnswer with only the number."));
+            let answer = problem.target["answer"].as_str().unwrap();
+            for pair in problem.messages[..6].chunks(2) {
+                let shown = &pair[1].content;
+                assert_eq!(
+                    pair[0].content,
+                    format!("copy {shown}=\nAnswer with only the number.")
+                );
+                assert_ne!(
+                    shown, answer,
+                    "eval {index}: the question is its own example"
+                );
+                assert!(
+                    !is_eval_item(&format!("copy/{shown}")),
+                    "eval item {shown} shown"
+                );
+            }
+        }
+        assert_eq!(env.eval_problem(5), env.eval_problem(5));
+        assert_eq!(env.problem(5), env.problem(5));
+        // Without `examples` the prompt is the question alone (the tiny model's default).
+        let plain = env_with(json!({ "mode": "copy", "digits": 2, "holdout": "items" })).unwrap();
+        assert_eq!(plain.eval_problem(5).messages.len(), 1);
+        assert_eq!(plain.eval_problem(5).id, env.eval_problem(5).id);
+        assert!(env_with(json!({ "examples": 9 })).is_err());
     }
 
     #[test]
