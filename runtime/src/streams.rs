@@ -343,6 +343,50 @@ pub async fn check_for_miner(js: &jetstream::Context) -> Result<(), TopologyMiss
     check_some(js, &streams, false).await
 }
 
+/// What an operator role started alone on an authenticated bus checks: the streams, KV
+/// buckets and object store its bus identity may read. Asking about the others is a
+/// permissions violation (answered by silence), not a sign that they are missing.
+pub async fn check_readable(
+    js: &jetstream::Context,
+    identity: &messages::bus_permissions::BusIdentity,
+) -> Result<(), TopologyMissing> {
+    let permissions = identity.permissions();
+    let readable = |stream: &str| permissions.may_publish(&format!("$JS.API.STREAM.INFO.{stream}"));
+    let streams: Vec<&str> = STREAMS
+        .iter()
+        .map(|(name, _, _)| *name)
+        .filter(|name| readable(name))
+        .collect();
+    for name in &streams {
+        js.get_stream(*name).await.map_err(|e| TopologyMissing {
+            what: "stream",
+            name: name.to_string(),
+            detail: e.to_string(),
+        })?;
+    }
+    for bucket in [subj::KV_CLOCK, subj::KV_STATE] {
+        if readable(&format!("KV_{bucket}")) {
+            js.get_key_value(bucket)
+                .await
+                .map_err(|e| TopologyMissing {
+                    what: "kv bucket",
+                    name: bucket.to_string(),
+                    detail: e.to_string(),
+                })?;
+        }
+    }
+    if readable(&format!("OBJ_{}", subj::OBJECTS_CHECKPOINTS)) {
+        js.get_object_store(subj::OBJECTS_CHECKPOINTS)
+            .await
+            .map_err(|e| TopologyMissing {
+                what: "object store",
+                name: subj::OBJECTS_CHECKPOINTS.to_string(),
+                detail: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
 async fn check_some(
     js: &jetstream::Context,
     streams: &[&str],

@@ -96,6 +96,12 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
         crate::streams::ensure_consumers(&bus.js).await?;
     } else if matches!(opts.only_role, Some(Role::Miner | Role::Evaluator)) {
         crate::streams::check_for_miner(&bus.js).await?;
+    } else if let Some(identity) = opts
+        .only_role
+        .and_then(|r| messages::bus_permissions::BusIdentity::operator(r.as_str()))
+    {
+        // Only what this role's credentials may read (a clock may not look at the rollouts).
+        crate::streams::check_readable(&bus.js, &identity).await?;
     } else {
         crate::streams::check(&bus.js).await?;
     }

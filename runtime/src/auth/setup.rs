@@ -241,7 +241,11 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
-    /// The `server_name` and `cluster` blocks of the node's config.
+    /// The `server_name` and `cluster` blocks of the node's config, and fast pings: a node
+    /// whose link is cut (no TCP reset) is dropped by its peers after two unanswered 2 s
+    /// pings instead of the default two minutes, until when requests the cluster routes to it
+    /// (direct gets of a stream's replicas) time out (measured on a cut veth link: the clock
+    /// stalled 72 s with the defaults, 10 s with these).
     pub fn block(&self) -> String {
         let routes: Vec<String> = self
             .routes
@@ -255,7 +259,7 @@ impl ClusterNode {
             })
             .collect();
         format!(
-            "server_name: {}\ncluster {{\n  name: {}\n  listen: {}\n  routes: {}\n}}\n",
+            "server_name: {}\ncluster {{\n  name: {}\n  listen: {}\n  routes: {}\n}}\nping_interval: \"2s\"\nping_max: 2\n",
             quote(&self.server_name),
             quote(&self.cluster_name),
             quote(&self.listen),
