@@ -280,6 +280,11 @@ impl RoleLoop for Scorer {
                 )
                 .await?;
             let mut scores = ScoreBook::default();
+            // Until the replay has once reached the head of the verdict stream the tallies
+            // are partial (the clock's record replays faster): finalising then would publish
+            // a window short of stored verdicts, a second, different count when the restart
+            // lost its `last_window` record (a failed KV write during a NATS failover).
+            let mut replayed = false;
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 if follower.is_finished() {
@@ -289,6 +294,7 @@ impl RoleLoop for Scorer {
                     msg = verdicts.next() => {
                         let msg = msg.ok_or_else(|| anyhow::anyhow!("verdict stream ended"))?
                             .map_err(|e| anyhow::anyhow!("verdict stream: {e}"))?;
+                        replayed |= msg.info().is_ok_and(|i| i.pending == 0);
                         if let Ok((env, _)) = ctx.bus.open::<GroupVerdict>("scorer", &msg.payload) {
                             let current = book.current(ctx.bus.trust.schedule().as_ref());
                             let v = env.payload;
@@ -303,7 +309,7 @@ impl RoleLoop for Scorer {
                     }
                     _ = tick.tick() => {}
                 }
-                let Some(closed) = book.latest_closed() else {
+                let Some(closed) = book.latest_closed().filter(|_| replayed) else {
                     continue;
                 };
                 // Finalise every window W whose successor has closed.
