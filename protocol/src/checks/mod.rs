@@ -6,6 +6,7 @@
 
 mod copy;
 mod grpo;
+mod ledger;
 mod proof;
 mod structure;
 mod verdict;
@@ -14,6 +15,10 @@ pub use copy::{CopyDetector, CopyFinding, DEFAULT_COPY_THRESHOLD};
 pub use grpo::{
     check_advantages, check_reward, grpo_advantages, unique_completions, GroupAdvantages,
     RewardTolerance, ZERO_VARIANCE_STD,
+};
+pub use ledger::{
+    check_ordinal, claim, earlier_holder, judge_copies, late_copies, Admission, Claim, CopyRules,
+    GroupClaims, LateCopy, LedgerReject, WindowLedger,
 };
 pub use proof::{
     check_logprob_deviation, check_sampling_replay, check_sketches, logprob_deviations,
