@@ -335,6 +335,9 @@ impl RoleLoop for Scorer {
     }
 }
 
+/// Miner verdicts awaiting their PubAck at once while a window is published.
+const MINER_VERDICTS_IN_FLIGHT: usize = 64;
+
 async fn publish_window(
     ctx: &RoleCtx,
     cfg: &ScorerConfig,
@@ -349,7 +352,8 @@ async fn publish_window(
     let me = ctx.identity.address().to_string();
     let m = ctx.metrics();
     let scoring_started = std::time::Instant::now();
-    for (miner, tally) in tallies {
+    let me = &me;
+    let publishes = tallies.into_iter().map(|(miner, tally)| {
         let (passed, reason, _) = tally.outcome(&cfg.soft);
         let result = if passed { "passed" } else { "failed" };
         m.miner_verdicts
@@ -375,16 +379,25 @@ async fn publish_window(
                 &payload_digest(&verdict),
             )),
         };
-        ctx.bus
-            .publish_durable(
-                "scorer",
-                subj::miner_verdict(window, &miner),
-                verdict,
-                &ctx.identity,
-                meta,
-                Duration::from_secs(30),
-            )
-            .await?;
+        async move {
+            ctx.bus
+                .publish_durable(
+                    "scorer",
+                    subj::miner_verdict(window, &miner),
+                    verdict,
+                    &ctx.identity,
+                    meta,
+                    Duration::from_secs(30),
+                )
+                .await
+        }
+    });
+    // Many acks outstanding at once: one at a time made the fold cost a round trip per miner
+    // (~0.4 ms on one node, ~1 ms on R3: 3 s a window for 3,000 keys, docs/BENCHMARKS.md).
+    // Weights still go out only after every miner verdict is stored.
+    let mut acks = futures::stream::iter(publishes).buffer_unordered(MINER_VERDICTS_IN_FLIGHT);
+    while let Some(stored) = acks.next().await {
+        stored?;
     }
     for e in &entries {
         m.miner_weight
