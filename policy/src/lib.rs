@@ -10,6 +10,7 @@ pub mod device;
 pub mod error;
 pub mod export;
 pub mod generate;
+pub mod generate_batch;
 pub mod gguf;
 pub mod grpo;
 pub mod loader;

@@ -86,4 +86,53 @@ impl KvCache {
             batch: rows.len(),
         })
     }
+
+    /// A cache for a batch of groups whose prompts differ in length: part `i` is a filled
+    /// one-row (prefill) cache repeated `repeats` times, its positions written at the right end
+    /// of the first `width` slots (slots `width - len_i..width`; the ones before stay zero and
+    /// are masked). Keys keep the RoPE of their true positions, so a row attends exactly as in
+    /// its own cache. The new cache has length `width` and `capacity` slots.
+    pub fn left_padded(parts: &[(&KvCache, usize)], width: usize, capacity: usize) -> Result<Self> {
+        let Some((first, _)) = parts.first() else {
+            candle_core::bail!("left_padded: no parts");
+        };
+        let batch = parts.iter().map(|(_, r)| r).sum();
+        let mut layers = Vec::with_capacity(first.layers.len());
+        for l in 0..first.layers.len() {
+            let mut ks = Vec::with_capacity(parts.len());
+            let mut vs = Vec::with_capacity(parts.len());
+            for (part, repeats) in parts {
+                if part.batch != 1 || part.len > width || width > capacity {
+                    candle_core::bail!(
+                        "left_padded: a part of {} rows × {} positions into width {width}, capacity {capacity}",
+                        part.batch,
+                        part.len
+                    );
+                }
+                let pad = |t: &Tensor| -> Result<Tensor> {
+                    let (_, h, _, d) = t.dims4()?;
+                    let z = |n: usize| Tensor::zeros((1, h, n, d), t.dtype(), t.device());
+                    let row = Tensor::cat(
+                        &[
+                            &z(width - part.len)?,
+                            &t.narrow(2, 0, part.len)?,
+                            &z(capacity - width)?,
+                        ],
+                        2,
+                    )?;
+                    row.repeat((*repeats, 1, 1, 1))
+                };
+                let (k, v) = &part.layers[l];
+                ks.push(pad(k)?);
+                vs.push(pad(v)?);
+            }
+            layers.push((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?));
+        }
+        Ok(Self {
+            layers,
+            len: width,
+            capacity,
+            batch,
+        })
+    }
 }

@@ -141,6 +141,35 @@ impl RopeTables {
         })
     }
 
+    /// Tables for one decode step of `positions.len()` rows each at its own position
+    /// (`cos_half: [b, 1, head_dim / 2]`, what the fused kernel takes per row): batched decoding
+    /// of groups whose prompts differ in length. Same per-position values as [`Self::new`].
+    pub fn per_row(
+        cfg: &ModelConfig,
+        positions: &[usize],
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<Self> {
+        let b = positions.len();
+        let (d, half) = (cfg.head_dim, cfg.head_dim / 2);
+        let (mut cos, mut sin) = (Vec::with_capacity(b * d), Vec::with_capacity(b * d));
+        for &pos in positions {
+            let one = Self::new(cfg, pos, 1, DType::F32, &Device::Cpu)?;
+            cos.extend(one.cos.flatten_all()?.to_vec1::<f32>()?);
+            sin.extend(one.sin.flatten_all()?.to_vec1::<f32>()?);
+        }
+        let cd = compute_dtype(dtype);
+        let cos = Tensor::from_vec(cos, (b, 1, d), dev)?.to_dtype(cd)?;
+        let sin = Tensor::from_vec(sin, (b, 1, d), dev)?.to_dtype(cd)?;
+        Ok(Self {
+            cos_half: cos.narrow(2, 0, half)?.contiguous()?,
+            sin_half: sin.narrow(2, 0, half)?.contiguous()?,
+            // [b, 1, 1, d] so the composite path broadcasts over heads.
+            cos: cos.unsqueeze(1)?,
+            sin: sin.unsqueeze(1)?,
+        })
+    }
+
     /// Applies the rotation to `x: [b, heads, len, head_dim]` (HF `rotate_half` convention).
     /// The result is in the compute dtype.
     pub fn apply(&self, x: &Tensor, ops: Ops) -> Result<Tensor> {
@@ -219,7 +248,8 @@ impl Attention {
         })
     }
 
-    /// `x: [b, len, hidden]`; `mask: [len, keys]` (None for a single decode step).
+    /// `x: [b, len, hidden]`; `mask: [len, keys]` (None for a single decode step), or
+    /// `[b, 1, 1, 1, keys]` for a decode step whose rows start at different cache slots.
     pub fn forward(
         &self,
         x: &Tensor,

@@ -139,6 +139,43 @@ impl Model {
         self.norm.forward_compute(&x, Ops::Fused)
     }
 
+    /// One decode step for a batch whose rows start at different cache slots (a
+    /// [`KvCache::left_padded`] cache): `ids: [b, 1]`, row `r` at absolute position
+    /// `cache.len() - shifts[r]`, its slots `..shifts[r]` masked out. Returns `[b, 1, hidden]`.
+    pub fn forward_shifted(
+        &self,
+        ids: &Tensor,
+        cache: &mut KvCache,
+        shifts: &[usize],
+    ) -> Result<Tensor> {
+        let (b, len) = ids.dims2()?;
+        let offset = cache.len();
+        if len != 1 || b != cache.batch() || b != shifts.len() || offset >= cache.capacity() {
+            candle_core::bail!(
+                "shifted decode: {b} rows × {len} tokens, {} shifts, cache {} rows at {offset} of {}",
+                shifts.len(),
+                cache.batch(),
+                cache.capacity()
+            );
+        }
+        let positions: Vec<usize> = shifts.iter().map(|&s| offset - s).collect();
+        let rope = RopeTables::per_row(&self.cfg, &positions, self.dtype, &self.device)?;
+        let keys = offset + 1;
+        let mask: Vec<f32> = shifts
+            .iter()
+            .flat_map(|&s| (0..keys).map(move |j| if j < s { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (b, 1, 1, 1, keys), &self.device)?
+            .to_dtype(self.compute_dtype())?;
+        let mut x = self.embed_tokens.forward(ids)?;
+        for (layer, (k, v)) in self.layers.iter().zip(cache.layers()) {
+            let kv = KvSource::Cache { k, v, offset };
+            x = layer.forward(&x, &rope, Some(&mask), kv, Ops::Fused)?;
+        }
+        cache.advance(1);
+        self.norm.forward_compute(&x, Ops::Fused)
+    }
+
     /// Logits `[.., vocab]` in the compute dtype from final-norm hidden states `[.., hidden]`.
     /// One 2-D product: a batched product against the broadcast head would re-pack the
     /// `[hidden, vocab]` matrix for every batch row.

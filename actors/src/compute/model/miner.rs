@@ -10,6 +10,7 @@ use std::sync::Arc;
 use envs::Environment;
 use messages::{Hash32, PackedF32, PackedU32, Rollout, RolloutGroup, WIRE_VERSION};
 use policy::generate::{generate_group, GeneratedSequence, GroupRequest};
+use policy::generate_batch::generate_groups;
 use policy::proof::{proof_forward, ProofInput, ProofOptions};
 use policy::Model;
 use protocol::checks::grpo_advantages;
@@ -60,6 +61,156 @@ impl ModelMiner {
     }
 }
 
+/// One job's problem, prompt and sampler, ready for decoding.
+struct Prepared {
+    seed: u64,
+    problem: envs::Problem,
+    prompt: Vec<u32>,
+}
+
+impl ModelMiner {
+    fn prepare(
+        &self,
+        job: &MineJob,
+        params: &protocol::sampling::SamplingParams,
+    ) -> Result<(Prepared, SeededSampler), ModelComputeError> {
+        let seed = problem_seed(&job.open_randomness, &job.miner_pubkey, job.group_index);
+        let problem = self.env.problem(seed);
+        let prompt = self.base.prompt_tokens(&problem)?;
+        let sampler = SeededSampler::new(
+            job.open_randomness,
+            job.miner_pubkey,
+            job.group_index,
+            prompt.len(),
+            *params,
+            self.opts.group_size,
+            self.base.eos_ids.first().copied().unwrap_or(0),
+        );
+        Ok((
+            Prepared {
+                seed,
+                problem,
+                prompt,
+            },
+            sampler,
+        ))
+    }
+
+    /// Mines `jobs` (all under one checkpoint) with one decode batch over all their rows:
+    /// each weight read then serves `jobs.len() × G` rows. Every group is exactly what
+    /// [`MinerCompute::mine`] would produce up to f32 rounding in the decode (the tokens are
+    /// the seeded choices over logits that differ at rounding level; the sketches and
+    /// rewards come from the same per-group proof forward). Results are in job order.
+    pub fn mine_batched(&mut self, jobs: &[MineJob]) -> Result<Vec<RolloutGroup>, ComputeError> {
+        let Some(first) = jobs.first() else {
+            return Ok(Vec::new());
+        };
+        let checkpoint = first
+            .checkpoint
+            .as_ref()
+            .ok_or(ModelComputeError::NoCheckpoint {
+                window: first.window,
+            })?;
+        if let Some(other) = jobs
+            .iter()
+            .find(|j| j.checkpoint.as_ref().map(|c| c.digest) != Some(checkpoint.digest))
+        {
+            return Err(ModelComputeError::Sampler(format!(
+                "a decode batch spans checkpoints ({} and group {} under {:?}); batch jobs of one checkpoint only",
+                checkpoint.digest,
+                other.group_index,
+                other.checkpoint.as_ref().map(|c| c.digest)
+            ))
+            .into());
+        }
+        let params = sampling_params(&checkpoint.sampling)?;
+        let max_new_tokens = checkpoint.sampling.max_new_tokens as usize;
+        self.loaded.ensure(&self.base, checkpoint)?;
+        let (prepared, mut samplers): (Vec<Prepared>, Vec<SeededSampler>) = jobs
+            .iter()
+            .map(|job| self.prepare(job, &params))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .unzip();
+        let model = self.loaded.ensure(&self.base, checkpoint)?;
+        let requests: Vec<GroupRequest> = prepared
+            .iter()
+            .map(|p| GroupRequest {
+                prompt: &p.prompt,
+                group_size: self.opts.group_size,
+                max_new_tokens,
+                eos_ids: &self.base.eos_ids,
+            })
+            .collect();
+        let groups = generate_groups(model, &requests, &mut samplers)?;
+        drop(requests);
+        let mut out = Vec::with_capacity(jobs.len());
+        for (((job, p), sequences), sampler) in jobs.iter().zip(prepared).zip(groups).zip(samplers)
+        {
+            out.push(finish(
+                model,
+                (&self.base, &*self.env, &self.opts),
+                job,
+                checkpoint.digest,
+                p,
+                sampler,
+                sequences,
+            )?);
+        }
+        Ok(out)
+    }
+}
+
+/// Sketches, rewards and advantages of one generated group.
+fn finish(
+    model: &Model,
+    (base, env, opts): (&ModelBase, &dyn Environment, &MinerOptions),
+    job: &MineJob,
+    checkpoint: Hash32,
+    p: Prepared,
+    sampler: SeededSampler,
+    sequences: Vec<GeneratedSequence>,
+) -> Result<RolloutGroup, ComputeError> {
+    let logprobs = sampler.finish().map_err(ModelComputeError::Sampler)?;
+    let coefficients =
+        SketchCoefficients::derive(&job.open_randomness, base.config.hidden_size as u32);
+    let sketches = commit_sketches(model, &sequences, &coefficients, opts, base.pad_id)?;
+
+    let mut rollouts = Vec::with_capacity(sequences.len());
+    for ((sequence, sketches), logprobs) in sequences.into_iter().zip(sketches).zip(logprobs) {
+        let text = base.completion_text(sequence.completion())?;
+        let reward = env.score(&p.problem, &text);
+        rollouts.push(Rollout {
+            prompt_len: sequence.prompt_len as u32,
+            sketches: PackedU32(sketches),
+            logprobs: PackedF32(logprobs),
+            reward: reward.total,
+            advantage: 0.0,
+            success: reward.success,
+            tokens: PackedU32(sequence.tokens),
+        });
+    }
+    let rewards: Vec<f32> = rollouts.iter().map(|r| r.reward).collect();
+    for (rollout, advantage) in rollouts
+        .iter_mut()
+        .zip(grpo_advantages(&rewards).advantages)
+    {
+        rollout.advantage = advantage;
+    }
+    Ok(RolloutGroup {
+        version: WIRE_VERSION,
+        window: job.window,
+        miner: job.miner.clone(),
+        group_index: job.group_index,
+        nonce: group_nonce(&job.open_randomness, &job.miner_pubkey, job.group_index),
+        checkpoint,
+        env: env.id().to_string(),
+        problem_seed: p.seed,
+        problem_id: p.problem.id,
+        rollouts,
+    })
+}
+
 impl MinerCompute for ModelMiner {
     fn mine(&mut self, job: &MineJob) -> Result<RolloutGroup, ComputeError> {
         let checkpoint = job
@@ -68,71 +219,25 @@ impl MinerCompute for ModelMiner {
             .ok_or(ModelComputeError::NoCheckpoint { window: job.window })?;
         let params = sampling_params(&checkpoint.sampling)?;
         let max_new_tokens = checkpoint.sampling.max_new_tokens as usize;
+        self.loaded.ensure(&self.base, checkpoint)?;
+        let (p, mut sampler) = self.prepare(job, &params)?;
         let model = self.loaded.ensure(&self.base, checkpoint)?;
-
-        let seed = problem_seed(&job.open_randomness, &job.miner_pubkey, job.group_index);
-        let problem = self.env.problem(seed);
-        let prompt = self.base.prompt_tokens(&problem)?;
-        let mut sampler = SeededSampler::new(
-            job.open_randomness,
-            job.miner_pubkey,
-            job.group_index,
-            prompt.len(),
-            params,
-            self.opts.group_size,
-            self.base.eos_ids.first().copied().unwrap_or(0),
-        );
         let request = GroupRequest {
-            prompt: &prompt,
+            prompt: &p.prompt,
             group_size: self.opts.group_size,
             max_new_tokens,
             eos_ids: &self.base.eos_ids,
         };
         let sequences = generate_group(model, &request, &mut sampler)?;
-        let logprobs = sampler.finish().map_err(ModelComputeError::Sampler)?;
-        let coefficients =
-            SketchCoefficients::derive(&job.open_randomness, self.base.config.hidden_size as u32);
-        let sketches = commit_sketches(
+        finish(
             model,
-            &sequences,
-            &coefficients,
-            &self.opts,
-            self.base.pad_id,
-        )?;
-
-        let mut rollouts = Vec::with_capacity(sequences.len());
-        for ((sequence, sketches), logprobs) in sequences.into_iter().zip(sketches).zip(logprobs) {
-            let text = self.base.completion_text(sequence.completion())?;
-            let reward = self.env.score(&problem, &text);
-            rollouts.push(Rollout {
-                prompt_len: sequence.prompt_len as u32,
-                sketches: PackedU32(sketches),
-                logprobs: PackedF32(logprobs),
-                reward: reward.total,
-                advantage: 0.0,
-                success: reward.success,
-                tokens: PackedU32(sequence.tokens),
-            });
-        }
-        let rewards: Vec<f32> = rollouts.iter().map(|r| r.reward).collect();
-        for (rollout, advantage) in rollouts
-            .iter_mut()
-            .zip(grpo_advantages(&rewards).advantages)
-        {
-            rollout.advantage = advantage;
-        }
-        Ok(RolloutGroup {
-            version: WIRE_VERSION,
-            window: job.window,
-            miner: job.miner.clone(),
-            group_index: job.group_index,
-            nonce: group_nonce(&job.open_randomness, &job.miner_pubkey, job.group_index),
-            checkpoint: checkpoint.digest,
-            env: self.env.id().to_string(),
-            problem_seed: seed,
-            problem_id: problem.id,
-            rollouts,
-        })
+            (&self.base, &*self.env, &self.opts),
+            job,
+            checkpoint.digest,
+            p,
+            sampler,
+            sequences,
+        )
     }
 
     fn checkpoint(&self) -> Hash32 {
