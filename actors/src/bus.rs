@@ -391,6 +391,9 @@ pub type OrderedMessages = futures::stream::BoxStream<'static, anyhow::Result<je
 /// Failed rebuilds (while connected) before a reader gives up and reports an error.
 const REPLAY_MAX_FAILURES: u32 = 8;
 
+/// A reader handed nothing for this long asks the stream whether it missed something.
+const REPLAY_STALL_CHECK: Duration = Duration::from_secs(8);
+
 struct ReplayState {
     bus: Bus,
     stream: String,
@@ -458,6 +461,31 @@ impl ReplayState {
         false
     }
 
+    /// Whether the stream holds a message for our filter at or after the next sequence we
+    /// expect, though the reader has handed out nothing for [`REPLAY_STALL_CHECK`]: on a NATS
+    /// cluster the node holding our ephemeral consumer can be cut off (a dead link sends no
+    /// reset) while our own connection stays up, and the consumer then waits silently.
+    fn stalled(&self) -> impl Future<Output = bool> {
+        // Owned copies: `self` holds the (non-Sync) reader, so the future must not borrow it.
+        let (js, stream, filter) = (
+            self.bus.js.clone(),
+            self.stream.clone(),
+            self.filter.clone(),
+        );
+        let next = self.next_sequence;
+        async move {
+            // Nothing read yet: the first message may simply not exist.
+            let Some(next) = next else { return false };
+            let Ok(stream) = js.get_stream(&stream).await else {
+                return false;
+            };
+            stream
+                .get_last_raw_message_by_subject(&filter)
+                .await
+                .is_ok_and(|m| m.sequence >= next)
+        }
+    }
+
     async fn next(&mut self) -> Option<anyhow::Result<jetstream::Message>> {
         loop {
             let inner = match self.inner.as_mut() {
@@ -495,6 +523,13 @@ impl ReplayState {
                 Ok(()) = self.connections.changed() => {
                     tracing::info!(stream = %self.stream, filter = %self.filter, "reconnected; rebuilding ordered reader");
                     self.inner = None;
+                }
+                () = tokio::time::sleep(REPLAY_STALL_CHECK) => {
+                    if self.stalled().await {
+                        tracing::warn!(stream = %self.stream, filter = %self.filter, next = ?self.next_sequence,
+                            "ordered reader stalled behind the stream; rebuilding it");
+                        self.inner = None;
+                    }
                 }
             }
         }

@@ -2,8 +2,8 @@
 //! every stream, KV bucket and the object store in 3 copies: roles on different nodes, a
 //! node killed under them (twice, one at a time), and one node cut off from the others.
 //!
-//! Structural (model-free) compute and 2.5 s windows; every wait is an `eventually` with a
-//! generous timeout, so a loaded machine only makes the tests slower.
+//! Structural (model-free) compute and 2.5 s windows (6 s in the kill test); every wait is
+//! an `eventually` with a generous timeout, so a loaded machine only makes the tests slower.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -15,7 +15,9 @@ use grail_integration_tests::observe::*;
 use grail_integration_tests::*;
 use grail_runtime::streams::{ensure, TopologyConfig, TopologyError, STREAMS};
 use messages::subjects as subj;
-use messages::{RolloutGroup, Weights};
+use messages::{
+    Envelope, GroupVerdict, MinerWindowVerdict, RejectCode, RolloutGroup, Weights, WindowOpen,
+};
 
 const PER_WINDOW: u32 = 2;
 
@@ -52,9 +54,59 @@ async fn weights_reach(bus: &Bus, target: u64, timeout: Duration) -> bool {
     .await
 }
 
-/// Every group of windows `..=upto` stored once, with exactly one accepting verdict (at most
-/// one unless `complete`), and no miner credited more groups per window than it may store.
-async fn assert_groups_counted_once(bus: &Bus, miners: &[String], upto: u64, complete: bool) {
+/// What the verdicts of the groups of windows `..=upto` must show.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Expect {
+    /// One verdict per group, and it accepts.
+    AllAccepted,
+    /// One verdict per group; a rejection only as `late_submission` of a group the server
+    /// stored after its window's deadline (a miner's publish retried through a failover).
+    EachDecided,
+    /// No group decided twice or against another verdict; some may still lack one.
+    NoConflict,
+}
+
+/// Groups of windows `..=upto`: stored, accepted, rejected as provably late, without verdict.
+#[derive(Debug, Default)]
+struct Tally {
+    stored: usize,
+    accepted: usize,
+    late: usize,
+    undecided: usize,
+    /// Accepting verdicts stored after the scorer had closed their window (not in its count).
+    late_for_scoring: usize,
+}
+
+/// `(payload, stored at, ms)` of the verdict-stream messages under `prefix`, by the server's
+/// timestamps.
+async fn stored_at(bus: &Bus, prefix: &str) -> Vec<(bytes::Bytes, u64)> {
+    let mut s = bus
+        .js
+        .get_stream(subj::STREAM_VERDICTS)
+        .await
+        .expect("verdict stream");
+    let state = s.info().await.expect("verdict stream info").state.clone();
+    let mut out = Vec::new();
+    for seq in state.first_sequence.max(1)..=state.last_sequence {
+        let m = s.get_raw_message(seq).await.expect("a stored verdict");
+        if m.subject.starts_with(prefix) {
+            let ms = m.time.unix_timestamp_nanos() / 1_000_000;
+            out.push((m.payload, ms as u64));
+        }
+    }
+    out
+}
+
+/// Every group stored once and decided as `expect` says, and no miner credited more PubAcks
+/// (counted on `miner_bus`, where the miners run) than groups stored, nor more groups per
+/// window than it may store.
+async fn assert_groups_counted_once(
+    bus: &Bus,
+    miner_bus: &Bus,
+    miners: &[String],
+    upto: u64,
+    expect: Expect,
+) -> Tally {
     let raw = stream_messages::<RolloutGroup>(bus, subj::STREAM_ROLLOUTS, "grail.rollout.").await;
     let mut seen = BTreeSet::new();
     for g in &raw {
@@ -66,29 +118,95 @@ async fn assert_groups_counted_once(bus: &Bus, miners: &[String], upto: u64, com
             g.group_index
         );
     }
+    let mut deadlines = BTreeMap::new();
+    for (subject, payload) in stream_raw(bus, subj::STREAM_CLOCK, "grail.clock.").await {
+        if subject.ends_with(".open") {
+            let (env, _) = Envelope::<WindowOpen>::open(&payload, bus.max_message_bytes)
+                .unwrap_or_else(|e| panic!("{subject}: {e}"));
+            deadlines.insert(env.payload.window, env.payload.deadline_ms);
+        }
+    }
     let groups = stored_groups(bus).await;
     let verdicts = stored_verdicts(bus).await;
-    if complete {
-        assert_one_accepting_verdict_each(&groups, &verdicts, upto);
-    } else {
-        for (key, v) in &verdicts {
-            assert!(
-                v.len() == 1 && v[0].accepted,
-                "group {key:?}: verdicts {v:?}"
+    let mut tally = Tally::default();
+    for key in groups.iter().filter(|k| k.0 <= upto) {
+        tally.stored += 1;
+        let Some(v) = verdicts.get(key) else {
+            assert_eq!(
+                expect,
+                Expect::NoConflict,
+                "group {key:?} acked, never decided"
+            );
+            tally.undecided += 1;
+            continue;
+        };
+        assert_eq!(v.len(), 1, "group {key:?}: verdicts {v:?}");
+        let late = v[0].reason == Some(RejectCode::LateSubmission)
+            && deadlines
+                .get(&key.0)
+                .is_some_and(|d| v[0].server_ts_ms > *d);
+        match (v[0].accepted, late, expect) {
+            (true, ..) => tally.accepted += 1,
+            (false, true, Expect::EachDecided) => tally.late += 1,
+            _ => panic!("honest group {key:?} rejected: {:?}", v[0]),
+        }
+    }
+    // The scorer's count per miner and window is the accepting verdicts, each once: none
+    // counted twice, and none lost between verifier and scorer unless it was stored too late
+    // for the scorer's one window of grace (at most 2 s before the scorer's own verdict on
+    // that window, which it publishes when the next window has closed).
+    let verdict_at: BTreeMap<GroupKey, u64> = stored_at(bus, "grail.verdict.group.")
+        .await
+        .into_iter()
+        .map(|(p, t)| {
+            let v = Envelope::<GroupVerdict>::open(&p, bus.max_message_bytes).expect("verdict");
+            let v = v.0.payload;
+            ((v.window, v.miner, v.group_index), t)
+        })
+        .collect();
+    let mut counted: BTreeMap<(u64, String), u32> = BTreeMap::new();
+    let mut miscounted = Vec::new();
+    for (p, scored_at) in stored_at(bus, "grail.verdict.miner.").await {
+        let mv = Envelope::<MinerWindowVerdict>::open(&p, bus.max_message_bytes)
+            .expect("miner verdict")
+            .0
+            .payload;
+        if mv.window > upto {
+            continue;
+        }
+        let accepting: Vec<u64> = verdicts
+            .iter()
+            .filter(|(k, v)| k.0 == mv.window && k.1 == mv.miner && v.iter().any(|v| v.accepted))
+            .map(|(k, _)| verdict_at.get(k).copied().unwrap_or(u64::MAX))
+            .collect();
+        let total = accepting.len() as u32;
+        let too_late = accepting.iter().filter(|t| **t + 2000 > scored_at).count() as u32;
+        let missing = total.saturating_sub(mv.groups_accepted);
+        if mv.groups_accepted > total || missing > too_late {
+            miscounted.push((mv.window, mv.miner.clone(), mv.groups_accepted, total));
+        }
+        tally.late_for_scoring += missing as usize;
+        let key = (mv.window, mv.miner.clone());
+        if let Some(before) = counted.insert(key, mv.groups_accepted) {
+            assert_eq!(
+                before, mv.groups_accepted,
+                "window {}: {} scored twice, differently",
+                mv.window, mv.miner
             );
         }
-        let missing = groups
-            .iter()
-            .filter(|k| k.0 <= upto && !verdicts.contains_key(k))
-            .count();
-        eprintln!("{missing} groups of windows ..={upto} without a verdict (see the kill test)");
     }
+    eprintln!("groups of windows ..={upto}: {tally:?}");
+    assert!(
+        expect == Expect::NoConflict || miscounted.is_empty(),
+        "(window, miner, accepted groups the scorer counted, accepting verdicts): {miscounted:?}"
+    );
     for m in miners {
         let stored = groups.iter().filter(|k| &k.1 == m).count() as u64;
+        let acked = published(miner_bus, m);
+        assert!(acked > 0, "{m}: no PubAck counted on the miners' bus");
         assert!(
-            published(bus, m) <= stored,
-            "{m}: {} PubAcks but only {stored} groups stored",
-            published(bus, m)
+            acked <= stored,
+            "{m}: {acked} PubAcks but only {stored} groups stored"
         );
     }
     for w in stream_messages::<Weights>(bus, subj::STREAM_WEIGHTS, "grail.weights.").await {
@@ -104,6 +222,7 @@ async fn assert_groups_counted_once(bus: &Bus, miners: &[String], upto: u64, com
             );
         }
     }
+    tally
 }
 
 async fn assert_replicas(bus: &Bus, replicas: usize) {
@@ -196,7 +315,7 @@ fn a_full_loop_runs_on_three_nodes_with_r3_streams_and_roles_on_different_nodes(
             .await
         );
         assert_clock_record_complete(&admin, target).await;
-        assert_groups_counted_once(&admin, &miners, target, true).await;
+        assert_groups_counted_once(&admin, &b1, &miners, target, Expect::AllAccepted).await;
         let groups = stored_groups(&admin).await;
         for m in &miners {
             for w in 2..=target {
@@ -208,8 +327,17 @@ fn a_full_loop_runs_on_three_nodes_with_r3_streams_and_roles_on_different_nodes(
     });
 }
 
+/// Windows of the kill test: the default cluster.toml's. The scorer gives verification one
+/// window of grace after a close; a NATS failover (election, reconnects, consumers rebuilt)
+/// takes seconds, which 2.5 s windows do not cover (and a 360 s farm window easily does).
+const KILL_WINDOW_MS: u64 = 6000;
+
+/// Failover, measured: each round kills (SIGKILL) the node leading the rollout stream in
+/// the middle of a window (in round 1, another node if that leader was killed in round 0),
+/// waits until windows are scored two past it, restarts the node and waits until it holds
+/// the whole rollout record again. Every acked group must then be decided once and counted
+/// once by the scorer.
 #[test]
-#[ignore = "fails today (windows continue, but some acked groups never get a verdict): after a node dies, a verifier whose clock view lags refuses groups as far_future_window instead of handing them back; run with `cargo test -p grail-integration-tests --test cluster -- --ignored killing`"]
 fn killing_the_rollout_leader_then_another_node_loses_no_group_and_windows_continue() {
     let cluster = TestCluster::start(3);
     actix_rt::System::new().block_on(async {
@@ -219,9 +347,10 @@ fn killing_the_rollout_leader_then_another_node_loses_no_group_and_windows_conti
             connect(cluster.url(1)).await,
             connect(cluster.url(2)).await,
         ];
-        start_clock(&buses[0], WINDOW_MS);
+        start_clock(&buses[0], KILL_WINDOW_MS);
         let miners = start_network(&buses[1], &[&buses[1], &buses[2]], &buses[2]);
         let book = follow_windows(&buses[2]);
+        let window_now = |book: &actors::windows::WindowBook| book.current(None).unwrap_or(0);
         let mut killed = Vec::new();
         for round in 0..2 {
             // Mid-window: the window is open and its deadline is still ahead.
@@ -229,7 +358,7 @@ fn killing_the_rollout_leader_then_another_node_loses_no_group_and_windows_conti
             let looking = std::time::Instant::now();
             while looking.elapsed() < Duration::from_secs(30) {
                 match book.latest_open() {
-                    Some(o) if o.window >= 2 && now_ms() + 800 < o.deadline_ms => {
+                    Some(o) if o.window >= 2 && now_ms() + 1500 < o.deadline_ms => {
                         w = o.window;
                         break;
                     }
@@ -250,16 +379,19 @@ fn killing_the_rollout_leader_then_another_node_loses_no_group_and_windows_conti
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            let mut victim = leader.expect("the rollout stream has a leader");
+            let leader = leader.expect("the rollout stream has a leader");
+            let mut victim = leader;
             if killed.last() == Some(&victim) {
                 victim = (victim + 1) % 3; // "then another node"
             }
-            eprintln!(
-                "round {round}: kill -9 of {} in window {w}",
-                cluster.name(victim)
-            );
+            let killed_at = std::time::Instant::now();
             cluster.kill(victim);
             killed.push(victim);
+            eprintln!(
+                "round {round}: kill -9 of {} (rollout leader: {}) in window {w}",
+                cluster.name(victim),
+                cluster.name(leader)
+            );
             let survivor = &buses[(victim + 1) % 3];
             assert!(
                 weights_reach(survivor, w + 2, Duration::from_secs(90)).await,
@@ -267,7 +399,15 @@ fn killing_the_rollout_leader_then_another_node_loses_no_group_and_windows_conti
                 cluster.name(victim),
                 summary(survivor).await
             );
+            let new_leader = stream_leader(survivor, subj::STREAM_ROLLOUTS).await;
+            eprintln!(
+                "round {round}: weights for window {} after {:.1} s (now window {}, rollout leader {new_leader:?})",
+                w + 2,
+                killed_at.elapsed().as_secs_f64(),
+                window_now(&book)
+            );
             cluster.restart(victim);
+            let restarted_at = std::time::Instant::now();
             assert!(
                 eventually_async(Duration::from_secs(60), || async {
                     caught_up(&buses[victim], subj::STREAM_ROLLOUTS, 3).await
@@ -275,6 +415,12 @@ fn killing_the_rollout_leader_then_another_node_loses_no_group_and_windows_conti
                 .await,
                 "{} never caught up on the rollout stream",
                 cluster.name(victim)
+            );
+            eprintln!(
+                "round {round}: {} restarted and caught up in {:.1} s (window {})",
+                cluster.name(victim),
+                restarted_at.elapsed().as_secs_f64(),
+                window_now(&book)
             );
         }
         let last = book.latest_open().map(|o| o.window).unwrap_or(0);
@@ -293,7 +439,14 @@ fn killing_the_rollout_leader_then_another_node_loses_no_group_and_windows_conti
             summary(&admin).await
         );
         assert_clock_record_complete(&admin, target).await;
-        assert_groups_counted_once(&admin, &miners, target, true).await;
+        eprintln!("windows 1..={target}:{}", summary(&admin).await);
+        let tally =
+            assert_groups_counted_once(&admin, &buses[1], &miners, target, Expect::EachDecided)
+                .await;
+        assert!(
+            tally.accepted > tally.late,
+            "mostly late groups: {tally:?}"
+        );
         // Every miner kept earning after each kill.
         let groups = stored_groups(&admin).await;
         for m in &miners {
@@ -372,9 +525,12 @@ fn an_isolated_node_does_not_split_the_network_decisions() {
             healed[..n],
             "the nodes disagree on the clock"
         );
-        // No group decided twice or differently; that every acked group gets its verdict
-        // after a node loss is the kill test's (ignored) finding, so it is not required here.
-        eventually_async(Duration::from_secs(20), || all_verified_upto(&b2, upto)).await;
-        assert_groups_counted_once(&b2, &miners, upto, false).await;
+        // Every acked group decided once, none twice or differently.
+        assert!(
+            eventually_async(Duration::from_secs(30), || all_verified_upto(&b2, upto)).await,
+            "{}",
+            summary(&b2).await
+        );
+        assert_groups_counted_once(&b2, &b1, &miners, upto, Expect::EachDecided).await;
     });
 }

@@ -285,6 +285,8 @@ impl RoleLoop for Scorer {
             // a window short of stored verdicts, a second, different count when the restart
             // lost its `last_window` record (a failed KV write during a NATS failover).
             let mut replayed = false;
+            // Stream sequence of the last verdict read (see `verdicts_read_upto`).
+            let mut read_upto = 0;
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 if follower.is_finished() {
@@ -295,6 +297,7 @@ impl RoleLoop for Scorer {
                         let msg = msg.ok_or_else(|| anyhow::anyhow!("verdict stream ended"))?
                             .map_err(|e| anyhow::anyhow!("verdict stream: {e}"))?;
                         replayed |= msg.info().is_ok_and(|i| i.pending == 0);
+                        read_upto = msg.info().map_or(read_upto, |i| i.stream_sequence);
                         if let Ok((env, _)) = ctx.bus.open::<GroupVerdict>("scorer", &msg.payload) {
                             let current = book.current(ctx.bus.trust.schedule().as_ref());
                             let v = env.payload;
@@ -320,6 +323,9 @@ impl RoleLoop for Scorer {
                     .filter(|w| *w < closed)
                     .collect();
                 for window in ready {
+                    if window > last_final && !verdicts_read(&ctx.bus.js, window, read_upto).await {
+                        break; // the later windows wait too: they finalise in order
+                    }
                     let done = scores.finalise(window, &cfg);
                     if window <= last_final {
                         continue; // published before a restart; history rebuilt, nothing to send
@@ -337,6 +343,26 @@ impl RoleLoop for Scorer {
 
 /// Miner verdicts awaiting their PubAck at once while a window is published.
 const MINER_VERDICTS_IN_FLIGHT: usize = 64;
+
+/// Whether every group verdict of `window` the stream holds was read (`read_upto`: the
+/// stream sequence of the last one read). The clock and the verdicts come through separate
+/// readers: after a NATS node died the verdict reader can lag (its consumer rebuilt
+/// elsewhere) while closes keep coming, and finalising then would leave stored verdicts out
+/// of their window for good. Unknown (the stream unreachable for now): not yet.
+async fn verdicts_read(js: &async_nats::jetstream::Context, window: u64, read_upto: u64) -> bool {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let Ok(stream) = js.get_stream(subj::STREAM_VERDICTS).await else {
+        return false;
+    };
+    let subject = format!(
+        "{}{window}.>",
+        subj::VERDICT_GROUP_ALL.trim_end_matches('>')
+    );
+    match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(last) => last.sequence <= read_upto,
+        Err(e) => e.kind() == LastRawMessageErrorKind::NoMessageFound,
+    }
+}
 
 async fn publish_window(
     ctx: &RoleCtx,
