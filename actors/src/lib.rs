@@ -10,6 +10,7 @@ pub mod bus_auth;
 pub mod checkpoints;
 pub mod compute;
 pub mod heartbeat;
+pub mod ledger;
 pub mod metrics;
 pub mod role;
 pub mod roles;

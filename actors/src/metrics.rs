@@ -322,6 +322,13 @@ pub const REDELIVERIES: Family = family(
     "Messages a durable consumer delivered more than once (a verifier crashed, nak'd or timed out)",
     "verifier, publisher",
 );
+pub const LEDGER_EVENTS: Family = family(
+    "grail_ledger_events_total",
+    Counter,
+    &["event"],
+    "Verifier window-ledger outcomes shared over the bus: repeat, duplicate_nonce, duplicate_group_index, too_many_groups, copied_completions, late_copy (a copy found after it was judged), bus_error (group handed back)",
+    "verifier",
+);
 pub const MINER_GROUP_VERDICTS: Family = family(
     "grail_miner_group_verdicts_total",
     Counter,
@@ -397,6 +404,7 @@ pub const FAMILIES: &[Family] = &[
     PUBLISH_SECONDS,
     BYTES_PUBLISHED,
     REDELIVERIES,
+    LEDGER_EVENTS,
     MINER_GROUP_VERDICTS,
     CONSUMER_PENDING,
     CONSUMER_ACK_PENDING,
@@ -572,6 +580,7 @@ pub struct Metrics {
     pub publish_seconds: HistogramVec,
     pub bytes_published: IntCounterVec,
     pub redeliveries: IntCounterVec,
+    pub ledger_events: IntCounterVec,
     /// Verdicts per miner, with the miner label bounded ([`Metrics::miner_label`]).
     pub miner_group_verdicts: IntCounterVec,
     pub consumer_pending: IntGaugeVec,
@@ -642,6 +651,7 @@ impl Metrics {
             publish_seconds: histogram_vec(r, &PUBLISH_SECONDS, fine()),
             bytes_published: counter_vec(r, &BYTES_PUBLISHED),
             redeliveries: counter_vec(r, &REDELIVERIES),
+            ledger_events: counter_vec(r, &LEDGER_EVENTS),
             miner_group_verdicts: counter_vec(r, &MINER_GROUP_VERDICTS),
             consumer_pending: int_gauge_vec(r, &CONSUMER_PENDING),
             consumer_ack_pending: int_gauge_vec(r, &CONSUMER_ACK_PENDING),
@@ -788,6 +798,9 @@ mod tests {
             .inc();
         m.redeliveries
             .with_label_values(&values(&REDELIVERIES))
+            .inc();
+        m.ledger_events
+            .with_label_values(&values(&LEDGER_EVENTS))
             .inc();
         m.miner_group_verdicts
             .with_label_values(&values(&MINER_GROUP_VERDICTS))

@@ -173,6 +173,9 @@ impl BusIdentity {
                 read(&mut p, subj::STREAM_VERDICTS);
                 read(&mut p, subj::STREAM_CHECKPOINTS);
                 read_objects(&mut p);
+                // The shared window ledger: every key, nobody else's.
+                read_kv(&mut p, subj::KV_LEDGER);
+                write_kv(&mut p, subj::KV_LEDGER, ">");
             }
             BusIdentity::Scorer => {
                 p.publish_allow.push(subj::VERDICT_MINER_ALL.into());
@@ -357,6 +360,26 @@ mod tests {
             (
                 format!("$KV.{}.{}", subj::KV_STATE, subj::KV_TRAINER_LAST_WINDOW),
                 vec!["admin", "trainer"],
+            ),
+            (
+                format!("$KV.{}.{}", subj::KV_LEDGER, subj::ledger_nonce(5, m, 7)),
+                vec!["admin", "verifier"],
+            ),
+            (
+                format!(
+                    "$KV.{}.{}",
+                    subj::KV_LEDGER,
+                    subj::ledger_completion(5, "ab")
+                ),
+                vec!["admin", "verifier"],
+            ),
+            (
+                format!(
+                    "$JS.API.DIRECT.GET.KV_{}.$KV.{}.5.x",
+                    subj::KV_LEDGER,
+                    subj::KV_LEDGER
+                ),
+                vec!["admin", "verifier"],
             ),
             (
                 format!("$O.{}.M.abc", subj::OBJECTS_CHECKPOINTS),

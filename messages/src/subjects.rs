@@ -11,6 +11,7 @@
 //! | `grail.checkpoint.candidate.<window>` | [`CheckpointCandidate`](crate::CheckpointCandidate) | `GRAIL_CHECKPOINTS` |
 //! | `grail.weights.<window>` | [`Weights`](crate::Weights) | `GRAIL_WEIGHTS` |
 //! | `grail.heartbeat.<role>.<instance>` | [`Heartbeat`](crate::Heartbeat) | core NATS |
+//! | `$KV.grail_ledger.<window>.…` | verifiers' shared window ledger ([`KV_LEDGER`]) | `KV_grail_ledger` |
 //! | `grail.manifest` | [`NetworkManifest`](crate::NetworkManifest) (signed by the owner) | `GRAIL_MANIFEST` |
 
 use crate::identity::Ss58Address;
@@ -53,6 +54,15 @@ pub const EVAL_ALL: &str = "grail.eval.>";
 pub const KV_CLOCK: &str = "grail_clock";
 /// KV bucket holding the latest weights per window and trainer state.
 pub const KV_STATE: &str = "grail_state";
+/// KV bucket of the verifiers' shared window ledger (`protocol::checks::WindowLedger` on the
+/// bus): first-writer-wins claims of nonces and group indices, each miner's group count, and
+/// the earliest publisher of each completion digest. Written and read by verifiers only;
+/// entries expire after [`KV_LEDGER_MAX_AGE_SECS`].
+pub const KV_LEDGER: &str = "grail_ledger";
+/// How long a ledger entry lives: far longer than a window's verification (groups are judged
+/// after the window's close and redelivered for minutes at most), short enough that the
+/// bucket holds a few hours of windows, not the whole history.
+pub const KV_LEDGER_MAX_AGE_SECS: u64 = 6 * 3600;
 /// Object store bucket with checkpoint bytes.
 pub const OBJECTS_CHECKPOINTS: &str = "grail_checkpoints";
 
@@ -111,6 +121,23 @@ pub fn eval_report(seq: u64) -> String {
 }
 pub fn heartbeat(role: &str, instance: &str) -> String {
     format!("grail.heartbeat.{}.{}", token(role), token(instance))
+}
+
+/// Ledger key of a miner's nonce in a window (value: the claiming envelope's digest).
+pub fn ledger_nonce(window: u64, miner: &str, nonce: u64) -> String {
+    format!("{window}.{}.nonce.{nonce}", token(miner))
+}
+/// Ledger key of a miner's group index (value: envelope digest, then `:<ordinal>`).
+pub fn ledger_group(window: u64, miner: &str, group_index: u32) -> String {
+    format!("{window}.{}.group.{group_index}", token(miner))
+}
+/// Ledger key counting a miner's distinct group indices in a window (CAS-incremented).
+pub fn ledger_group_count(window: u64, miner: &str) -> String {
+    format!("{window}.{}.groups", token(miner))
+}
+/// Ledger key of a completion digest (value: `<server ms>:<miner>`, the earliest publisher).
+pub fn ledger_completion(window: u64, digest_hex: &str) -> String {
+    format!("{window}.copy.{digest_hex}")
 }
 
 /// Object name for a checkpoint's stored bytes.

@@ -249,6 +249,23 @@ pub async fn ensure(
         .map_err(|e| TopologyError::create(replicas, "kv bucket", bucket, e))?;
         lines.push(format!("kv     {bucket} replicas {replicas}"));
     }
+    // The verifiers' shared window ledger: one value per key (claims are compare-and-set),
+    // pruned by age so per-window state does not pile up.
+    let ledger = subj::KV_LEDGER;
+    js.create_or_update_key_value(kv::Config {
+        bucket: ledger.to_string(),
+        history: 1,
+        max_age: Duration::from_secs(subj::KV_LEDGER_MAX_AGE_SECS),
+        storage,
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| TopologyError::create(replicas, "kv bucket", ledger, e))?;
+    lines.push(format!(
+        "kv     {ledger} replicas {replicas} max_age {}s",
+        subj::KV_LEDGER_MAX_AGE_SECS
+    ));
     let objects = subj::OBJECTS_CHECKPOINTS;
     if js.get_object_store(objects).await.is_err() {
         js.create_object_store(object_store::Config {
@@ -364,7 +381,7 @@ pub async fn check_readable(
             detail: e.to_string(),
         })?;
     }
-    for bucket in [subj::KV_CLOCK, subj::KV_STATE] {
+    for bucket in [subj::KV_CLOCK, subj::KV_STATE, subj::KV_LEDGER] {
         if readable(&format!("KV_{bucket}")) {
             js.get_key_value(bucket)
                 .await
@@ -406,7 +423,7 @@ async fn check_some(
             .map_err(|e| missing("stream", name)(&e))?;
     }
     let buckets: &[&str] = if kv {
-        &[subj::KV_CLOCK, subj::KV_STATE]
+        &[subj::KV_CLOCK, subj::KV_STATE, subj::KV_LEDGER]
     } else {
         &[]
     };

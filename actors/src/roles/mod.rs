@@ -11,3 +11,4 @@ pub mod trainer;
 pub mod trainer_batch;
 pub mod verifier;
 pub mod verifier_disposition;
+pub mod verifier_ledger;

@@ -15,12 +15,14 @@ use messages::{GroupVerdict, RolloutGroup, SignedMessage, WIRE_VERSION};
 
 use crate::bus::{server_timestamp_ms, MsgMeta};
 use crate::checkpoints::{CheckpointBook, CheckpointStatus};
+use crate::ledger::BusLedger;
 use crate::metrics::InFlight;
 use crate::role::{RoleCtx, RoleFuture, RoleLoop};
 use crate::roles::verifier_disposition::{
     ahead_of_view, while_waiting_for_close, with_checkpoint, Ahead, CheckpointView, Disposition,
     WhileWaiting,
 };
+use crate::roles::verifier_ledger::{self, LedgerStep};
 use crate::shutdown::ShutdownSignal;
 use crate::task::OwnedTask;
 use crate::windows::{follow_clock, WindowBook};
@@ -105,6 +107,11 @@ impl RoleLoop for Verifier {
                 .as_ref()
                 .map(|b| b.spawn_follower(ctx.bus.clone(), "verifier"));
             let consumer = verifier_consumer(&ctx.bus.js, cfg.ack_wait).await?;
+            // Nonces, group indices, group counts and copies across all verifier instances.
+            let ledger = Arc::new(BusLedger::open(&ctx.bus.js, Default::default()).await?);
+            ctx.metrics()
+                .ledger_events
+                .with_label_values(&["bus_error"]);
             // Exported from the start: "no redeliveries" is 0, not a missing series.
             ctx.metrics().redeliveries.with_label_values(&["verifier"]);
             let _lag = OwnedTask::spawn(crate::heartbeat::consumer_gauges(
@@ -126,6 +133,7 @@ impl RoleLoop for Verifier {
                     let (ctx, pool, book, cfg) =
                         (ctx.clone(), pool.clone(), book.clone(), cfg.clone());
                     let (checkpoints, shutdown) = (checkpoints.clone(), shutdown.clone());
+                    let ledger = ledger.clone();
                     async move {
                         match msg {
                             Ok(msg) => {
@@ -136,6 +144,7 @@ impl RoleLoop for Verifier {
                                     checkpoints: checkpoints.as_ref(),
                                     cfg: &cfg,
                                     shutdown: &shutdown,
+                                    ledger: &ledger,
                                 };
                                 handle(role, msg).await
                             }
@@ -167,6 +176,7 @@ struct Handling<'a> {
     checkpoints: Option<&'a CheckpointBook>,
     cfg: &'a VerifierConfig,
     shutdown: &'a ShutdownSignal,
+    ledger: &'a BusLedger,
 }
 
 async fn handle(h: Handling<'_>, msg: jetstream::Message) {
@@ -177,6 +187,7 @@ async fn handle(h: Handling<'_>, msg: jetstream::Message) {
         checkpoints,
         cfg,
         shutdown,
+        ledger,
     } = h;
     let started = Instant::now();
     let m = ctx.metrics();
@@ -286,6 +297,23 @@ async fn handle(h: Handling<'_>, msg: jetstream::Message) {
     m.verify_wait_seconds
         .observe(started.elapsed().as_secs_f64());
     let working = Instant::now();
+    // The window ledger, shared over the bus, before any compute: a replayed nonce or group
+    // index, a group over the count or a copy is refused whichever instance saw the first.
+    let ledger_step = match &checkpoint {
+        Ok(_) => {
+            let max_groups = trust.manifest().map_or(
+                messages::manifest::NetworkLimits::default().max_groups_per_window,
+                |m| m.limits.max_groups_per_window,
+            );
+            verifier_ledger::admit(ledger, m, &group, &digest, server_ts_ms, max_groups).await
+        }
+        Err(_) => LedgerStep::Verify,
+    };
+    let checkpoint = match ledger_step {
+        LedgerStep::HandBack(after) => return settle(&msg, AckKind::Nak(Some(after))).await,
+        LedgerStep::Refused(outcome) => Err(outcome),
+        LedgerStep::Verify => checkpoint,
+    };
     let job = checkpoint.map(|checkpoint| VerifyJob {
         group,
         digest,
@@ -295,8 +323,17 @@ async fn handle(h: Handling<'_>, msg: jetstream::Message) {
         checkpoint,
     });
     let run = match job {
-        Ok(job) => pool.run(job).await,
-        Err(unavailable) => Ok(unavailable),
+        Ok(job) => {
+            let (group, ts) = (job.group.clone(), job.server_ts_ms);
+            let run = pool.run(job).await;
+            if run.as_ref().is_ok_and(|o| o.accepted) {
+                if let Err(after) = verifier_ledger::record(ledger, m, &group, ts).await {
+                    return settle(&msg, AckKind::Nak(Some(after))).await;
+                }
+            }
+            run
+        }
+        Err(unavailable_or_refused) => Ok(unavailable_or_refused),
     };
     let outcome = match run {
         Ok(o) => o,

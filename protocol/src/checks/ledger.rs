@@ -109,8 +109,8 @@ impl LedgerReject {
 }
 
 /// A copy found only when its original was recorded: the copy was judged first (verifiers
-/// judge groups in any order), so its verdict already stands. Counted and logged; the window
-/// level [`super::CopyDetector`] over all verdicts is what gates it.
+/// judge groups in any order), so its verdict already stands; the verifier counts and logs
+/// it, and the copier's later groups with those completions are refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LateCopy {
     pub copier: String,
@@ -245,22 +245,31 @@ impl WindowLedger {
             .or_insert((g.envelope, next))
             .1;
         check_ordinal(ordinal, limits)?;
-        let earliest = g
-            .completions
-            .iter()
-            .map(|d| self.earliest.get(d).map(|(m, t)| (m.as_str(), *t)));
-        judge_copies(
-            g.miner,
-            g.server_ts_ms,
-            earliest,
-            g.completions.len(),
-            &self.rules,
-        )?;
+        self.check_copies(g.miner, g.server_ts_ms, g.completions)?;
         Ok(if (nonce, group) == (Claim::Ours, Claim::Ours) {
             Admission::Repeat
         } else {
             Admission::New
         })
+    }
+
+    /// §5.5 against the completions recorded so far (read-only).
+    pub fn check_copies(
+        &self,
+        miner: &str,
+        server_ts_ms: u64,
+        completions: &[Digest],
+    ) -> Result<(), LedgerReject> {
+        let earliest = completions
+            .iter()
+            .map(|d| self.earliest.get(d).map(|(m, t)| (m.as_str(), *t)));
+        judge_copies(
+            miner,
+            server_ts_ms,
+            earliest,
+            completions.len(),
+            &self.rules,
+        )
     }
 
     /// Records an accepted group's completions (earliest server time per digest wins) and

@@ -1,59 +1,27 @@
 //! What one verifier process remembers about recent windows, shared by all of its workers:
-//! nonces and group indices per miner (duplicates), completion digests per miner with their
-//! server timestamps (cross-miner copies), and the verdict per group envelope digest (a
-//! redelivered group gets the same verdict).
+//! a [`WindowLedger`] per window (nonces, group indices, group count, completion digests with
+//! their server timestamps) and the verdict per group envelope digest (a redelivered group
+//! gets the same verdict).
 //!
-//! **Scope: one verifier instance.** Verifiers share one durable consumer, so each instance
-//! sees only part of a window; a duplicate or copy whose counterpart went to another instance
-//! is not found here, and a copy verified *before* its original is not gated (its original is
-//! not known yet). The forward-pass checks still catch a copy on a deep-checked group (the
-//! sampling keys include the miner's key), and the scorer sees all verdicts; this registry is
-//! the cheap first line, not the complete window-level `CopyDetector` of PROTOCOL.md §5.5.
+//! **Scope: one verifier instance.** This is the in-process fast path. Verifiers share one
+//! durable consumer, so each instance sees only part of a window; the verifier role mirrors
+//! the same ledger onto the bus (`crate::ledger::BusLedger`, KV bucket `grail_ledger`) so a
+//! duplicate or copy whose counterpart went to another instance is found there.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use messages::Hash32;
-use protocol::checks::{Limits, RejectReason, DEFAULT_COPY_THRESHOLD};
+pub use protocol::checks::CopyRules;
+use protocol::checks::{GroupClaims, Limits, RejectReason, WindowLedger};
 use protocol::randomness::Randomness;
 
 use crate::compute::verify::VerifyOutcome;
 
-/// When a group counts as a copy of another miner's completions.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct CopyRules {
-    /// Gate when `shared / (group's distinct counted completions)` exceeds this (§5.5: 0.05).
-    pub threshold: f64,
-    /// ...and at least this many distinct completions are shared: low-entropy completions of
-    /// colliding prompts (a trained model answering `12<eos>` to the same `7+5=` two miners
-    /// drew) overlap naturally; a copied group shares most of its 16.
-    pub min_shared: u32,
-    /// Completions shorter than this many tokens are never counted (natural overlap again).
-    pub min_tokens: usize,
-}
-
-impl Default for CopyRules {
-    fn default() -> Self {
-        Self {
-            threshold: DEFAULT_COPY_THRESHOLD,
-            min_shared: 4,
-            min_tokens: 4,
-        }
-    }
-}
-
-#[derive(Default)]
-struct MinerState {
-    nonces: HashMap<u64, Hash32>,
-    groups: HashMap<u32, Hash32>,
-}
-
 #[derive(Default)]
 struct WindowState {
     verdicts: HashMap<Hash32, VerifyOutcome>,
-    miners: HashMap<String, MinerState>,
-    /// completion digest → (miner → earliest server timestamp).
-    completions: HashMap<Randomness, HashMap<String, u64>>,
+    ledger: WindowLedger,
 }
 
 /// Window-level memory of one verifier process (see module docs). Cheap to share: wrap it in
@@ -101,7 +69,11 @@ impl WindowRegistry {
             .max(window);
         let oldest_kept = newest.saturating_sub(self.keep_windows);
         state.retain(|&w, _| w >= oldest_kept);
-        f(state.entry(window).or_default())
+        let copy = self.copy;
+        f(state.entry(window).or_insert_with(|| WindowState {
+            verdicts: HashMap::new(),
+            ledger: WindowLedger::new(copy),
+        }))
     }
 
     /// The verdict already given to this exact group envelope, if any.
@@ -115,8 +87,8 @@ impl WindowRegistry {
         });
     }
 
-    /// Records the group's nonce and index for its miner; a different envelope reusing either
-    /// is a replay. Also enforces `max_groups_per_window` on distinct group indices.
+    /// Claims the group's nonce and index for its miner (a different envelope reusing either
+    /// is a replay) and its rank among the miner's distinct group indices.
     pub fn claim(
         &self,
         window: u64,
@@ -126,26 +98,17 @@ impl WindowRegistry {
         digest: Hash32,
         limits: &Limits,
     ) -> Result<(), RejectReason> {
-        self.with_window(window, |w| {
-            let m = w.miners.entry(miner.to_string()).or_default();
-            if m.nonces.get(&nonce).is_some_and(|d| *d != digest) {
-                return Err(RejectReason::DuplicateNonce { nonce });
-            }
-            if m.groups.get(&group_index).is_some_and(|d| *d != digest) {
-                return Err(RejectReason::DuplicateGroupIndex { group: group_index });
-            }
-            if !m.groups.contains_key(&group_index)
-                && m.groups.len() >= limits.max_groups_per_window as usize
-            {
-                return Err(RejectReason::TooManyGroups {
-                    max: limits.max_groups_per_window,
-                    actual: u32::try_from(m.groups.len() + 1).unwrap_or(u32::MAX),
-                });
-            }
-            m.nonces.insert(nonce, digest);
-            m.groups.insert(group_index, digest);
-            Ok(())
-        })
+        let claims = GroupClaims {
+            miner,
+            nonce,
+            group_index,
+            envelope: digest.0,
+            server_ts_ms: 0,
+            completions: &[],
+        };
+        self.with_window(window, |w| w.ledger.admit(&claims, limits))
+            .map(|_| ())
+            .map_err(|r| r.reason())
     }
 
     /// Rejects the group if too many of its (distinct, long enough) completions were
@@ -157,44 +120,13 @@ impl WindowRegistry {
         server_ts_ms: u64,
         digests: &[Randomness],
     ) -> Result<(), RejectReason> {
-        if digests.is_empty() {
-            return Ok(());
-        }
-        let rules = self.copy;
         self.with_window(window, |w| {
-            let mut shared: HashMap<&str, u32> = HashMap::new();
-            for digest in digests {
-                let Some(holders) = w.completions.get(digest) else {
-                    continue;
-                };
-                for (other, &ts) in holders {
-                    if other != miner && ts < server_ts_ms {
-                        *shared.entry(other.as_str()).or_default() += 1;
-                    }
-                }
-            }
-            let worst = shared
-                .into_iter()
-                .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)));
-            match worst {
-                Some((original, count)) => {
-                    let ratio = f64::from(count) / digests.len() as f64;
-                    if count >= rules.min_shared && ratio > rules.threshold {
-                        Err(RejectReason::CopiedCompletions {
-                            original: original.to_string(),
-                            shared: count,
-                            ratio,
-                        })
-                    } else {
-                        Ok(())
-                    }
-                }
-                None => Ok(()),
-            }
+            w.ledger.check_copies(miner, server_ts_ms, digests)
         })
+        .map_err(|r| r.reason())
     }
 
-    /// Remembers an accepted group's completions (earliest server timestamp per miner).
+    /// Remembers an accepted group's completions (earliest server timestamp per digest).
     pub fn register_completions(
         &self,
         window: u64,
@@ -202,16 +134,9 @@ impl WindowRegistry {
         server_ts_ms: u64,
         digests: &[Randomness],
     ) {
-        self.with_window(window, |w| {
-            for digest in digests {
-                let ts = w
-                    .completions
-                    .entry(*digest)
-                    .or_default()
-                    .entry(miner.to_string())
-                    .or_insert(server_ts_ms);
-                *ts = (*ts).min(server_ts_ms);
-            }
-        });
+        let late = self.with_window(window, |w| w.ledger.record(miner, server_ts_ms, digests));
+        for copy in late {
+            tracing::warn!(window, copier = %copy.copier, original = %copy.original, shared = copy.shared, "copy found after it was judged (its original was verified later)");
+        }
     }
 }
