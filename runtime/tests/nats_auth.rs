@@ -492,3 +492,72 @@ fn grail_up_with_auth_finishes_windows_without_violations() {
         assert_eq!(mode, 0o600, "{}", path.display());
     }
 }
+
+/// A role started alone (`grail run --role R`) on an authenticated bus checks only what its
+/// identity may read: the check passes for every operator role, although asking about the
+/// other streams (what the old all-streams check did) is refused for the clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_started_alone_checks_only_what_its_identity_may_read() {
+    use grail_runtime::streams::{check, check_readable};
+    let nats = AuthNats::start(100).await;
+    for role in [
+        BusIdentity::Clock,
+        BusIdentity::Verifier,
+        BusIdentity::Scorer,
+        BusIdentity::Trainer,
+        BusIdentity::Publisher,
+    ] {
+        let js = nats.js(&nats.operator(role.clone())).await;
+        check_readable(&js, &role)
+            .await
+            .unwrap_or_else(|e| panic!("{} started alone: {e}", role.name()));
+    }
+    let clock = nats.js(&nats.operator(BusIdentity::Clock)).await;
+    assert!(
+        check(&clock).await.is_err(),
+        "the clock may not ask about the rollout stream"
+    );
+}
+
+/// Only verifiers use the shared window ledger: a verifier claims keys in it, a scorer can
+/// neither claim nor read them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_verifiers_claim_and_read_the_window_ledger() {
+    use actors::ledger::BusLedger;
+    use protocol::checks::{Admission, CopyRules, GroupClaims, Limits};
+    let nats = AuthNats::start(100).await;
+    let claims = GroupClaims {
+        miner: "5Miner",
+        nonce: 1,
+        group_index: 0,
+        envelope: [1; 32],
+        server_ts_ms: 10,
+        completions: &[[2; 32]],
+    };
+    let verifier = nats.js(&nats.operator(BusIdentity::Verifier)).await;
+    let ledger = BusLedger::open(&verifier, CopyRules::default())
+        .await
+        .expect("the verifier binds to the ledger");
+    let answer = ledger.admit(1, &claims, &Limits::default()).await;
+    assert_eq!(answer.expect("verifier may claim"), Ok(Admission::New));
+    ledger
+        .record(1, "5Miner", 10, &[[2; 32]])
+        .await
+        .expect("verifier may record completions");
+    let scorer = nats.js(&nats.operator(BusIdentity::Scorer)).await;
+    let nonce_key = format!(
+        "$KV.{}.{}",
+        subj::KV_LEDGER,
+        subj::ledger_nonce(1, "5Miner", 9)
+    );
+    assert!(
+        !stored(&scorer, nonce_key, b"00").await,
+        "scorer wrote a ledger key"
+    );
+    assert!(
+        BusLedger::open(&scorer, CopyRules::default())
+            .await
+            .is_err(),
+        "scorer read the ledger bucket"
+    );
+}
