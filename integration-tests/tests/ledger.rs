@@ -4,8 +4,19 @@
 //! once, whichever instance sees which half, and a redelivery to the other instance gets
 //! the same answer.
 
+use std::time::Duration;
+
+use actors::bus::MsgMeta;
+use actors::compute::structural::{StructuralMiner, StructuralVerifier};
 use actors::ledger::BusLedger;
-use grail_integration_tests::{connect, TestNats};
+use actors::roles::miner::{MineJob, MinerCompute};
+use grail_integration_tests::observe::follow_windows;
+use grail_integration_tests::{
+    connect, eventually, eventually_async, role_ctx, start_clock, start_verifier, stream_messages,
+    stream_raw, Process, TestNats,
+};
+use messages::subjects as subj;
+use messages::{GroupVerdict, Hash32, Identity, RejectCode, RolloutGroup, Ss58Address};
 use protocol::checks::{
     Admission, CopyRules, GroupClaims, LateCopy, LedgerReject, Limits, WindowLedger,
 };
@@ -208,5 +219,168 @@ fn a_group_count_flood_over_two_instances_admits_exactly_the_limit_like_the_pure
             let bus = one.admit(2, g, &l).await.unwrap();
             assert_eq!(bus, pure.admit(g, &l), "group {}", g.group_index);
         }
+    });
+}
+
+/// One verifier process (its own System, connection and metrics), model-free compute.
+fn verifier_process(url: &str, name: &'static str) -> Process {
+    Process::spawn(url, move |bus| {
+        start_verifier(
+            role_ctx(bus, "verifier", name),
+            2,
+            Duration::from_secs(10),
+            |_| Box::new(StructuralVerifier),
+        );
+    })
+}
+
+async fn verdicts_of(bus: &actors::bus::Bus, miner: &str) -> Vec<GroupVerdict> {
+    stream_messages::<GroupVerdict>(bus, subj::STREAM_VERDICTS, "grail.verdict.group.")
+        .await
+        .into_iter()
+        .filter(|v| v.miner == miner)
+        .collect()
+}
+
+/// The verifier roles themselves: the originals are judged by one verifier process, which then
+/// dies; the replays go to a second process that never saw the originals and are refused by the
+/// shared ledger (the structural checks alone would accept them). An original envelope
+/// delivered again to the second process is a ledger repeat, not a replay.
+#[test]
+fn replays_judged_by_a_second_verifier_process_are_refused_by_the_shared_ledger() {
+    let nats = TestNats::start();
+    actix_rt::System::new().block_on(async {
+        let bus = nats.bus().await;
+        let _clock = start_clock(&bus, 3_000);
+        let book = follow_windows(&bus);
+        assert!(eventually(Duration::from_secs(30), || book.latest_open().is_some()).await);
+        // A window that has just opened: its deadline is ~1.8 s away.
+        let first = book.latest_open().unwrap().window;
+        assert!(
+            eventually(Duration::from_secs(30), || {
+                book.latest_open().is_some_and(|o| o.window > first)
+            })
+            .await
+        );
+        let open = book.latest_open().unwrap();
+        let miner = Identity::generate();
+        let address = miner.address().to_string();
+        let mut compute = StructuralMiner {
+            checkpoint: Hash32::from([0; 32]),
+        };
+        let mut mine = |group_index| {
+            compute
+                .mine(&MineJob {
+                    window: open.window,
+                    open_randomness: open.randomness.0,
+                    deadline_ms: open.deadline_ms,
+                    group_index,
+                    miner: address.clone(),
+                    miner_pubkey: Ss58Address::parse(&address).unwrap().public,
+                    checkpoint: None,
+                })
+                .expect("structural mining")
+        };
+        let (g0, g1, g2) = (mine(0), mine(1), mine(2));
+        let publish = |g: RolloutGroup| {
+            let (bus, miner, address) = (bus.clone(), &miner, address.clone());
+            async move {
+                let meta = MsgMeta {
+                    window: Some(g.window),
+                    miner: Some(address.clone()),
+                    msg_id: None,
+                };
+                bus.publish_durable(
+                    "miner",
+                    subj::rollout(g.window, &address),
+                    g,
+                    miner,
+                    meta,
+                    Duration::from_secs(5),
+                )
+                .await
+                .expect("group stored");
+            }
+        };
+        let a = verifier_process(nats.url(), "verifier-a");
+        publish(g0.clone()).await;
+        publish(g1.clone()).await;
+        assert!(
+            eventually_async(Duration::from_secs(60), || async {
+                verdicts_of(&bus, &address).await.len() == 2
+            })
+            .await,
+            "the first verifier judged the originals"
+        );
+        assert!(verdicts_of(&bus, &address).await.iter().all(|v| v.accepted));
+        a.kill();
+
+        let b = verifier_process(nats.url(), "verifier-b");
+        // Same nonce as group 0, other content (a valid group 2).
+        let nonce_replay = RolloutGroup {
+            nonce: g0.nonce,
+            ..g2
+        };
+        // Group index 1 again under a fresh nonce.
+        let index_replay = RolloutGroup {
+            nonce: g1.nonce ^ 0xdead_beef,
+            ..g1.clone()
+        };
+        publish(nonce_replay).await;
+        publish(index_replay).await;
+        assert!(
+            eventually_async(Duration::from_secs(60), || async {
+                verdicts_of(&bus, &address).await.len() == 4
+            })
+            .await,
+            "the second verifier judged the replays"
+        );
+        let verdicts = verdicts_of(&bus, &address).await;
+        let of = |index: u32| -> Vec<(bool, Option<RejectCode>)> {
+            verdicts
+                .iter()
+                .filter(|v| v.group_index == index)
+                .map(|v| (v.accepted, v.reason))
+                .collect()
+        };
+        assert_eq!(of(0), vec![(true, None)]);
+        assert_eq!(of(2), vec![(false, Some(RejectCode::DuplicateNonce))]);
+        assert_eq!(
+            of(1),
+            vec![(true, None), (false, Some(RejectCode::DuplicateGroupIndex))]
+        );
+
+        // The exact envelope of group 0 stored again (under another de-duplication id) and
+        // delivered to the second process: the ledger answers "repeat", not "replay of itself".
+        // (Its new server timestamp is past the deadline, so the structural checks call it
+        // late; its verdict id is group 0's, so no second verdict is stored.)
+        let raw = stream_raw(
+            &bus,
+            subj::STREAM_ROLLOUTS,
+            &subj::rollout(open.window, &address),
+        )
+        .await;
+        let (subject, payload) = raw.first().cloned().expect("group 0 stored");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(subj::HDR_MSG_ID, "redelivery-of-group-0");
+        bus.js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+        let metrics = b.bus.metrics.clone();
+        let event = |e: &str| metrics.ledger_events.with_label_values(&[e]).get();
+        assert!(
+            eventually(Duration::from_secs(30), || event("repeat") >= 1).await,
+            "the same envelope on another instance is a ledger repeat"
+        );
+        assert_eq!(
+            (event("duplicate_nonce"), event("duplicate_group_index")),
+            (1, 1),
+            "each replay refused exactly once, the repeat not at all"
+        );
+        assert_eq!(verdicts_of(&bus, &address).await.len(), 4);
+        b.kill();
     });
 }
