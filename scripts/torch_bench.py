@@ -3,8 +3,10 @@
 
     python3 scripts/torch_bench.py MODEL [--threads N] [--group 16] [--prompt-len 128]
                                          [--new-tokens 128] [--device cpu|cuda] [--dtype f32|bf16]
+                                         [--groups K --reps N]  (generation only, K groups)
 
-MODEL is an HF directory (e.g. from `grail model tiny --out DIR`), `smollm2-shape` (SmolLM2-135M's
+MODEL is an HF directory (e.g. from `grail model tiny --out DIR`), `small` (our bench's seeded
+~48M Llama-style shape), `smollm2-shape` (SmolLM2-135M's
 architecture, random weights), or a .gguf file (loaded with
 transformers' `gguf_file=`, dequantised; needs `pip install gguf`). Measures, like ours:
   * generation: one group of G completions of one prompt (KV cache, temperature 0.7, top-k 50,
@@ -38,11 +40,24 @@ def smollm2_shape():
         rope_theta=100000.0, max_position_embeddings=8192, tie_word_embeddings=True))
 
 
+def small():
+    """`grail bench policy --model small`'s seeded ~48M Llama-style model, random weights."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=10,
+        num_attention_heads=8, num_key_value_heads=4, head_dim=64, rms_norm_eps=1e-6,
+        rope_theta=10000.0, max_position_embeddings=4096, tie_word_embeddings=True))
+
+
 def load(path, device, dtype):
     from transformers import AutoModelForCausalLM
 
     if path == "smollm2-shape":
         model = smollm2_shape().to(dtype)
+    elif path == "small":
+        model = small().to(dtype)
     elif path.endswith(".gguf"):
         folder, name = os.path.split(os.path.abspath(path))
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
@@ -64,6 +79,28 @@ def timed(fn, device):
     return out, time.perf_counter() - t
 
 
+def compare_groups(model, a, gen_kwargs, vocab):
+    """K groups (a different prompt each, same length) generated one generate() call per group
+    and in one call over all rows; prints tok/s of every repetition and the medians."""
+    prompts = [torch.tensor([[(i * 7919 + 13 + g) % vocab for i in range(a.prompt_len)]],
+                            device=a.device).repeat(a.group, 1) for g in range(a.groups)]
+    tokens = a.groups * a.group * a.new_tokens
+    per_group, batched = [], []
+    with torch.no_grad():
+        for rep in range(a.reps):
+            _, s = timed(lambda: [model.generate(p, **gen_kwargs) for p in prompts], a.device)
+            per_group.append(tokens / s)
+            _, s = timed(lambda: model.generate(torch.cat(prompts), **gen_kwargs), a.device)
+            batched.append(tokens / s)
+            print(f"rep {rep}: per group {per_group[-1]:.0f} tok/s, batched {batched[-1]:.0f} tok/s",
+                  file=sys.stderr)
+    med = lambda v: sorted(v)[len(v) // 2]
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads): {a.groups} groups x "
+          f"{a.group} rows, prompt {a.prompt_len}, {a.new_tokens} new")
+    print(f"per group: {' '.join(f'{x:.0f}' for x in per_group)} tok/s (median {med(per_group):.0f})")
+    print(f"batched:   {' '.join(f'{x:.0f}' for x in batched)} tok/s (median {med(batched):.0f})")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -74,6 +111,10 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     ap.add_argument("--micro-batch", type=int, default=8)
+    ap.add_argument("--groups", type=int, default=0,
+                    help="generation only: K groups one generate() each vs one generate() over "
+                         "all K x G rows (as `generation_bench --groups K`), interleaved")
+    ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -101,6 +142,8 @@ def main():
         do_sample=True, temperature=0.7, top_k=50, top_p=0.9,
         max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens, pad_token_id=0,
     )
+    if a.groups:
+        return compare_groups(model, a, gen_kwargs, vocab)
     with torch.no_grad():
         out, gen_s = timed(
             lambda: model.generate(prompt.repeat(a.group, 1), **gen_kwargs), a.device

@@ -13,6 +13,7 @@ use crate::config::{Arch, ModelConfig};
 use crate::device::{DeviceError, DeviceSpec};
 use crate::error::{LoadError, PolicyError};
 use crate::generate::{generate_group, GroupRequest, RandomSampler, SamplingParams, TokenSampler};
+use crate::generate_batch::generate_groups;
 use crate::grpo::{micro_batch_loss, GrpoConfig, GrpoSample, GrpoTrainer};
 use crate::loader::{load_model, LoadOptions};
 use crate::model::{seeded_weights, KvCache, Model};
@@ -63,6 +64,9 @@ pub struct BenchOptions {
     /// Sequences per GRPO micro-batch (activation memory grows with it: full-vocabulary
     /// logits of every position are kept for the backward pass).
     pub train_micro_batch: usize,
+    /// Groups in the "generation, k groups batched" row (one decode batch over k × G rows,
+    /// as the miner's `mine_batched`); below 2 skips the row.
+    pub decode_groups: usize,
 }
 
 impl Default for BenchOptions {
@@ -77,6 +81,7 @@ impl Default for BenchOptions {
             dtype: None,
             challenged_positions: 32,
             train_micro_batch: 8,
+            decode_groups: 4,
         }
     }
 }
@@ -277,9 +282,9 @@ fn row(name: &str, value: f64, unit: &str, note: impl Into<String>) -> BenchRow 
 }
 
 /// The model under test, its pad id and its weights (to seed the trainer).
-type BenchSubject = (String, Model, u32, HashMap<String, Tensor>);
+pub(crate) type BenchSubject = (String, Model, u32, HashMap<String, Tensor>);
 
-fn load_subject(
+pub(crate) fn load_subject(
     opts: &BenchOptions,
     device: &Device,
     dtype: DType,
@@ -307,7 +312,7 @@ fn load_subject(
 
 /// Loads kernels (CUDA modules are JIT-compiled on first use) and touches every code path once
 /// with small shapes, so first-call costs stay out of the measurements.
-fn warm_up(model: &Model, pad: u32) -> Result<(), BenchError> {
+pub(crate) fn warm_up(model: &Model, pad: u32) -> Result<(), BenchError> {
     let vocab = model.config().vocab_size as u32;
     let prompt: Vec<u32> = (0..8).map(|i| (i * 31 + 5) % vocab).collect();
     let req = GroupRequest {
@@ -390,6 +395,39 @@ pub fn run_policy_bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> 
         opts.group_size, opts.prompt_len, opts.max_new_tokens, prefill_s * 1e3,
         decode_s * 1e3 / opts.max_new_tokens.max(1) as f64, 100.0 * sampler.seconds / gen_s
     )));
+
+    if opts.decode_groups > 1 {
+        // k different prompts of the same length, one decode batch.
+        let prompts: Vec<Vec<u32>> = (1..=opts.decode_groups as u32)
+            .map(|g| prompt.iter().map(|&t| (t + g) % vocab).collect())
+            .collect();
+        let requests: Vec<GroupRequest> = prompts
+            .iter()
+            .map(|p| GroupRequest {
+                prompt: p,
+                ..req.clone()
+            })
+            .collect();
+        let mut samplers: Vec<RandomSampler> = (0..requests.len())
+            .map(|g| RandomSampler::new(SamplingParams::default(), 2 + g as u64))
+            .collect();
+        let t = Instant::now();
+        let groups = generate_groups(&model, &requests, &mut samplers)?;
+        let s = t.elapsed().as_secs_f64();
+        let tokens: usize = groups.iter().flatten().map(|g| g.completion_len).sum();
+        rows.push(row(
+            "generation, k groups batched",
+            tokens as f64 / s,
+            "tok/s",
+            format!(
+                "{} groups × {} rows in one decode batch; {:.2}× the one-group row",
+                opts.decode_groups,
+                opts.group_size,
+                tokens as f64 / s / gen_tps
+            ),
+        ));
+        progress("batched generation measured", started);
+    }
 
     // Proof forward over the group's full sequences, as the protocol uses it.
     let len = prompt.len() + opts.max_new_tokens;

@@ -3,6 +3,7 @@
 
 pub mod allocator;
 pub mod bench;
+pub mod bench_generation;
 pub mod checkpoint;
 pub mod config;
 pub mod delta;

@@ -18,6 +18,7 @@ fn bench_reports_every_measure_on_the_tiny_model() {
     let report = run_policy_bench(&opts).unwrap();
     for name in [
         "generation",
+        "generation, k groups batched",
         "proof forward, miner",
         "proof forward, verifier",
         "proof forward + log-probs",
