@@ -384,3 +384,34 @@ fn replays_judged_by_a_second_verifier_process_are_refused_by_the_shared_ledger(
         b.kill();
     });
 }
+
+/// A ledger the bus cannot answer never admits a replay: during a server outage the answer is
+/// an error (the verifier hands the group back) or the refusal, never an admission; after it,
+/// the refusal.
+#[test]
+fn a_replay_judged_during_a_server_outage_is_never_admitted() {
+    let nats = TestNats::start();
+    actix_rt::System::new().block_on(async {
+        let (one, two) = two_instances(&nats).await;
+        let none = Vec::new();
+        let l = limits(16);
+        let first = group(MALLORY, 7, 0, 1, 100, &none);
+        let replay = group(MALLORY, 7, 1, 2, 101, &none);
+        assert_eq!(one.admit(1, &first, &l).await.unwrap(), Ok(Admission::New));
+        let refused = Err(LedgerReject::DuplicateNonce { nonce: 7 });
+        let (_, during) = futures::join!(nats.crash_and_restart(Duration::from_secs(8)), async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            two.admit(1, &replay, &l).await
+        });
+        match during {
+            Err(e) => assert!(e.to_string().contains("grail_ledger"), "{e}"),
+            Ok(answer) => assert_eq!(answer, refused),
+        }
+        assert!(
+            eventually_async(Duration::from_secs(30), || async {
+                matches!(two.admit(1, &replay, &l).await, Ok(ref a) if *a == refused)
+            })
+            .await
+        );
+    });
+}
