@@ -260,9 +260,6 @@ impl RoleLoop for Scorer {
                 .flatten()
                 .and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
                 .unwrap_or(0);
-            // The weights stream records what was published; the KV write after a publish
-            // (or this read) can fail in a NATS failover: never publish a window twice.
-            last_final = last_final.max(last_published(&ctx).await?);
             // A record ahead of the clock (written by someone else) would silence the scorer
             // until that window: ignore it.
             if let Some(current) = ctx.bus.trust.record_ahead_of_schedule(last_final) {
@@ -346,23 +343,6 @@ impl RoleLoop for Scorer {
 
 /// Miner verdicts awaiting their PubAck at once while a window is published.
 const MINER_VERDICTS_IN_FLIGHT: usize = 64;
-
-/// The newest window with trusted weights in the weights stream (0: none yet).
-async fn last_published(ctx: &RoleCtx) -> anyhow::Result<u64> {
-    use async_nats::jetstream::stream::LastRawMessageErrorKind;
-    let stream = crate::bus::get_stream(&ctx.bus.js, subj::STREAM_WEIGHTS).await?;
-    match stream
-        .get_last_raw_message_by_subject(subj::WEIGHTS_ALL)
-        .await
-    {
-        Ok(m) => Ok(ctx
-            .bus
-            .open::<Weights>("scorer", &m.payload)
-            .map_or(0, |(env, _)| env.payload.window)),
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
-        Err(e) => anyhow::bail!("reading the last weights of {}: {e}", subj::STREAM_WEIGHTS),
-    }
-}
 
 /// Whether every group verdict of `window` the stream holds was read (`read_upto`: the
 /// stream sequence of the last one read). The clock and the verdicts come through separate
