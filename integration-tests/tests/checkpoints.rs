@@ -418,12 +418,37 @@ async fn publisher_chain_case(bus: &Bus, store: Arc<dyn CheckpointStore>) {
         announced[1].bytes * 3 < announced[0].bytes,
         "a 5 % delta is much smaller than a full checkpoint"
     );
-    // Retention: anchors 3 and 6 are kept, so seqs 0..=2 are gone; staging objects too (the
-    // publisher deletes a candidate's staging object after announcing it: give it a moment).
-    let expected: Vec<String> = announced[3..].iter().map(|a| a.object.clone()).collect();
+    // Catch-up deltas (anchor → checkpoint) from the second delta after an anchor on: seq 2
+    // and 5, each smaller than the two-delta chain it replaces; none for a first delta.
+    let with_catch_up: Vec<u64> = announced
+        .iter()
+        .filter(|a| a.catch_up.is_some())
+        .map(|a| a.seq)
+        .collect();
+    assert_eq!(with_catch_up, [2, 5]);
+    for a in announced.iter().filter(|a| a.catch_up.is_some()) {
+        let c = a.catch_up.as_ref().unwrap();
+        let chain = announced[a.seq as usize - 1].bytes + a.bytes;
+        println!(
+            "seq {}: catch-up {} bytes, chain {chain} bytes",
+            a.seq, c.bytes
+        );
+        assert!(c.bytes < chain);
+    }
+    // Retention: anchors 3 and 6 are kept, so seqs 0..=2 are gone (their catch-up deltas too);
+    // staging objects too (the publisher deletes a candidate's staging object after
+    // announcing it: give it a moment).
+    let mut expected: Vec<String> = announced[3..]
+        .iter()
+        .flat_map(|a| {
+            std::iter::once(a.object.clone()).chain(a.catch_up.as_ref().map(|c| c.object.clone()))
+        })
+        .collect();
+    expected.sort();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let names = loop {
-        let names = store.list().await.unwrap();
+        let mut names = store.list().await.unwrap();
+        names.sort();
         if names == expected || tokio::time::Instant::now() > deadline {
             break names;
         }
@@ -452,8 +477,8 @@ async fn publisher_chain_case(bus: &Bus, store: Arc<dyn CheckpointStore>) {
             other => panic!("seq {seq}: {other:?}"),
         }
     }
-    // Delete the delta of seq 4: 4 and 5 (built on it) become unavailable; loading resumes
-    // at the next full anchor (6) and the delta after it.
+    // Delete the delta of seq 4: 4 becomes unavailable, 5 (built on it) loads from anchor 3
+    // plus its catch-up delta; loading goes on at the next full anchor (6) and the delta after it.
     store.delete(&announced[4].object).await.unwrap();
     let broken = book_on(&bus, store.clone(), &publisher, 4, "miner");
     assert!(
@@ -462,15 +487,13 @@ async fn publisher_chain_case(bus: &Bus, store: Arc<dyn CheckpointStore>) {
             .is_some_and(|c| c.seq == 7))
         .await
     );
-    for (seq, reason) in [(4, "object_missing"), (5, "base_unavailable")] {
-        match broken.status_of_seq(seq as u64) {
-            CheckpointStatus::Unavailable { seq: s, reason: r } => {
-                assert_eq!((s, r.as_str()), (seq as u64, reason))
-            }
-            other => panic!("seq {seq}: {other:?}"),
+    match broken.status_of_seq(4) {
+        CheckpointStatus::Unavailable { seq: s, reason: r } => {
+            assert_eq!((s, r.as_str()), (4, "object_missing"))
         }
+        other => panic!("seq 4: {other:?}"),
     }
-    for seq in [6usize, 7] {
+    for seq in [5usize, 6, 7] {
         match broken.status_of_seq(seq as u64) {
             CheckpointStatus::Ready(c) => {
                 assert_eq!(weight_digest(&c.weights.0), weight_digest(&chain[seq]))
@@ -479,7 +502,24 @@ async fn publisher_chain_case(bus: &Bus, store: Arc<dyn CheckpointStore>) {
         }
     }
     assert!(rejected(&bus, "miner", "checkpoint_object_missing") >= 1);
-    assert!(rejected(&bus, "miner", "checkpoint_base_unavailable") >= 1);
+
+    // Without seq 5's catch-up as well, 5 has no way left: unavailable, never a substitute.
+    store
+        .delete(&announced[5].catch_up.as_ref().unwrap().object)
+        .await
+        .unwrap();
+    let stuck = book_on(&bus, store.clone(), &publisher, 4, "evaluator");
+    assert!(
+        eventually(Duration::from_secs(20), || stuck
+            .latest()
+            .is_some_and(|c| c.seq == 7))
+        .await
+    );
+    match stuck.status_of_seq(5) {
+        // The path tried first (the catch-up: the chain is known broken) names the failure.
+        CheckpointStatus::Unavailable { seq: 5, reason } => assert_eq!(reason, "object_missing"),
+        other => panic!("seq 5: {other:?}"),
+    }
 }
 
 #[test]
@@ -502,6 +542,7 @@ fn forged_announcements_and_corrupted_objects_are_refused_and_counted() {
                 object: object.to_string(),
                 bytes: bytes.len() as u64,
                 object_digest,
+                catch_up: None,
                 sampling: SamplingSpec::default(),
                 created_at_ms: 0,
             }

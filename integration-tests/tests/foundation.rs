@@ -155,6 +155,7 @@ fn every_message_type_round_trips_through_jetstream() {
             object: "ckpt-4".into(),
             bytes: 1234,
             object_digest: Hash32::from([12; 32]),
+            catch_up: None,
             sampling: SamplingSpec::default(),
             created_at_ms: 5,
         };

@@ -511,6 +511,7 @@ fn squatted_deduplication_ids_are_detected_on_every_publishing_subject() {
             object: "ckpt-00000001-04040404".into(),
             bytes: 1,
             object_digest: Hash32::from([5; 32]),
+            catch_up: None,
             sampling: SamplingSpec::default(),
             created_at_ms: 0,
         };

@@ -29,4 +29,4 @@ pub use reject::{RejectCode, Severity};
 pub use types::*;
 
 /// Version of every wire message defined in [`types`]. Bumped on any incompatible change.
-pub const WIRE_VERSION: u16 = 2;
+pub const WIRE_VERSION: u16 = 3;

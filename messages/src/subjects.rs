@@ -145,6 +145,11 @@ pub fn checkpoint_object(seq: u64, digest_hex: &str) -> String {
     format!("ckpt-{seq:08}-{}", &digest_hex[..digest_hex.len().min(16)])
 }
 
+/// Object name of checkpoint `seq`'s catch-up delta (anchor → this checkpoint).
+pub fn catch_up_object(seq: u64, digest_hex: &str) -> String {
+    format!("{}-catchup", checkpoint_object(seq, digest_hex))
+}
+
 /// Object name for a trainer's staged weights (deleted once the publisher consumed them).
 pub fn staging_object(digest_hex: &str) -> String {
     format!("staging-{}", &digest_hex[..digest_hex.len().min(16)])

@@ -179,8 +179,24 @@ pub struct CheckpointAnnounce {
     pub bytes: u64,
     /// BLAKE2b-256 of the stored bytes.
     pub object_digest: Hash32,
+    /// A delta's catch-up: one delta from its anchor straight to this checkpoint, for a role
+    /// that holds neither the base nor the chain (a late joiner). `None` for full checkpoints
+    /// and the first delta after an anchor (whose own delta is already that).
+    pub catch_up: Option<CatchUpDelta>,
     pub sampling: SamplingSpec,
     pub created_at_ms: u64,
+}
+
+/// A cumulative delta `anchor → checkpoint` stored next to a delta checkpoint. Its base is the
+/// announcement's `anchor` (the delta header must say so); it reconstructs the same weight
+/// digest as the chain, so a loader may take whichever path is cheaper.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CatchUpDelta {
+    /// Object-store name of the stored bytes.
+    pub object: String,
+    pub bytes: u64,
+    /// BLAKE2b-256 of the stored bytes.
+    pub object_digest: Hash32,
 }
 
 /// Trainer → publisher: new weights are staged in the checkpoint object store and ready to be

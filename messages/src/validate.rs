@@ -249,7 +249,23 @@ impl CheckFields for MinerWindowVerdict {
 
 impl CheckFields for CheckpointAnnounce {
     fn check_fields(&self, _: &FieldLimits) -> Result<(), FieldError> {
-        token("object", &self.object, 128)
+        token("object", &self.object, 128)?;
+        if let Some(c) = &self.catch_up {
+            token("catch_up.object", &c.object, 128)?;
+            if matches!(self.kind, CheckpointKind::Full) {
+                return Err(err(
+                    "catch_up",
+                    "a full checkpoint has no catch-up delta (it is its own anchor)",
+                ));
+            }
+            if c.object == self.object {
+                return Err(err(
+                    "catch_up.object",
+                    format!("{:?} is the checkpoint's own object", shown(&c.object)),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -482,6 +498,48 @@ mod tests {
             c.check_fields(&FieldLimits::default()).unwrap_err().field,
             "object"
         );
+    }
+
+    #[test]
+    fn a_catch_up_delta_belongs_to_a_delta_and_has_its_own_object() {
+        let digest = Hash32::from([4; 32]).to_string();
+        let catch_up = CatchUpDelta {
+            object: crate::subjects::catch_up_object(4, &digest),
+            bytes: 1,
+            object_digest: Hash32::default(),
+        };
+        let mut a = CheckpointAnnounce {
+            version: crate::WIRE_VERSION,
+            checkpoint: Hash32::from([4; 32]),
+            seq: 4,
+            valid_from_window: 4,
+            kind: CheckpointKind::Delta {
+                base: Hash32::from([3; 32]),
+                anchor: Hash32::from([1; 32]),
+            },
+            object: crate::subjects::checkpoint_object(4, &digest),
+            bytes: 1,
+            object_digest: Hash32::default(),
+            catch_up: Some(catch_up.clone()),
+            sampling: SamplingSpec::default(),
+            created_at_ms: 0,
+        };
+        a.check_fields(&FieldLimits::default()).unwrap();
+        let field =
+            |a: &CheckpointAnnounce| a.check_fields(&FieldLimits::default()).unwrap_err().field;
+        a.catch_up = Some(CatchUpDelta {
+            object: a.object.clone(),
+            ..catch_up.clone()
+        });
+        assert_eq!(field(&a), "catch_up.object");
+        a.catch_up = Some(CatchUpDelta {
+            object: "a.>".into(),
+            ..catch_up.clone()
+        });
+        assert_eq!(field(&a), "catch_up.object");
+        a.catch_up = Some(catch_up);
+        a.kind = CheckpointKind::Full;
+        assert_eq!(field(&a), "catch_up");
     }
 
     #[test]

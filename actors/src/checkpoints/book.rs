@@ -19,7 +19,7 @@ use policy::checkpoint::WeightSet;
 use tokio::sync::Notify;
 
 use super::active::{ActiveCheckpoint, SharedWeights};
-use super::load::{decode_delta, decode_full, fetch_verified, LoadError};
+use super::load::{decode_full, fetch_verified, LoadError};
 use super::store::CheckpointStore;
 use crate::bus::{now_ms, Bus};
 use crate::metrics::Metrics;
@@ -27,7 +27,10 @@ use crate::metrics::Metrics;
 /// How often transient load failures are retried while no announcement arrives.
 const RETRY_TICK: Duration = Duration::from_secs(2);
 
+mod catch_up;
 mod chain;
+
+pub use catch_up::LoadPath;
 
 #[derive(Clone, Debug)]
 pub struct BookConfig {
@@ -529,17 +532,15 @@ impl CheckpointBook {
         let announce = self.state().entries[&seq].announce.clone();
         let store = self.inner.store.as_ref();
         let max = self.inner.cfg.max_object_bytes;
-        let (base, base_digest) = match &announce.kind {
+        match &announce.kind {
             CheckpointKind::Full => {
                 let bytes = fetch_verified(store, &announce, max).await?;
-                return decode_full(seq, announce.object.clone(), bytes, announce.checkpoint).await;
+                decode_full(seq, announce.object.clone(), bytes, announce.checkpoint).await
             }
             CheckpointKind::Delta { base, anchor } => {
-                (self.rebuild(*base, *anchor, seq).await?, *base)
+                self.load_delta(&announce, *base, *anchor).await
             }
-        };
-        let bytes = fetch_verified(store, &announce, max).await?;
-        decode_delta(seq, base, base_digest, bytes, announce.checkpoint).await
+        }
     }
 }
 

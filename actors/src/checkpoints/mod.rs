@@ -10,7 +10,8 @@
 //! * [`store`]: the [`CheckpointStore`] of named blobs (NATS object store, local directory;
 //!   [`s3`]: an S3-compatible bucket, content-addressed).
 //! * [`book`]: the [`CheckpointBook`] every consuming role follows: trusted announcements only,
-//!   object digest, reconstruction (full, or anchor + delta chain), weight digest, a small cache
+//!   object digest, reconstruction (full, anchor + delta chain, or anchor + the announced
+//!   catch-up delta when that downloads fewer bytes; each the other's fallback), weight digest, a small cache
 //!   of shared weight sets, and the answer to "which checkpoint governs window `w`?".
 //! * [`load`]: the fetch-and-verify steps the book runs (CPU work on blocking threads).
 //!
@@ -39,7 +40,7 @@ pub mod s3;
 pub mod store;
 
 pub use active::{ActiveCheckpoint, SharedWeights};
-pub use book::{BookConfig, CheckpointBook, CheckpointStatus, Follower};
+pub use book::{BookConfig, CheckpointBook, CheckpointStatus, Follower, LoadPath};
 pub use s3::{S3Config, S3Store};
 pub use store::{
     get_bytes, object_digest, put_bytes, CheckpointStore, LocalDirStore, NatsObjectStore,

@@ -7,6 +7,8 @@
 //!   trusted trainer hotkey), the staged object's byte digest and the weight digest are checked;
 //!   the new weights are published as a delta against the previous checkpoint, or as a full
 //!   anchor every `anchor_every` checkpoints, valid from the current window + `lead_windows`.
+//!   From the second delta after an anchor on, it also stores a catch-up delta (anchor → this
+//!   checkpoint) when that is smaller than the chain, named in the announcement's `catch_up`.
 //! * A candidate whose weight digest was already announced is acknowledged without a second
 //!   announcement (restart between announce and ack), and announcements carry a
 //!   `Nats-Msg-Id` per weight digest, so retries collapse too.
@@ -21,7 +23,8 @@ use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use messages::subjects as subj;
 use messages::{
-    CheckpointAnnounce, CheckpointCandidate, CheckpointKind, Hash32, SamplingSpec, WIRE_VERSION,
+    CatchUpDelta, CheckpointAnnounce, CheckpointCandidate, CheckpointKind, Hash32, SamplingSpec,
+    WIRE_VERSION,
 };
 use policy::checkpoint::{digest, to_safetensors_bytes, WeightSet};
 use policy::delta::encode_delta;
@@ -77,6 +80,8 @@ struct Pipeline {
     base: Arc<WeightSet>,
     sampling: SamplingSpec,
     book: CheckpointBook,
+    /// The newest anchor's (seq, weights): the base of every catch-up delta until the next one.
+    anchor: std::sync::Mutex<Option<(u64, Arc<WeightSet>)>>,
 }
 
 pub struct Publisher {
@@ -106,6 +111,7 @@ impl Publisher {
                 base: setup.base,
                 sampling: setup.sampling,
                 book,
+                anchor: Default::default(),
             })),
         }
     }
@@ -217,9 +223,11 @@ async fn publish_genesis(ctx: &RoleCtx, p: &Pipeline) -> anyhow::Result<()> {
         object,
         bytes: stored.bytes,
         object_digest: stored.digest,
+        catch_up: None,
         sampling: p.sampling.clone(),
         created_at_ms: now_ms(),
     };
+    *p.anchor.lock().expect("anchor lock") = Some((0, p.base.clone()));
     announce_and_record(ctx, p, announce, p.base.clone(), Instant::now()).await
 }
 
@@ -253,6 +261,11 @@ async fn announce_and_record(
     m.checkpoint_bytes
         .with_label_values(&[kind])
         .set(announce.bytes as i64);
+    if let Some(c) = &announce.catch_up {
+        m.checkpoint_bytes
+            .with_label_values(&["catch_up"])
+            .set(c.bytes as i64);
+    }
     m.checkpoint_publish_seconds
         .observe(started.elapsed().as_secs_f64());
     m.checkpoint_seq
@@ -389,6 +402,16 @@ async fn handle_candidate(
         _ => (CheckpointKind::Full, staged),
     };
     let stored = put_bytes(store.as_ref(), &object, body).await?;
+    let catch_up = match (&kind, last_anchor) {
+        (CheckpointKind::Delta { .. }, Some(anchor_seq)) if seq - anchor_seq >= 2 => {
+            let chain_bytes = stored.bytes + chain_bytes_after(&p.book.announcements(), anchor_seq);
+            publish_catch_up(p, anchor_seq, seq, &hex, &weights, chain_bytes).await
+        }
+        _ => None,
+    };
+    if kind == CheckpointKind::Full {
+        *p.anchor.lock().expect("anchor lock") = Some((seq, weights.clone()));
+    }
     let current = windows.latest_open().map(|o| o.window).unwrap_or(0);
     let announce = CheckpointAnnounce {
         version: WIRE_VERSION,
@@ -399,6 +422,7 @@ async fn handle_candidate(
         object,
         bytes: stored.bytes,
         object_digest: stored.digest,
+        catch_up,
         sampling: p.sampling.clone(),
         created_at_ms: now_ms(),
     };
@@ -412,8 +436,76 @@ async fn handle_candidate(
     Ok(None)
 }
 
+/// Bytes of the deltas announced after anchor `anchor_seq` (what a late joiner's chain costs
+/// besides the anchor).
+fn chain_bytes_after(announced: &[CheckpointAnnounce], anchor_seq: u64) -> u64 {
+    announced
+        .iter()
+        .filter(|a| a.seq > anchor_seq)
+        .map(|a| a.bytes)
+        .sum()
+}
+
+/// Encode and store the cumulative delta anchor → `weights` for checkpoint `seq`, if it is
+/// smaller than the chain it replaces (`chain_bytes`). It is optional: on any failure the
+/// checkpoint is announced without one and late joiners walk the chain.
+async fn publish_catch_up(
+    p: &Pipeline,
+    anchor_seq: u64,
+    seq: u64,
+    hex: &str,
+    weights: &Arc<WeightSet>,
+    chain_bytes: u64,
+) -> Option<CatchUpDelta> {
+    let known = p.anchor.lock().expect("anchor lock").clone();
+    let anchor = match known {
+        Some((s, w)) if s == anchor_seq => w,
+        // After a restart: the anchor is loaded back from the store, digest-checked.
+        _ => match p.book.load_seq(anchor_seq).await {
+            Ok(c) => {
+                *p.anchor.lock().expect("anchor lock") = Some((anchor_seq, c.weights.0.clone()));
+                c.weights.0
+            }
+            Err(e) => {
+                tracing::warn!(seq, anchor_seq, error = %e, "anchor not loadable; no catch-up delta");
+                return None;
+            }
+        },
+    };
+    let new = weights.clone();
+    let bytes = match blocking(move || Ok(encode_delta(&anchor, &new)?)).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!(seq, error = %e, "catch-up delta not encodable");
+            return None;
+        }
+    };
+    if bytes.len() as u64 >= chain_bytes {
+        tracing::info!(
+            seq,
+            bytes = bytes.len(),
+            chain_bytes,
+            "catch-up delta not smaller than the chain; not published"
+        );
+        return None;
+    }
+    let object = subj::catch_up_object(seq, hex);
+    match put_bytes(p.book.store().as_ref(), &object, bytes).await {
+        Ok(stored) => Some(CatchUpDelta {
+            object,
+            bytes: stored.bytes,
+            object_digest: stored.digest,
+        }),
+        Err(e) => {
+            tracing::warn!(seq, %object, error = %e, "catch-up delta not stored");
+            None
+        }
+    }
+}
+
 /// Objects no longer needed: everything announced before the `keep_anchors`-th newest full
-/// anchor (the deltas after a kept anchor only depend on that anchor and each other).
+/// anchor (the deltas after a kept anchor only depend on that anchor and each other), with
+/// their catch-up deltas.
 pub fn retention_plan(announced: &[CheckpointAnnounce], keep_anchors: usize) -> Vec<String> {
     let anchors: Vec<u64> = announced
         .iter()
@@ -427,7 +519,9 @@ pub fn retention_plan(announced: &[CheckpointAnnounce], keep_anchors: usize) -> 
     announced
         .iter()
         .filter(|a| a.seq < oldest_kept)
-        .map(|a| a.object.clone())
+        .flat_map(|a| {
+            std::iter::once(a.object.clone()).chain(a.catch_up.as_ref().map(|c| c.object.clone()))
+        })
         .collect()
 }
 
@@ -452,6 +546,7 @@ mod tests {
             object: format!("o{seq}"),
             bytes: 1,
             object_digest: Hash32::default(),
+            catch_up: None,
             sampling: SamplingSpec::default(),
             created_at_ms: 0,
         }

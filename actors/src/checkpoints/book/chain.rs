@@ -16,7 +16,7 @@ type ChainStep = (CheckpointAnnounce, Option<SharedWeights>);
 impl CheckpointBook {
     /// The chain of announcements from the nearest loaded checkpoint (or the full anchor)
     /// to the one with weight digest `digest`, oldest first.
-    fn chain_to(
+    pub(super) fn chain_to(
         &self,
         digest: Hash32,
         anchor: Hash32,
