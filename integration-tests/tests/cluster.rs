@@ -242,6 +242,7 @@ async fn assert_replicas(bus: &Bus, replicas: usize) {
     names.extend([
         format!("KV_{}", subj::KV_CLOCK),
         format!("KV_{}", subj::KV_STATE),
+        format!("KV_{}", subj::KV_LEDGER),
         format!("OBJ_{}", subj::OBJECTS_CHECKPOINTS),
     ]);
     for name in names {
