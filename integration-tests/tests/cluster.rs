@@ -64,9 +64,6 @@ enum Expect {
     EachDecided,
     /// No group decided twice or against another verdict; some may still lack one.
     NoConflict,
-    /// As `EachDecided`, but a scorer restarted by the partition may publish a window twice
-    /// with different counts (a known issue, reported, see OPERATIONS "Known issue").
-    EachDecidedScorerRepeats,
 }
 
 /// Groups of windows `..=upto`: stored, accepted, rejected as provably late, without verdict.
@@ -150,9 +147,7 @@ async fn assert_groups_counted_once(
                 .is_some_and(|d| v[0].server_ts_ms > *d);
         match (v[0].accepted, late, expect) {
             (true, ..) => tally.accepted += 1,
-            (false, true, Expect::EachDecided | Expect::EachDecidedScorerRepeats) => {
-                tally.late += 1
-            }
+            (false, true, Expect::EachDecided) => tally.late += 1,
             _ => panic!("honest group {key:?} rejected: {:?}", v[0]),
         }
     }
@@ -193,13 +188,6 @@ async fn assert_groups_counted_once(
         tally.late_for_scoring += missing as usize;
         let key = (mv.window, mv.miner.clone());
         if let Some(before) = counted.insert(key, mv.groups_accepted) {
-            if expect == Expect::EachDecidedScorerRepeats {
-                eprintln!(
-                    "KNOWN ISSUE: window {}: {} scored twice ({before}, then {})",
-                    mv.window, mv.miner, mv.groups_accepted
-                );
-                continue;
-            }
             assert_eq!(
                 before, mv.groups_accepted,
                 "window {}: {} scored twice, differently",
@@ -544,6 +532,6 @@ fn an_isolated_node_does_not_split_the_network_decisions() {
             "{}",
             summary(&b2).await
         );
-        assert_groups_counted_once(&b2, &b1, &miners, upto, Expect::EachDecidedScorerRepeats).await;
+        assert_groups_counted_once(&b2, &b1, &miners, upto, Expect::EachDecided).await;
     });
 }

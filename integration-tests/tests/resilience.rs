@@ -439,3 +439,81 @@ fn an_outage_across_the_deadline_costs_an_honest_miner_nothing() {
         assert!(weight.is_some_and(|x| x > 0.0), "weight {weight:?}");
     });
 }
+
+#[test]
+fn a_scorer_restarted_without_its_record_publishes_no_window_twice() {
+    let nats = TestNats::start();
+    actix_rt::System::new().block_on(async {
+        let bus = nats.bus().await;
+        start_clock(&bus, WINDOW_MS);
+        let miner = start_miner(role_ctx(&bus, "miner", "miner-0"), 2, 1, |_| structural());
+        start_verifier(
+            role_ctx(&bus, "verifier", "verifier-0"),
+            2,
+            Duration::from_secs(4),
+            |_| Box::new(StructuralVerifier),
+        );
+        let published = || async {
+            stream_messages::<Weights>(&bus, subj::STREAM_WEIGHTS, "grail.weights.")
+                .await
+                .iter()
+                .map(|w| w.window)
+                .max()
+                .unwrap_or(0)
+        };
+        let scorer = Process::spawn(nats.url(), start_scorer);
+        assert!(
+            eventually_async(Duration::from_secs(60), || async { published().await >= 3 }).await,
+            "the scorer never published window 3"
+        );
+        scorer.kill();
+        // The restart lost the scorer's `last_window` record (as when the KV write failed
+        // during a failover) ...
+        let kv = bus.js.get_key_value(subj::KV_STATE).await.unwrap();
+        kv.delete(messages::bus_permissions::KV_SCORER_LAST_WINDOW)
+            .await
+            .unwrap();
+        // ... and a verdict for an already published window was stored since, so the replay
+        // now counts that window differently from what was published.
+        let w = 2;
+        let mut late = stored_verdicts(&bus)
+            .await
+            .into_iter()
+            .find(|(k, v)| k.0 == w && k.1 == miner && v[0].accepted)
+            .expect("an accepting verdict of window 2")
+            .1
+            .remove(0);
+        late.group_index = 99;
+        bus.publish_durable(
+            "test",
+            subj::group_verdict(w, &miner),
+            late,
+            &role_identity("verifier"),
+            Default::default(),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+        let before = published().await;
+        let scorer = Process::spawn(nats.url(), start_scorer);
+        assert!(
+            eventually_async(Duration::from_secs(60), || async {
+                published().await >= before + 2
+            })
+            .await,
+            "the restarted scorer stopped publishing"
+        );
+        scorer.kill();
+        for (stream, filter) in [
+            (subj::STREAM_WEIGHTS, subj::WEIGHTS_ALL),
+            (subj::STREAM_VERDICTS, subj::VERDICT_MINER_ALL),
+        ] {
+            let counts = actors::bus::subject_counts(&bus.js, stream, filter)
+                .await
+                .unwrap();
+            assert!(counts.len() as u64 > before, "{counts:?}");
+            let twice: Vec<_> = counts.iter().filter(|(_, n)| *n > 1).collect();
+            assert!(twice.is_empty(), "published twice: {twice:?}");
+        }
+    });
+}

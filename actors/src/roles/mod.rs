@@ -7,6 +7,7 @@ pub mod evaluator;
 pub mod miner;
 pub mod publisher;
 pub mod scorer;
+pub mod scorer_record;
 pub mod trainer;
 pub mod trainer_batch;
 pub mod verifier;

@@ -7,7 +7,7 @@
 //! once window W+1 has closed — a full window of grace for verification. Finalised windows
 //! are remembered in KV so a restart does not publish twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
@@ -27,6 +27,8 @@ use crate::role::{RoleCtx, RoleFuture, RoleLoop};
 use crate::shutdown::ShutdownSignal;
 use crate::task::OwnedTask;
 use crate::windows::{follow_clock, WindowBook};
+
+use super::scorer_record;
 
 #[derive(Default, Debug, Clone)]
 pub struct MinerTally {
@@ -238,7 +240,8 @@ impl Scorer {
     }
 }
 
-const LAST_KEY: &str = "scorer.last_window";
+/// The last finalised window (a shortcut; the streams are the record, see `scorer_record`).
+const LAST_KEY: &str = messages::bus_permissions::KV_SCORER_LAST_WINDOW;
 
 impl RoleLoop for Scorer {
     fn run(&self, _shutdown: ShutdownSignal) -> RoleFuture {
@@ -326,11 +329,28 @@ impl RoleLoop for Scorer {
                     if window > last_final && !verdicts_read(&ctx.bus.js, window, read_upto).await {
                         break; // the later windows wait too: they finalise in order
                     }
+                    // The streams, not the KV record, say what was published (see
+                    // `scorer_record`); unreadable now: wait, as for the verdicts.
+                    let stored = if window > last_final {
+                        match scorer_record::stored(&ctx.bus, window).await {
+                            Some(stored) => Some(stored),
+                            None => break,
+                        }
+                    } else {
+                        None
+                    };
                     let done = scores.finalise(window, &cfg);
-                    if window <= last_final {
+                    let Some(stored) = stored else {
                         continue; // published before a restart; history rebuilt, nothing to send
+                    };
+                    if stored.weights {
+                        tracing::warn!(
+                            window,
+                            "window {window}'s weights are already stored (a restart lost the `{LAST_KEY}` record): not publishing it again"
+                        );
+                    } else {
+                        publish_window(&ctx, &cfg, window, done, &stored.miner_verdicts).await?;
                     }
-                    publish_window(&ctx, &cfg, window, done).await?;
                     kv.put(LAST_KEY, Bytes::from(window.to_string()))
                         .await
                         .map_err(|e| anyhow::anyhow!("saving {LAST_KEY}: {e}"))?;
@@ -369,6 +389,7 @@ async fn publish_window(
     cfg: &ScorerConfig,
     window: u64,
     closed: Finalised,
+    already_stored: &HashSet<String>,
 ) -> anyhow::Result<()> {
     let Finalised {
         tallies,
@@ -379,45 +400,55 @@ async fn publish_window(
     let m = ctx.metrics();
     let scoring_started = std::time::Instant::now();
     let me = &me;
-    let publishes = tallies.into_iter().map(|(miner, tally)| {
-        let (passed, reason, _) = tally.outcome(&cfg.soft);
-        let result = if passed { "passed" } else { "failed" };
-        m.miner_verdicts
-            .with_label_values(&[result, reason.map_or("none", |c| c.as_str())])
-            .inc();
-        let verdict = MinerWindowVerdict {
-            version: WIRE_VERSION,
+    if !already_stored.is_empty() {
+        tracing::warn!(
             window,
-            miner: miner.clone(),
-            verifier: me.clone(),
-            passed,
-            reason,
-            groups_seen: tally.groups.len() as u32,
-            groups_accepted: tally.groups.values().filter(|v| v.accepted).count() as u32,
-            unique_rollouts: tally.groups.values().map(|v| v.unique_rollouts).sum(),
-            signal_groups: tally.groups.values().filter(|v| v.learning_signal).count() as u32,
-        };
-        let meta = MsgMeta {
-            window: Some(window),
-            miner: Some(miner.clone()),
-            msg_id: Some(subj::content_msg_id(
-                MinerWindowVerdict::KIND,
-                &payload_digest(&verdict),
-            )),
-        };
-        async move {
-            ctx.bus
-                .publish_durable(
-                    "scorer",
-                    subj::miner_verdict(window, &miner),
-                    verdict,
-                    &ctx.identity,
-                    meta,
-                    Duration::from_secs(30),
-                )
-                .await
-        }
-    });
+            stored = already_stored.len(),
+            "window {window} was partly published before a restart: its stored miner verdicts are not sent again"
+        );
+    }
+    let publishes = tallies
+        .into_iter()
+        .filter(|(miner, _)| !already_stored.contains(miner))
+        .map(|(miner, tally)| {
+            let (passed, reason, _) = tally.outcome(&cfg.soft);
+            let result = if passed { "passed" } else { "failed" };
+            m.miner_verdicts
+                .with_label_values(&[result, reason.map_or("none", |c| c.as_str())])
+                .inc();
+            let verdict = MinerWindowVerdict {
+                version: WIRE_VERSION,
+                window,
+                miner: miner.clone(),
+                verifier: me.clone(),
+                passed,
+                reason,
+                groups_seen: tally.groups.len() as u32,
+                groups_accepted: tally.groups.values().filter(|v| v.accepted).count() as u32,
+                unique_rollouts: tally.groups.values().map(|v| v.unique_rollouts).sum(),
+                signal_groups: tally.groups.values().filter(|v| v.learning_signal).count() as u32,
+            };
+            let meta = MsgMeta {
+                window: Some(window),
+                miner: Some(miner.clone()),
+                msg_id: Some(subj::content_msg_id(
+                    MinerWindowVerdict::KIND,
+                    &payload_digest(&verdict),
+                )),
+            };
+            async move {
+                ctx.bus
+                    .publish_durable(
+                        "scorer",
+                        subj::miner_verdict(window, &miner),
+                        verdict,
+                        &ctx.identity,
+                        meta,
+                        Duration::from_secs(30),
+                    )
+                    .await
+            }
+        });
     // Many acks outstanding at once: one at a time made the fold cost a round trip per miner
     // (~0.4 ms on one node, ~1 ms on R3: 3 s a window for 3,000 keys, docs/BENCHMARKS.md).
     // Weights still go out only after every miner verdict is stored.
