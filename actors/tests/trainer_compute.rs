@@ -220,6 +220,74 @@ fn a_crashed_trainer_resumes_its_f32_master_weights_under_bf16_publishing() {
     );
 }
 
+/// bf16 publishing at a small lr: one AdamW step moves every weight by ~lr, far below half a
+/// bf16 ulp, so round-to-nearest publishes the base again (miners would sample the old policy)
+/// while dithered rounding (the default) publishes a changed checkpoint, deterministically.
+#[test]
+fn dithered_rounding_publishes_sub_ulp_steps_that_nearest_rounding_hides() {
+    use policy::checkpoint::Rounding;
+    let (_dir, m) = tiny();
+    let published = checkpoint::cast_floats(&base_weights(&m), candle_core::DType::BF16).unwrap();
+    let base = checkpoint_of(published, 0);
+    let groups: Vec<RolloutGroup> = (0..2).map(|s| group(&m, &m.model, s, 1)).collect();
+    let job = TrainJob {
+        window: 1,
+        groups,
+        base: Some(base.clone()),
+    };
+    // Elements of the published checkpoint that differ from the base, among weights with
+    // |w| >= 0.01, where half a bf16 ulp (>= 3e-5) is far above a step of ~1e-6.
+    let changed = |w: &WeightSet| -> usize {
+        w.iter()
+            .map(|(name, t)| {
+                let f32s = |t: &candle_core::Tensor| {
+                    t.flatten_all()
+                        .and_then(|t| t.to_dtype(candle_core::DType::F32))
+                        .and_then(|t| t.to_vec1::<f32>())
+                        .unwrap()
+                };
+                let (a, b) = (f32s(t), f32s(&base.weights.0[name]));
+                a.iter()
+                    .zip(&b)
+                    .filter(|(x, y)| y.abs() >= 0.01 && x != y)
+                    .count()
+            })
+            .sum()
+    };
+    let train = |rounding| {
+        let opts = TrainerOptions {
+            rounding,
+            ..options(1e-6)
+        };
+        let mut t = GrpoTrainerCompute::new(m.config.clone(), m.pad_id, opts);
+        let out = t.train(&job).unwrap();
+        assert!(out.steps > 0, "the job trained");
+        (*out.weights.unwrap().0).clone()
+    };
+    let total: usize = base.weights.0.values().map(|t| t.elem_count()).sum();
+    let nearest = changed(&train(Rounding::Nearest));
+    let dithered = train(Rounding::Dithered);
+    let moved = changed(&dithered);
+    eprintln!(
+        "of {total} weights, changed by one step at lr 1e-6: nearest {nearest}, dithered {moved}"
+    );
+    // Only weights so small that 1e-6 is half their ulp move under nearest rounding.
+    assert!(
+        moved > 10 * nearest.max(1),
+        "nearest {nearest}, dithered {moved}"
+    );
+    assert!(
+        moved < total / 4,
+        "still a sparse delta: {moved} of {total}"
+    );
+    let digest = |w: &WeightSet| checkpoint::digest(w).unwrap();
+    assert_eq!(
+        digest(&dithered),
+        digest(&train(Rounding::Dithered)),
+        "deterministic"
+    );
+}
+
 #[test]
 fn grpo_on_arith_raises_the_mean_reward() {
     let (_dir, m) = tiny();

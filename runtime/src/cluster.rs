@@ -262,6 +262,7 @@ async fn build_role(
                     dtype: base.dtype,
                     device: base.device.clone(),
                     state_path: Some(trainer_state_path(cfg)?),
+                    rounding: cfg.checkpoints.rounding,
                 };
                 let pool = WorkerPool::start(
                     // One trainer thread: the optimizer state is not shared between workers.

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use candle_core::{DType, Device, Tensor};
 use messages::{Hash32, RolloutGroup};
-use policy::checkpoint::{self, CheckpointError, WeightSet};
+use policy::checkpoint::{self, CheckpointError, Rounding, WeightSet};
 use policy::grpo::{GrpoConfig, GrpoSample, GrpoTrainer};
 use policy::train_state::{load_train_state, save_train_state, train_state_head};
 use policy::{ModelConfig, PolicyError};
@@ -36,8 +36,8 @@ pub enum TrainError {
     },
     #[error("GRPO step: {0}")]
     Step(#[source] PolicyError),
-    #[error("copying the trained weights to the CPU: {0}")]
-    Snapshot(#[source] candle_core::Error),
+    #[error("copying the trained weights to the CPU in the checkpoint's dtype: {0}")]
+    Snapshot(#[source] CheckpointError),
     #[error("digest of the trained weights: {0}")]
     Digest(#[source] CheckpointError),
 }
@@ -73,6 +73,8 @@ pub struct TrainerOptions {
     /// Where the private f32 master weights and optimizer state are kept (None: not kept; a
     /// restart begins from the published weights).
     pub state_path: Option<std::path::PathBuf>,
+    /// How master weights are rounded into a bf16 checkpoint.
+    pub rounding: Rounding,
 }
 
 impl Default for TrainerOptions {
@@ -84,6 +86,7 @@ impl Default for TrainerOptions {
             dtype: DType::F32,
             device: Device::Cpu,
             state_path: None,
+            rounding: Rounding::default(),
         }
     }
 }
@@ -178,14 +181,16 @@ impl GrpoTrainerCompute {
     }
 
     /// A detached CPU copy of the trainer's weights in the base checkpoint's dtypes.
-    fn snapshot(trainer: &GrpoTrainer, like: &WeightSet) -> Result<WeightSet, TrainError> {
+    fn snapshot(
+        trainer: &GrpoTrainer,
+        like: &WeightSet,
+        rounding: Rounding,
+    ) -> Result<WeightSet, TrainError> {
         let mut out = WeightSet::new();
         for (name, t) in trainer.weights() {
             let dtype = like.get(&name).map(|b| b.dtype()).unwrap_or(DType::F32);
-            let t = t
-                .to_device(&Device::Cpu)
-                .and_then(|t| t.to_dtype(dtype))
-                .and_then(|t| t.copy())
+            let t = rounding
+                .cast(&name, &t, dtype)
                 .map_err(TrainError::Snapshot)?;
             out.insert(name, t);
         }
@@ -258,7 +263,7 @@ impl TrainerCompute for GrpoTrainerCompute {
         if taken == 0 {
             return Ok(report);
         }
-        let weights = Self::snapshot(&live.trainer, &base.weights.0)?;
+        let weights = Self::snapshot(&live.trainer, &base.weights.0, self.opts.rounding)?;
         let digest = Hash32::from(checkpoint::digest(&weights).map_err(TrainError::Digest)?);
         report.trained_from = Some(live.head);
         live.lineage.insert(digest);

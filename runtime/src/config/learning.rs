@@ -134,6 +134,9 @@ pub struct CheckpointsSection {
     /// `"f32"`, or `"auto"` (bf16 for a model file, f32 for the tiny model). The trainer keeps
     /// f32 master weights either way.
     pub dtype: PublishDtype,
+    /// How the trainer's f32 master weights are rounded into a bf16 checkpoint: `"dithered"`
+    /// (default; updates below half a bf16 ulp still reach miners, on average) or `"nearest"`.
+    pub rounding: policy::checkpoint::Rounding,
 }
 
 /// `[checkpoints] dtype`.
@@ -169,6 +172,7 @@ impl Default for CheckpointsSection {
             publisher: String::new(),
             trainer: String::new(),
             dtype: PublishDtype::Auto,
+            rounding: Default::default(),
         }
     }
 }
