@@ -173,7 +173,7 @@ impl Bus {
                     tracing::info!(event = %event, "nats event");
                 }
             })
-            .connect(url)
+            .connect(server_addrs(url)?)
             .await
             .map_err(|source| BusError::Connect {
                 url: url.to_string(),
@@ -370,6 +370,28 @@ impl Bus {
             tracing::warn!(role, reason = refusal.reason(), signer = refusal.signer().unwrap_or("-"), error = %refusal, "refused incoming message (further refusals of this signer for this reason are only counted)");
         }
     }
+}
+
+/// The servers of a `[nats] url`: one URL, or several comma-separated (the nodes of a
+/// cluster). The client starts on whichever answers and learns the rest from the server, so
+/// a process starts even while the first node listed is down.
+pub fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, BusError> {
+    let parse_error =
+        |u: &str, source: Box<dyn std::error::Error + Send + Sync>| BusError::Connect {
+            url: u.to_string(),
+            source: async_nats::ConnectError::with_source(
+                async_nats::ConnectErrorKind::ServerParse,
+                source,
+            ),
+        };
+    if url.split(',').all(|u| u.trim().is_empty()) {
+        return Err(parse_error(url, "no server URL".into()));
+    }
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.parse().map_err(|e| parse_error(u, Box::new(e))))
+        .collect()
 }
 
 /// The JetStream server timestamp of a message in unix milliseconds: submission time is

@@ -517,3 +517,25 @@ fn a_scorer_restarted_without_its_record_publishes_no_window_twice() {
         }
     });
 }
+
+#[test]
+fn a_url_list_connects_while_its_first_node_is_down() {
+    let nats = TestNats::start();
+    actix_rt::System::new().block_on(async {
+        // Port 1 on loopback refuses at once: the node listed first is down at start.
+        let list = format!("nats://127.0.0.1:1, {}", nats.url());
+        let bus = connect(&list).await;
+        tokio::time::timeout(Duration::from_secs(30), bus.client.flush())
+            .await
+            .expect("connected to the live node within 30 s")
+            .expect("flush");
+        let info = bus.client.server_info();
+        assert!(
+            nats.url().ends_with(&format!(":{}", info.port)),
+            "connected to {}:{}, not {}",
+            info.host,
+            info.port,
+            nats.url()
+        );
+    });
+}

@@ -100,7 +100,8 @@ impl Default for ClusterSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsSection {
-    /// NATS URL; when absent, `grail up` starts a private embedded nats-server.
+    /// NATS URL, or comma-separated URLs of a cluster's nodes; when absent, `grail up` starts
+    /// a private embedded nats-server.
     pub url: Option<String>,
     /// Largest message the embedded server and every role accept.
     pub max_message_bytes: usize,
@@ -391,11 +392,11 @@ impl ClusterConfig {
             ));
         }
         if let Some(url) = &self.nats.url {
-            if !(url.starts_with("nats://") || url.starts_with("tls://") || url.contains(':')) {
+            if let Err(e) = actors::bus::server_addrs(url) {
                 return Err(self.invalid(
                     "nats.url",
-                    format!("{url:?} is not a NATS URL"),
-                    "use nats://HOST:PORT, or remove the key to run an embedded server",
+                    format!("{url:?} is not a NATS URL or comma-separated list of them ({e})"),
+                    "use nats://HOST:PORT (several, comma-separated, for the nodes of a cluster), or remove the key to run an embedded server",
                 ));
             }
         }
@@ -621,6 +622,21 @@ mod tests {
         let c = ClusterConfig::load(&path).unwrap();
         assert_eq!(c.env.id, "gsm8k");
         assert_eq!(c.sampling.max_new_tokens, 256);
+    }
+
+    #[test]
+    fn nats_url_takes_one_url_or_a_cluster_list() {
+        let c =
+            parse("[nats]\nurl = \"nats://10.0.0.1:4222, nats://10.0.0.2:4222,10.0.0.3:4222\"\n")
+                .unwrap();
+        let addrs = actors::bus::server_addrs(c.nats.url.as_deref().unwrap()).unwrap();
+        assert_eq!(addrs.len(), 3);
+        for bad in [" , ", "nats://a:4222,nats://b:notaport"] {
+            let e = parse(&format!("[nats]\nurl = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("nats.url") && e.contains("fix:"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -135,7 +135,19 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
         .windows
         .or(Some(cfg.cluster.windows))
         .filter(|w| *w > 0);
-    let progress = actix_rt::spawn(crate::progress::show_progress(bus.clone(), limit));
+    // The console's window lines come from core subscriptions to the network's subjects,
+    // which only the admin identity may make on an authenticated bus: a role started alone
+    // there keeps to its own logs (they were "Permissions Violation for Subscription" lines).
+    let console = opts.only_role.is_none() || !buses.authenticated();
+    let progress = if console {
+        actix_rt::spawn(crate::progress::show_progress(bus.clone(), limit))
+    } else {
+        if opts.windows.is_some() {
+            tracing::warn!("--windows is ignored by a role started alone on an authenticated bus (it cannot see the weights); stop it with Ctrl-C or SIGTERM");
+        }
+        println!("grail: window lines are shown by the process that runs every role, or by `grail tail --config <cluster.toml> 'grail.weights.>'` (admin credentials)");
+        actix_rt::spawn(futures::future::pending::<anyhow::Result<()>>())
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => println!("interrupted; shutting down"),
@@ -190,7 +202,10 @@ pub async fn tail(
     from_stream: bool,
     limit: usize,
 ) -> anyhow::Result<()> {
-    let client = creds.connect_options()?.connect(url).await?;
+    let client = creds
+        .connect_options()?
+        .connect(actors::bus::server_addrs(url)?)
+        .await?;
     let mut printed = 0usize;
     let mut print = |subject: &str, payload: &[u8]| {
         let decoded = messages::envelope::to_json(payload, messages::DEFAULT_MAX_MESSAGE_BYTES);

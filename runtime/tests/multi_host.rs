@@ -518,4 +518,23 @@ fn one_binary_and_config_across_hosts_survive_a_cut_link() {
         Err(e) => panic!("{e}{}", hosts.logs("")),
     }
     hosts.link(2, true);
+    // Every role process ran on its own credentials and never asked for what they deny (a
+    // role alone used to subscribe to the console's subjects: 5 violations per process).
+    let denied: Vec<String> = hosts
+        .children
+        .iter()
+        .filter(|c| !c.0.starts_with("nats"))
+        .filter_map(|(name, _, log)| {
+            let n = std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .matches("Permissions Violation")
+                .count();
+            (n > 0).then(|| format!("{name}: {n}"))
+        })
+        .collect();
+    assert!(
+        denied.is_empty(),
+        "permission violations in role logs: {denied:?}{}",
+        hosts.logs("")
+    );
 }

@@ -347,7 +347,7 @@ pub async fn spawn(
         .name("grail-gatekeeper")
         .retry_on_initial_connect()
         .max_reconnects(None)
-        .connect(url)
+        .connect(actors::bus::server_addrs(url)?)
         .await
         .map_err(|e| anyhow::anyhow!("gatekeeper cannot connect to {url}: {e}"))?;
     let keeper = Arc::new(Gatekeeper::new(cfg, issuer, metrics));
