@@ -535,3 +535,38 @@ fn an_isolated_node_does_not_split_the_network_decisions() {
         assert_groups_counted_once(&b2, &b1, &miners, upto, Expect::EachDecided).await;
     });
 }
+
+/// A role started alone while its NATS cluster cannot answer for JetStream (two of three
+/// nodes down: no meta leader) waits for it instead of exiting; a missing item fails at once.
+#[test]
+fn a_role_started_while_the_cluster_has_no_leader_waits_for_it() {
+    use grail_runtime::streams::check_patiently;
+    let cluster = TestCluster::start(3);
+    actix_rt::System::new().block_on(async {
+        let fresh = connect(cluster.url(0)).await;
+        let missing = check_patiently(&fresh.js, None, Duration::from_secs(60))
+            .await
+            .expect_err("no topology yet");
+        assert!(!missing.unavailable, "a missing stream is not waited for: {missing}");
+
+        let _admin = cluster.bus(0, 3).await;
+        cluster.kill(1);
+        cluster.kill(2);
+        let bus = connect(cluster.url(0)).await;
+        let waiting = actix_rt::spawn(async move {
+            check_patiently(&bus.js, None, Duration::from_secs(120)).await
+        });
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert!(
+            !waiting.is_finished(),
+            "gave up while the cluster had no JetStream leader: {:?}",
+            waiting.await
+        );
+        cluster.restart(1);
+        cluster.restart(2);
+        waiting
+            .await
+            .expect("task")
+            .expect("the topology is found once the cluster answers");
+    });
+}

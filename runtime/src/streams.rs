@@ -337,11 +337,82 @@ pub async fn ensure_consumers(js: &jetstream::Context) -> Result<Vec<String>, To
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("the JetStream topology is incomplete: {what} {name}: {detail} (run `grail streams --config FILE` once with the admin credentials, or start `grail up`, which creates it)")]
+#[error("the JetStream topology is incomplete: {what} {name}: {source} (run `grail streams --config FILE` once with the admin credentials, or start `grail up`, which creates it)")]
 pub struct TopologyMissing {
     pub what: &'static str,
     pub name: String,
-    pub detail: String,
+    /// The cluster could not answer yet (no JetStream leader elected, the request went
+    /// unanswered): worth waiting for, unlike an item that is not there.
+    pub unavailable: bool,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl TopologyMissing {
+    fn of(
+        what: &'static str,
+        name: &str,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            what,
+            name: name.to_string(),
+            unavailable: not_answered(&e),
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Whether `e` (or an error it wraps) says JetStream did not answer, rather than that the
+/// item is missing: a request without a reply (a cluster still electing its meta leader
+/// answers nothing) or "cluster not available" (10008).
+fn not_answered(e: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind};
+    use async_nats::jetstream::{Error as ApiError, ErrorCode};
+    let unavailable = |code: ErrorCode| code == ErrorCode::CLUSTER_NOT_AVAILABLE;
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(g) = err.downcast_ref::<GetStreamError>() {
+            return match g.kind() {
+                GetStreamErrorKind::Request => true,
+                GetStreamErrorKind::JetStream(api) => unavailable(api.error_code()),
+                _ => false,
+            };
+        }
+        if let Some(api) = err.downcast_ref::<ApiError>() {
+            return unavailable(api.error_code());
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// What a role started alone checks: a miner or evaluator [`check_for_miner`], another
+/// operator identity [`check_readable`], no identity (an unauthenticated bus) [`check`]. A role
+/// may start while its NATS cluster still elects a JetStream leader (a farm booting, nodes
+/// restarting), so while JetStream does not answer it waits, up to `wait`, instead of exiting;
+/// a missing item fails at once.
+pub async fn check_patiently(
+    js: &jetstream::Context,
+    identity: Option<&messages::bus_permissions::BusIdentity>,
+    wait: Duration,
+) -> Result<(), TopologyMissing> {
+    use messages::bus_permissions::BusIdentity;
+    let started = std::time::Instant::now();
+    loop {
+        let checked = match identity {
+            Some(BusIdentity::Miner(_) | BusIdentity::Evaluator) => check_for_miner(js).await,
+            Some(identity) => check_readable(js, identity).await,
+            None => check(js).await,
+        };
+        match checked {
+            Err(e) if e.unavailable && started.elapsed() < wait => {
+                tracing::warn!(error = %e, "JetStream does not answer yet (is the NATS cluster electing a leader?); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            checked => return checked,
+        }
+    }
 }
 
 /// Check, without changing anything, that every stream, KV bucket and the object store
@@ -375,31 +446,21 @@ pub async fn check_readable(
         .filter(|name| readable(name))
         .collect();
     for name in &streams {
-        js.get_stream(*name).await.map_err(|e| TopologyMissing {
-            what: "stream",
-            name: name.to_string(),
-            detail: e.to_string(),
-        })?;
+        js.get_stream(*name)
+            .await
+            .map_err(|e| TopologyMissing::of("stream", name, e))?;
     }
     for bucket in [subj::KV_CLOCK, subj::KV_STATE, subj::KV_LEDGER] {
         if readable(&format!("KV_{bucket}")) {
             js.get_key_value(bucket)
                 .await
-                .map_err(|e| TopologyMissing {
-                    what: "kv bucket",
-                    name: bucket.to_string(),
-                    detail: e.to_string(),
-                })?;
+                .map_err(|e| TopologyMissing::of("kv bucket", bucket, e))?;
         }
     }
     if readable(&format!("OBJ_{}", subj::OBJECTS_CHECKPOINTS)) {
         js.get_object_store(subj::OBJECTS_CHECKPOINTS)
             .await
-            .map_err(|e| TopologyMissing {
-                what: "object store",
-                name: subj::OBJECTS_CHECKPOINTS.to_string(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| TopologyMissing::of("object store", subj::OBJECTS_CHECKPOINTS, e))?;
     }
     Ok(())
 }
@@ -409,18 +470,10 @@ async fn check_some(
     streams: &[&str],
     kv: bool,
 ) -> Result<(), TopologyMissing> {
-    let missing = |what: &'static str, name: &str| {
-        let name = name.to_string();
-        move |e: &dyn std::fmt::Display| TopologyMissing {
-            what,
-            name,
-            detail: e.to_string(),
-        }
-    };
     for name in streams {
         js.get_stream(*name)
             .await
-            .map_err(|e| missing("stream", name)(&e))?;
+            .map_err(|e| TopologyMissing::of("stream", name, e))?;
     }
     let buckets: &[&str] = if kv {
         &[subj::KV_CLOCK, subj::KV_STATE, subj::KV_LEDGER]
@@ -430,10 +483,10 @@ async fn check_some(
     for bucket in buckets {
         js.get_key_value(*bucket)
             .await
-            .map_err(|e| missing("kv bucket", bucket)(&e))?;
+            .map_err(|e| TopologyMissing::of("kv bucket", bucket, e))?;
     }
     js.get_object_store(subj::OBJECTS_CHECKPOINTS)
         .await
-        .map_err(|e| missing("object store", subj::OBJECTS_CHECKPOINTS)(&e))?;
+        .map_err(|e| TopologyMissing::of("object store", subj::OBJECTS_CHECKPOINTS, e))?;
     Ok(())
 }

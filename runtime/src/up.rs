@@ -3,6 +3,7 @@
 //! everything down on Ctrl-C, SIGTERM or after `--windows N`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actors::bus::Bus;
 use actors::metrics::Metrics;
@@ -81,6 +82,9 @@ pub fn run(cfg: ClusterConfig, opts: UpOptions) -> anyhow::Result<()> {
     result
 }
 
+/// How long a role started alone waits for JetStream to answer its topology check.
+const TOPOLOGY_WAIT: Duration = Duration::from_secs(120);
+
 async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow::Result<()> {
     let metrics = crate::metrics_server::process_metrics();
     // One connection per role identity (one shared connection when the bus has no auth).
@@ -94,16 +98,14 @@ async fn run_system(cfg: ClusterConfig, opts: UpOptions, url: String) -> anyhow:
     if opts.only_role.is_none() || !buses.authenticated() {
         ensure(&bus.client, &bus.js, &TopologyConfig::of(&cfg)).await?;
         crate::streams::ensure_consumers(&bus.js).await?;
-    } else if matches!(opts.only_role, Some(Role::Miner | Role::Evaluator)) {
-        crate::streams::check_for_miner(&bus.js).await?;
-    } else if let Some(identity) = opts
-        .only_role
-        .and_then(|r| messages::bus_permissions::BusIdentity::operator(r.as_str()))
-    {
-        // Only what this role's credentials may read (a clock may not look at the rollouts).
-        crate::streams::check_readable(&bus.js, &identity).await?;
     } else {
-        crate::streams::check(&bus.js).await?;
+        use messages::bus_permissions::BusIdentity;
+        let identity = match opts.only_role {
+            Some(Role::Miner) => Some(BusIdentity::Miner(String::new())),
+            Some(role) => BusIdentity::operator(role.as_str()),
+            None => None,
+        };
+        crate::streams::check_patiently(&bus.js, identity.as_ref(), TOPOLOGY_WAIT).await?;
     }
     // `grail up` (every role) signs the manifest as the owner; a single role only pins it.
     let signs = opts.only_role.is_none();
