@@ -547,7 +547,10 @@ fn a_role_started_while_the_cluster_has_no_leader_waits_for_it() {
         let missing = check_patiently(&fresh.js, None, Duration::from_secs(60))
             .await
             .expect_err("no topology yet");
-        assert!(!missing.unavailable, "a missing stream is not waited for: {missing}");
+        assert!(
+            !missing.unavailable,
+            "a missing stream is not waited for: {missing}"
+        );
 
         let _admin = cluster.bus(0, 3).await;
         cluster.kill(1);

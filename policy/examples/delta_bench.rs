@@ -5,7 +5,12 @@
 //! ```text
 //! cargo run --release -p grail-policy --example delta_bench -- \
 //!     [MODEL (.gguf / HF dir) | tiny] [--lr 1e-6] [--steps 10] [--group 16] \
-//!     [--prompt-len 32] [--new-tokens 16] [--micro-batch 8]
+//!     [--prompt-len 32] [--new-tokens 16] [--micro-batch 8] [--master-on-bf16-grid]
+//!
+//! Three published forms are tracked: bf16 rounded to nearest, bf16 dithered (the trainer's
+//! default, `policy::checkpoint::Rounding`) and f32. `--master-on-bf16-grid` starts the f32
+//! master weights from the bf16 cast of the base, as the network's trainer does (it starts from
+//! the published genesis checkpoint); without it they start from the model file's f32 values.
 //! ```
 //!
 //! Each step generates one group with the trainer's current policy from a real prompt, scores
@@ -21,7 +26,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use grail_policy::checkpoint::{cast_floats, digest, to_safetensors_bytes, WeightSet};
+use grail_policy::checkpoint::{cast_floats, digest, to_safetensors_bytes, Rounding, WeightSet};
 use grail_policy::delta::{apply_delta, encode_delta_with, DeltaOptions};
 use grail_policy::generate::{generate_group, GroupRequest, RandomSampler, SamplingParams};
 use grail_policy::grpo::{GrpoConfig, GrpoSample, GrpoTrainer};
@@ -50,6 +55,7 @@ struct Args {
     prompt_len: usize,
     new_tokens: usize,
     micro_batch: usize,
+    master_on_bf16_grid: bool,
 }
 
 fn parse_args() -> Args {
@@ -61,6 +67,7 @@ fn parse_args() -> Args {
         prompt_len: 32,
         new_tokens: 16,
         micro_batch: 8,
+        master_on_bf16_grid: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -73,6 +80,7 @@ fn parse_args() -> Args {
             "--prompt-len" => a.prompt_len = num(value()),
             "--new-tokens" => a.new_tokens = num(value()),
             "--micro-batch" => a.micro_batch = num(value()),
+            "--master-on-bf16-grid" => a.master_on_bf16_grid = true,
             model => a.model = model.to_string(),
         }
     }
@@ -82,6 +90,7 @@ fn parse_args() -> Args {
 /// One published form (f32 or bf16) followed over the run.
 struct Track {
     dtype: DType,
+    rounding: Rounding,
     anchor: WeightSet,
     previous: WeightSet,
     full_bytes: usize,
@@ -91,11 +100,12 @@ struct Track {
 }
 
 impl Track {
-    fn new(dtype: DType, base: &WeightSet) -> Self {
+    fn new(dtype: DType, rounding: Rounding, base: &WeightSet) -> Self {
         let anchor = cast_floats(base, dtype).expect("cast");
         let full_bytes = to_safetensors_bytes(&anchor).expect("serialise").len();
         Self {
             dtype,
+            rounding,
             previous: anchor.clone(),
             anchor,
             full_bytes,
@@ -106,7 +116,15 @@ impl Track {
     }
 
     fn window(&mut self, step: usize, master: &WeightSet, lr: f64) {
-        let published = cast_floats(master, self.dtype).expect("cast");
+        let published: WeightSet = master
+            .iter()
+            .map(|(k, t)| {
+                (
+                    k.clone(),
+                    self.rounding.cast(k, t, self.dtype).expect("cast"),
+                )
+            })
+            .collect();
         let t = Instant::now();
         let (bytes, stats) =
             encode_delta_with(&self.previous, &published, &DeltaOptions::default())
@@ -123,8 +141,8 @@ impl Track {
         self.shares.push(share);
         let mb = |b: usize| b as f64 / 1e6;
         self.rows.push(format!(
-            "| {lr:e} | {:?} | {step} | {:.3}% | {:.2} | {:.2}% | {:.0} / {:.0} | {:.2} | {:.2} |",
-            self.dtype,
+            "| {lr:e} | {} | {step} | {:.3}% | {:.2} | {:.2}% | {:.0} / {:.0} | {:.2} | {:.2} |",
+            self.label(),
             100.0 * (1.0 - stats.sparsity()),
             mb(bytes.len()),
             100.0 * share,
@@ -134,6 +152,13 @@ impl Track {
             mb(self.full_bytes + cumulative.len()),
         ));
         self.previous = published;
+    }
+
+    fn label(&self) -> String {
+        match self.dtype {
+            DType::BF16 => format!("bf16 {:?}", self.rounding).to_lowercase(),
+            other => format!("{other:?}").to_lowercase(),
+        }
     }
 }
 
@@ -161,7 +186,15 @@ fn main() {
         dtype: DType::F32,
     };
     let loaded = load_model(&path, &opts).expect("load the model");
-    let weights: HashMap<String, Tensor> = loaded.weights.clone();
+    let mut weights: HashMap<String, Tensor> = loaded.weights.clone();
+    if a.master_on_bf16_grid {
+        for t in weights.values_mut() {
+            *t = t
+                .to_dtype(DType::BF16)
+                .and_then(|b| b.to_dtype(DType::F32))
+                .expect("bf16 round trip");
+        }
+    }
     let grpo = GrpoConfig {
         kl_coef: 0.0,
         micro_batch_size: a.micro_batch,
@@ -197,8 +230,9 @@ fn main() {
         100.0 * ties as f64 / params as f64
     );
     let mut tracks = [
-        Track::new(DType::BF16, &base),
-        Track::new(DType::F32, &base),
+        Track::new(DType::BF16, Rounding::Nearest, &base),
+        Track::new(DType::BF16, Rounding::Dithered, &base),
+        Track::new(DType::F32, Rounding::Nearest, &base),
     ];
     eprintln!(
         "delta_bench: {} ({params} parameters) loaded in {:.1} s",
@@ -242,13 +276,14 @@ fn main() {
             track.window(step, &master, a.lr);
         }
         eprintln!(
-            "delta_bench: step {step} (loss {:.4}, grad norm {:.3}, skipped {}) {:.1} s; bf16 {:.3}% f32 {:.3}% of full",
+            "delta_bench: step {step} (loss {:.4}, grad norm {:.3}, skipped {}) {:.1} s; bf16 nearest {:.3}% dithered {:.3}% f32 {:.3}% of full",
             stats.loss,
             stats.grad_norm,
             stats.skipped,
             step_s.last().unwrap(),
             100.0 * tracks[0].shares.last().unwrap(),
-            100.0 * tracks[1].shares.last().unwrap()
+            100.0 * tracks[1].shares.last().unwrap(),
+            100.0 * tracks[2].shares.last().unwrap()
         );
     }
     println!(
@@ -274,8 +309,8 @@ fn main() {
         let mean = track.shares.iter().sum::<f64>() / n;
         let max = track.shares.iter().copied().fold(0.0, f64::max);
         println!(
-            "{:?}: full {:.2} MB; delta / full mean {:.3}%, max {:.3}%",
-            track.dtype,
+            "{}: full {:.2} MB; delta / full mean {:.3}%, max {:.3}%",
+            track.label(),
             track.full_bytes as f64 / 1e6,
             100.0 * mean,
             100.0 * max
