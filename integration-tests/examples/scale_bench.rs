@@ -7,6 +7,13 @@
 //!     target/release/examples/scale_bench nodes=1 verifiers=4 miners=1000 groups=2 \
 //!         windows=3 window_ms=6000 concurrency=8 [header]
 //!
+//! `tiny=1` swaps the structural compute for the tiny model (policy::write_tiny_model, Qwen2,
+//! seed 7, arith, 8 new tokens): this process mines every group with `ModelMiner` (proof
+//! forward + sketch, one blocking thread) before publishing the window's groups, and each
+//! verifier process verifies with `ModelVerifier` (every group deep-checked, as the default
+//! cluster.toml's `deep_check_rate = 1.0`). Every process writes the same tiny model, so they
+//! agree on the checkpoint digest without a checkpoint on the bus.
+//!
 //! Verifiers verify a window only after its close (the close randomness is revealed at the
 //! deadline), so publish→verdict latency includes the wait for the close; close→verdict is
 //! the verification phase and "drain" the rate over it (groups / (last verdict − deadline)).
@@ -23,7 +30,10 @@ use std::time::Duration;
 
 use actors::bus::{now_ms, Bus, MsgMeta};
 use actors::compute::mine::{MineJob, MinerCompute};
+use actors::compute::model::{MinerOptions, ModelBase, ModelMiner, ModelVerifier, VerifierOptions};
 use actors::compute::structural::{StructuralMiner, StructuralVerifier};
+use actors::compute::verify::{VerifierCompute, VerifyJob, VerifyOutcome};
+use actors::compute::{ActiveCheckpoint, ComputeError};
 use actors::role::RoleCtx;
 use actors::roles::clock::Clock;
 use actors::roles::scorer::{Scorer, ScorerConfig};
@@ -33,7 +43,7 @@ use grail_integration_tests::cluster::TestCluster;
 use grail_integration_tests::{authorize, clock_config, connect, start_verifier, TestNats};
 use messages::envelope::Envelope;
 use messages::subjects as subj;
-use messages::{Authority, GroupVerdict, Identity, Weights};
+use messages::{Authority, GroupVerdict, Identity, RolloutGroup, Weights};
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -44,6 +54,7 @@ struct Args {
     windows: u64,
     window_ms: u64,
     concurrency: usize,
+    tiny: bool,
     header: bool,
 }
 
@@ -57,6 +68,7 @@ impl Args {
             windows: 3,
             window_ms: 6000,
             concurrency: 8,
+            tiny: false,
             header: false,
         };
         for arg in args {
@@ -79,9 +91,10 @@ impl Args {
                 "windows" if n >= 1 => a.windows = n,
                 "window_ms" if n >= 1000 => a.window_ms = n,
                 "concurrency" if n >= 1 => a.concurrency = n as usize,
+                "tiny" if n <= 1 => a.tiny = n == 1,
                 _ => anyhow::bail!(
                     "argument {arg:?}: unknown key or value out of range (nodes=1|3, \
-                     verifiers/miners/windows/concurrency >= 1, groups 1..=64, window_ms >= 1000)"
+                     verifiers/miners/windows/concurrency >= 1, groups 1..=64, window_ms >= 1000, tiny=0|1)"
                 ),
             }
         }
@@ -119,9 +132,51 @@ fn ctx(bus: &Bus, identity: Identity, role: &'static str, instance: String) -> R
     }
 }
 
-/// `verifier-child <url> <index> <concurrency>`: one verifier process. It exits when its
-/// parent closes its stdin (or dies).
-fn verifier_child(url: String, index: usize, concurrency: usize) {
+/// The tiny model every process of a `tiny=1` run builds identically.
+struct Tiny {
+    _dir: tempfile::TempDir,
+    base: Arc<ModelBase>,
+    env: Arc<dyn envs::Environment>,
+    checkpoint: ActiveCheckpoint,
+}
+
+impl Tiny {
+    fn new() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        policy::write_tiny_model(dir.path(), policy::Arch::Qwen2, 7)?;
+        let base = Arc::new(ModelBase::load(
+            dir.path(),
+            &policy::LoadOptions::default(),
+        )?);
+        let sampling = messages::SamplingSpec {
+            max_new_tokens: 8,
+            ..Default::default()
+        };
+        let checkpoint = base.base_checkpoint(sampling)?;
+        let env = envs::build(&envs::EnvSpec::new("arith"))?;
+        Ok(Self {
+            _dir: dir,
+            base,
+            env,
+            checkpoint,
+        })
+    }
+}
+
+/// A model verifier whose checkpoint is the run's tiny model (no checkpoint book here).
+struct TinyVerifier(ModelVerifier, ActiveCheckpoint);
+
+impl VerifierCompute for TinyVerifier {
+    fn verify(&mut self, job: &VerifyJob) -> Result<VerifyOutcome, ComputeError> {
+        let mut job = job.clone();
+        job.checkpoint = Some(self.1.clone());
+        self.0.verify(&job)
+    }
+}
+
+/// `verifier-child <url> <index> <concurrency> <0|1 tiny>`: one verifier process. It exits
+/// when its parent closes its stdin (or dies).
+fn verifier_child(url: String, index: usize, concurrency: usize, tiny: bool) {
     std::thread::spawn(|| {
         let _ = std::io::stdin().read_to_end(&mut Vec::new());
         std::process::exit(0);
@@ -131,9 +186,23 @@ fn verifier_child(url: String, index: usize, concurrency: usize) {
         grant_roles(index + 1);
         let bus = connect(&url).await;
         let c = ctx(&bus, verifier_id(index), "verifier", format!("v{index}"));
-        start_verifier(c, concurrency, Duration::from_secs(30), |_| {
-            Box::new(StructuralVerifier)
-        });
+        if tiny {
+            let t = Tiny::new().expect("tiny model");
+            let opts = VerifierOptions {
+                deep_check_rate_ppm: 1_000_000,
+                ..Default::default()
+            };
+            start_verifier(c, concurrency, Duration::from_secs(30), move |_| {
+                Box::new(TinyVerifier(
+                    ModelVerifier::new(t.base.clone(), t.env.clone(), opts.clone()),
+                    t.checkpoint.clone(),
+                ))
+            });
+        } else {
+            start_verifier(c, concurrency, Duration::from_secs(30), |_| {
+                Box::new(StructuralVerifier)
+            });
+        }
         println!("ready");
     });
     let _ = runner.run();
@@ -219,11 +288,12 @@ struct Observed {
 fn main() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.first().map(String::as_str) == Some("verifier-child") {
-        let bad = || anyhow::anyhow!("verifier-child <url> <index> <concurrency>");
+        let bad = || anyhow::anyhow!("verifier-child <url> <index> <concurrency> <0|1>");
         let url = argv.get(1).ok_or_else(bad)?.clone();
         let index = argv.get(2).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
         let conc = argv.get(3).and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-        verifier_child(url, index, conc);
+        let tiny = argv.get(4).map(String::as_str) == Some("1");
+        verifier_child(url, index, conc, tiny);
         return Ok(());
     }
     let args = Args::parse(&argv)?;
@@ -266,6 +336,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
         let mut child = Command::new(&exe)
             .args(["verifier-child", &url(i), &i.to_string()])
             .arg(a.concurrency.to_string())
+            .arg(if a.tiny { "1" } else { "0" })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -312,6 +383,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
     let book = WindowBook::default();
     actix_rt::spawn(follow_clock(bus.clone(), "bench", book.clone()));
     let miners: Vec<Identity> = (0..a.miners).map(|_| Identity::generate()).collect();
+    let tiny = if a.tiny { Some(Tiny::new()?) } else { None };
 
     // Warm-up: the window open when everything is up is not measured.
     let first = loop {
@@ -333,44 +405,70 @@ async fn run(a: Args) -> anyhow::Result<()> {
             cpu_start = Some(cpu_snapshot(&children, &dirs));
         }
         measured.push((window, open.deadline_ms));
-        let jobs = miners
+        let jobs: Vec<MineJob> = miners
             .iter()
-            .flat_map(|m| (0..a.groups).map(move |g| (m, g)));
-        futures::stream::iter(jobs)
-            .for_each_concurrent(128, |(miner, g)| {
-                let (bus, seen, open) = (&bus, &seen, &open);
-                async move {
-                    let job = MineJob {
-                        window,
-                        open_randomness: open.randomness.0,
-                        deadline_ms: open.deadline_ms,
-                        group_index: g,
-                        miner: miner.address().to_string(),
-                        miner_pubkey: miner.public(),
-                        checkpoint: None,
-                    };
+            .flat_map(|m| (0..a.groups).map(move |g| (m, g)))
+            .map(|(miner, g)| MineJob {
+                window,
+                open_randomness: open.randomness.0,
+                deadline_ms: open.deadline_ms,
+                group_index: g,
+                miner: miner.address().to_string(),
+                miner_pubkey: miner.public(),
+                checkpoint: tiny.as_ref().map(|t| t.checkpoint.clone()),
+            })
+            .collect();
+        let groups: Vec<RolloutGroup> = match &tiny {
+            // Model mining is CPU work: off the async thread the clock and scorer run on.
+            Some(t) => {
+                let (base, env) = (t.base.clone(), t.env.clone());
+                actix_rt::task::spawn_blocking(move || {
+                    let mut m = ModelMiner::new(base, env, MinerOptions::default());
+                    jobs.iter()
+                        .map(|j| m.mine(j).expect("tiny mining"))
+                        .collect()
+                })
+                .await?
+            }
+            None => jobs
+                .iter()
+                .map(|j| {
                     let mut compute = StructuralMiner {
                         checkpoint: Default::default(),
                     };
-                    let group = compute.mine(&job).expect("structural mining");
+                    compute.mine(j).expect("structural mining")
+                })
+                .collect(),
+        };
+        let by_key: HashMap<String, &Identity> = miners
+            .iter()
+            .map(|m| (m.address().to_string(), m))
+            .collect();
+        futures::stream::iter(groups)
+            .for_each_concurrent(128, |group| {
+                let (bus, seen, by_key) = (&bus, &seen, &by_key);
+                async move {
+                    let miner = group.miner.clone();
+                    let g = group.group_index;
                     let meta = MsgMeta {
                         window: Some(window),
-                        miner: Some(job.miner.clone()),
+                        miner: Some(miner.clone()),
                         msg_id: Some(subj::rollout_msg_id(&messages::envelope::payload_digest(
                             &group,
                         ))),
                     };
                     let t0 = now_ms();
-                    let subject = subj::rollout(window, &job.miner);
+                    let subject = subj::rollout(window, &miner);
                     let retry = Duration::from_secs(10);
+                    let key = by_key[&miner];
                     if bus
-                        .publish_durable("miner", subject, group, miner, meta, retry)
+                        .publish_durable("miner", subject, group, key, meta, retry)
                         .await
                         .is_ok()
                     {
                         seen.borrow_mut()
                             .published_ms
-                            .insert((window, job.miner, g), t0);
+                            .insert((window, miner, g), t0);
                     }
                 }
             })
