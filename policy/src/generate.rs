@@ -185,6 +185,34 @@ pub fn raw_logprob(logits: &[f32], token: u32) -> f32 {
     logits[token as usize] - max - sum.ln() as f32
 }
 
+impl GeneratedSequence {
+    /// Appends the sampled `token` (with its raw log-prob under `logits`); whether the row
+    /// decodes on (no EOS, under `max_new_tokens`). A token outside the vocabulary is an error.
+    pub(crate) fn push(
+        &mut self,
+        token: u32,
+        logits: &[f32],
+        vocab: usize,
+        req: &GroupRequest,
+    ) -> PolicyResult<bool> {
+        if token as usize >= vocab {
+            return Err(PolicyError::TokenOutOfRange {
+                token,
+                index: self.tokens.len(),
+                vocab,
+            });
+        }
+        self.logprobs.push(raw_logprob(logits, token));
+        self.tokens.push(token);
+        self.completion_len += 1;
+        if req.eos_ids.contains(&token) {
+            self.ended_with_eos = true;
+            return Ok(false);
+        }
+        Ok(self.completion_len < req.max_new_tokens)
+    }
+}
+
 /// Generates `req.group_size` completions of `req.prompt`.
 pub fn generate_group(
     model: &Model,
@@ -229,19 +257,7 @@ pub fn generate_group(
         for (slot, &row) in active.iter().enumerate() {
             let seq = &mut rows[row];
             let token = sampler.choose(row, position, &seq.tokens, &logits[slot]);
-            if token as usize >= vocab {
-                return Err(PolicyError::TokenOutOfRange {
-                    token,
-                    index: position,
-                    vocab,
-                });
-            }
-            seq.logprobs.push(raw_logprob(&logits[slot], token));
-            seq.tokens.push(token);
-            seq.completion_len += 1;
-            if req.eos_ids.contains(&token) {
-                seq.ended_with_eos = true;
-            } else if seq.completion_len < req.max_new_tokens {
+            if seq.push(token, &logits[slot], vocab, req)? {
                 keep.push(slot);
                 next_ids.push(token);
             }

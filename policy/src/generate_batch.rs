@@ -11,7 +11,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::error::{PolicyError, PolicyResult};
-use crate::generate::{raw_logprob, GeneratedSequence, GroupRequest, TokenSampler};
+use crate::generate::{GeneratedSequence, GroupRequest, TokenSampler};
 use crate::model::{KvCache, Model};
 
 /// Generates every request's group in one decode batch. `samplers[i]` chooses the tokens of
@@ -98,19 +98,7 @@ pub fn generate_groups<S: TokenSampler>(
             let seq = &mut groups[g][row];
             let position = seq.tokens.len();
             let token = samplers[g].choose(row, position, &seq.tokens, &logits[slot]);
-            if token as usize >= vocab {
-                return Err(PolicyError::TokenOutOfRange {
-                    token,
-                    index: position,
-                    vocab,
-                });
-            }
-            seq.logprobs.push(raw_logprob(&logits[slot], token));
-            seq.tokens.push(token);
-            seq.completion_len += 1;
-            if req.eos_ids.contains(&token) {
-                seq.ended_with_eos = true;
-            } else if seq.completion_len < req.max_new_tokens {
+            if seq.push(token, &logits[slot], vocab, req)? {
                 keep.push(slot);
                 next_ids.push(token);
             }
