@@ -53,6 +53,23 @@ fn group<'a>(
     }
 }
 
+/// Window 1's `groups` judged at once, the even ones by `even`, the odd ones by `odd`; the
+/// answers in that order (evens, then odds).
+async fn judge_split(
+    even: &BusLedger,
+    odd: &BusLedger,
+    groups: &[GroupClaims<'_>],
+    l: &Limits,
+) -> Vec<Result<Admission, LedgerReject>> {
+    let evens = groups.iter().step_by(2).map(|g| even.admit(1, g, l));
+    let odds = groups.iter().skip(1).step_by(2).map(|g| odd.admit(1, g, l));
+    let (a, b) = futures::join!(
+        futures::future::join_all(evens),
+        futures::future::join_all(odds)
+    );
+    a.into_iter().chain(b).map(|r| r.expect("bus")).collect()
+}
+
 /// Two verifier instances on their own connections to one server (topology created).
 async fn two_instances(nats: &TestNats) -> (BusLedger, BusLedger) {
     let _admin = nats.bus().await;
@@ -181,17 +198,7 @@ fn a_group_count_flood_over_two_instances_admits_exactly_the_limit_like_the_pure
             .map(|i| group(MALLORY, u64::from(i), i, i as u8, 10, &none))
             .collect();
         // Both instances judge the flood at the same time.
-        let (a, b) = futures::join!(
-            futures::future::join_all(groups.iter().step_by(2).map(|g| one.admit(1, g, &l))),
-            futures::future::join_all(
-                groups
-                    .iter()
-                    .skip(1)
-                    .step_by(2)
-                    .map(|g| two.admit(1, g, &l))
-            )
-        );
-        let answers: Vec<_> = a.into_iter().chain(b).map(|r| r.expect("bus")).collect();
+        let answers = judge_split(&one, &two, &groups, &l).await;
         let admitted = answers.iter().filter(|x| x.is_ok()).count();
         assert_eq!(admitted, 5, "{answers:?}");
         assert!(answers.iter().all(|x| matches!(
@@ -199,17 +206,7 @@ fn a_group_count_flood_over_two_instances_admits_exactly_the_limit_like_the_pure
             Ok(Admission::New) | Err(LedgerReject::TooManyGroups { max: 5, .. })
         )));
         // Redelivery of every group to the other instance: the same split.
-        let (a, b) = futures::join!(
-            futures::future::join_all(groups.iter().step_by(2).map(|g| two.admit(1, g, &l))),
-            futures::future::join_all(
-                groups
-                    .iter()
-                    .skip(1)
-                    .step_by(2)
-                    .map(|g| one.admit(1, g, &l))
-            )
-        );
-        let again: Vec<_> = a.into_iter().chain(b).map(|r| r.expect("bus")).collect();
+        let again = judge_split(&two, &one, &groups, &l).await;
         for (first, second) in answers.iter().zip(&again) {
             assert_eq!(first.is_ok(), second.is_ok());
         }
