@@ -124,8 +124,10 @@ pub async fn get_bytes(
     let reader = store.get(name).await?;
     let mut hashing = HashingReader::new(reader);
     let mut out = Vec::new();
+    // One byte past the limit tells "exactly at the limit" from "too large" (saturating: a
+    // caller passing u64::MAX means "no limit", not an overflow).
     (&mut hashing)
-        .take(limit + 1)
+        .take(limit.saturating_add(1))
         .read_to_end(&mut out)
         .await
         .map_err(|e| StoreError::Backend {
