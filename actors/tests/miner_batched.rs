@@ -40,6 +40,9 @@ fn batched_groups_equal_single_groups_and_pass_the_verifier() {
     for (window, spec) in [(2, sampling(MAX_NEW)), (3, filtered)] {
         let jobs = jobs(&w, 1, window, 6, &spec);
         let batched = w.miner().mine_batched(&jobs).unwrap();
+        // The role's entry point (`[roles.miner] batch_groups`) decodes them in one batch too.
+        let via_trait = MinerCompute::mine_batch(&mut w.miner(), &jobs).unwrap();
+        assert_eq!(via_trait, batched, "mine_batch is mine_batched");
         assert_eq!(batched.len(), jobs.len());
         let mut single_miner = w.miner();
         let mut max_diff = 0f32;

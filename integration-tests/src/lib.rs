@@ -282,7 +282,7 @@ where
         ctx.bus.metrics.clone(),
     );
     let address = ctx.identity.address().to_string();
-    let cfg = MinerConfig { groups_per_window };
+    let cfg = MinerConfig::groups(groups_per_window);
     actors::supervisor::start(ctx.clone(), Arc::new(Miner::new(ctx, cfg, Arc::new(pool))));
     address
 }

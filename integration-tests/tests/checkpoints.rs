@@ -673,14 +673,8 @@ fn a_new_checkpoint_is_handed_over_to_miners_and_verifiers_from_its_window_on() 
             bus.metrics.clone(),
         );
         let mctx = role(&bus, &miner, "miner", "miner-0");
-        let m = Miner::new(
-            mctx.clone(),
-            MinerConfig {
-                groups_per_window: 2,
-            },
-            Arc::new(mpool),
-        )
-        .with_checkpoints(new_book(&bus, &publisher, 3).await);
+        let m = Miner::new(mctx.clone(), MinerConfig::groups(2), Arc::new(mpool))
+            .with_checkpoints(new_book(&bus, &publisher, 3).await);
         actors::supervisor::start(mctx, Arc::new(m));
         let vpool = WorkerPool::start(
             PoolConfig::new("verifier", 2),

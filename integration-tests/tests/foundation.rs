@@ -416,13 +416,7 @@ fn a_panicking_miner_worker_is_restarted_and_its_groups_still_get_published_and_
         let miner_addr = mctx.identity.address().to_string();
         actors::supervisor::start(
             mctx.clone(),
-            Arc::new(Miner::new(
-                mctx,
-                MinerConfig {
-                    groups_per_window: 2,
-                },
-                Arc::new(pool),
-            )),
+            Arc::new(Miner::new(mctx, MinerConfig::groups(2), Arc::new(pool))),
         );
         start_structural_verifier(&bus);
 

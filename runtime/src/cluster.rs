@@ -176,6 +176,7 @@ async fn build_role(
         Role::Miner => {
             let miner_cfg = MinerConfig {
                 groups_per_window: section.groups_per_window as u32,
+                batch_groups: section.batch_groups as u32,
             };
             if model {
                 let env = shared.env()?;

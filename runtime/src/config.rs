@@ -254,6 +254,10 @@ pub struct RoleSection {
     /// Miner: groups to mine per window per instance.
     #[serde(default = "one")]
     pub groups_per_window: usize,
+    /// Miner: groups decoded in one batch on one worker (model compute: each weight read
+    /// serves all their rows; 1 = one group per job).
+    #[serde(default = "one")]
+    pub batch_groups: usize,
     /// Run only this instance (`--instance N`: processes sharing one config).
     #[serde(skip)]
     pub only_instance: Option<usize>,
@@ -274,6 +278,7 @@ impl RoleSection {
             devices: cpu_devices(),
             key_files: vec![],
             groups_per_window: 1,
+            batch_groups: 1,
             only_instance: None,
         }
     }
@@ -525,6 +530,13 @@ impl ClusterConfig {
             }
             if r.groups_per_window == 0 {
                 return Err(self.invalid(&key("groups_per_window"), "is 0", "use at least 1"));
+            }
+            if r.batch_groups == 0 {
+                return Err(self.invalid(
+                    &key("batch_groups"),
+                    "is 0",
+                    "use 1 (one group per job) or more (groups decoded together)",
+                ));
             }
         }
         Ok(())

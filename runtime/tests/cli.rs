@@ -250,6 +250,22 @@ fn up_runs_the_model_loop_on_bf16_checkpoints() {
     );
 }
 
+/// Batched mining (`[roles.miner] batch_groups`): the miner decodes its 4 groups of a window in
+/// one batch on one worker; the verifiers replay each group alone and accept every one.
+#[test]
+fn up_runs_the_model_loop_with_batched_mining() {
+    let roles = "[roles.clock]\ninstances = 1\n[roles.miner]\ninstances = 1\n\
+                 groups_per_window = 4\nbatch_groups = 4\n[roles.verifier]\ninstances = 2\n\
+                 [roles.trainer]\ninstances = 1\n[roles.publisher]\ninstances = 1\n\
+                 [roles.scorer]\ninstances = 1\n";
+    let (_dir, text) = run_model_loop(roles);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("window ") && l.contains("groups   4 verified   4")),
+        "no window with all 4 batched groups verified: {text}"
+    );
+}
+
 /// `grail up --windows 5` on the tiny model cluster; its directory and stdout.
 fn run_model_loop(checkpoints_extra: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();

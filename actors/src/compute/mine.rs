@@ -24,17 +24,23 @@ pub struct MineJob {
 pub trait MinerCompute: Send {
     /// Produce the (unsigned) group for `job`.
     fn mine(&mut self, job: &MineJob) -> Result<RolloutGroup, ComputeError>;
+    /// The groups for `jobs`, in order (`[miner] batch_groups` at a time). One at a time by
+    /// default; model compute decodes them in one batch, so each weight read serves all rows.
+    fn mine_batch(&mut self, jobs: &[MineJob]) -> Result<Vec<RolloutGroup>, ComputeError> {
+        jobs.iter().map(|job| self.mine(job)).collect()
+    }
     /// Digest of the checkpoint currently loaded (for logs).
     fn checkpoint(&self) -> Hash32;
 }
 
 pub struct MinerWorker(pub Box<dyn MinerCompute>);
 
+/// A worker's job is a batch of groups of one window (usually one group).
 impl Worker for MinerWorker {
-    type Job = MineJob;
-    type Output = RolloutGroup;
+    type Job = Vec<MineJob>;
+    type Output = Vec<RolloutGroup>;
     type Error = ComputeError;
-    fn run(&mut self, job: &MineJob) -> Result<RolloutGroup, ComputeError> {
-        self.0.mine(job)
+    fn run(&mut self, jobs: &Vec<MineJob>) -> Result<Vec<RolloutGroup>, ComputeError> {
+        self.0.mine_batch(jobs)
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use messages::subjects as subj;
+use messages::RolloutGroup;
 
 use crate::bus::{now_ms, MsgMeta};
 use crate::checkpoints::CheckpointBook;
@@ -20,6 +21,19 @@ pub use crate::compute::mine::{MineJob, MinerCompute, MinerWorker};
 #[derive(Clone, Debug)]
 pub struct MinerConfig {
     pub groups_per_window: u32,
+    /// Groups mined in one decode batch on one worker (`[roles.miner] batch_groups`): each
+    /// weight read serves all their rows. 1 = one group per job.
+    pub batch_groups: u32,
+}
+
+impl MinerConfig {
+    /// `groups_per_window` groups, one per job.
+    pub fn groups(groups_per_window: u32) -> Self {
+        Self {
+            groups_per_window,
+            batch_groups: 1,
+        }
+    }
 }
 
 pub struct Miner {
@@ -97,19 +111,21 @@ impl RoleLoop for Miner {
                     .window
                     .with_label_values(&["miner"])
                     .set(open.window as i64);
-                let jobs = (0..cfg.groups_per_window).map(|g| MineJob {
-                    window: open.window,
-                    open_randomness: open.randomness.0,
-                    deadline_ms: open.deadline_ms,
-                    group_index: g,
-                    miner: ctx.identity.address().to_string(),
-                    miner_pubkey: ctx.identity.public(),
-                    checkpoint: checkpoint.clone(),
-                });
-                for job in jobs {
-                    let (ctx, pool) = (ctx.clone(), pool.clone());
+                let jobs: Vec<MineJob> = (0..cfg.groups_per_window)
+                    .map(|g| MineJob {
+                        window: open.window,
+                        open_randomness: open.randomness.0,
+                        deadline_ms: open.deadline_ms,
+                        group_index: g,
+                        miner: ctx.identity.address().to_string(),
+                        miner_pubkey: ctx.identity.public(),
+                        checkpoint: checkpoint.clone(),
+                    })
+                    .collect();
+                for batch in jobs.chunks(cfg.batch_groups.max(1) as usize) {
+                    let (ctx, pool, batch) = (ctx.clone(), pool.clone(), batch.to_vec());
                     in_flight.spawn_local(async move {
-                        if let Err(e) = mine_and_publish(&ctx, &pool, job).await {
+                        if let Err(e) = mine_and_publish(&ctx, &pool, batch).await {
                             tracing::warn!(error = %format!("{e:#}"), "group not published");
                         }
                     });
@@ -119,10 +135,11 @@ impl RoleLoop for Miner {
     }
 }
 
+/// Mines `batch` on one worker, then publishes each of its groups.
 async fn mine_and_publish(
     ctx: &RoleCtx,
     pool: &WorkerPool<MinerWorker>,
-    job: MineJob,
+    batch: Vec<MineJob>,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let _working = crate::metrics::InFlight::enter(
@@ -130,8 +147,39 @@ async fn mine_and_publish(
             .in_flight
             .with_label_values(&[ctx.role, &ctx.instance]),
     );
-    let (window, group_index, deadline) = (job.window, job.group_index, job.deadline_ms);
-    let group = pool.run(job).await?;
+    let Some(first) = batch.first() else {
+        return Ok(());
+    };
+    let (window, deadline) = (first.window, first.deadline_ms);
+    let groups = pool.run(batch).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let tokens: usize = groups
+        .iter()
+        .flat_map(|g| &g.rollouts)
+        .map(|r| r.completion().len())
+        .sum();
+    if secs > 0.0 {
+        ctx.metrics()
+            .generation_tokens_per_second
+            .set(tokens as f64 / secs);
+    }
+    let mut failed = None;
+    for group in groups {
+        if let Err(e) = publish_group(ctx, window, deadline, group, secs).await {
+            failed = Some(e);
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+async fn publish_group(
+    ctx: &RoleCtx,
+    window: u64,
+    deadline: u64,
+    group: RolloutGroup,
+    secs: f64,
+) -> anyhow::Result<()> {
+    let group_index = group.group_index;
     if now_ms() > deadline {
         ctx.metrics().reject("miner", "mined_after_deadline");
         anyhow::bail!(
@@ -161,13 +209,10 @@ async fn mine_and_publish(
     let m = ctx.metrics();
     m.groups_published.with_label_values(&[&me]).inc();
     m.tokens_generated.inc_by(tokens as u64);
-    let secs = started.elapsed().as_secs_f64();
+    // A batch's groups all took the batch's time.
     m.handle_seconds
         .with_label_values(&["miner", "mine_group"])
         .observe(secs);
-    if secs > 0.0 {
-        m.generation_tokens_per_second.set(tokens as f64 / secs);
-    }
     tracing::debug!(window, group_index, tokens, secs, "group published");
     Ok(())
 }

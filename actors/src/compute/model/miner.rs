@@ -212,6 +212,13 @@ fn finish(
 }
 
 impl MinerCompute for ModelMiner {
+    fn mine_batch(&mut self, jobs: &[MineJob]) -> Result<Vec<RolloutGroup>, ComputeError> {
+        match jobs {
+            [one] => Ok(vec![self.mine(one)?]),
+            many => self.mine_batched(many),
+        }
+    }
+
     fn mine(&mut self, job: &MineJob) -> Result<RolloutGroup, ComputeError> {
         let checkpoint = job
             .checkpoint
