@@ -4,8 +4,10 @@
 //! groups; the scorer does. It rebuilds its tallies from the verdict stream on every start
 //! (an ordered consumer from the beginning: nothing to ack, nothing lost on a crash), counts
 //! each (window, miner, group) once however often it was redelivered, and finalises window W
-//! once window W+1 has closed — a full window of grace for verification. Finalised windows
-//! are remembered in KV so a restart does not publish twice.
+//! once window W+1 has closed — a full window of grace for verification. Before publishing a
+//! window it asks the streams whether that window (or some of its miner verdicts) was published
+//! already (`scorer_record`), so a restart never publishes a window twice; the last finalised
+//! window in KV is a shortcut for the replay.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
