@@ -75,7 +75,7 @@ fn tensor_seed(name: &str) -> u64 {
 }
 
 /// `x` rounded to bf16, up iff its dropped 16 bits exceed `threshold` (0..=65535).
-pub fn dither_one(x: f32, threshold: u16) -> bf16 {
+fn dither_one(x: f32, threshold: u16) -> bf16 {
     let bits = x.to_bits();
     if x.is_nan() || x.is_infinite() {
         return bf16::from_f32(x);
@@ -91,7 +91,7 @@ pub fn dither_one(x: f32, threshold: u16) -> bf16 {
 
 /// `values` (tensor `name`'s elements in row-major order) rounded with per-element
 /// thresholds derived from `name` and the index.
-pub fn dither_values(name: &str, values: &[f32]) -> Vec<bf16> {
+fn dither_values(name: &str, values: &[f32]) -> Vec<bf16> {
     let seed = tensor_seed(name);
     values
         .iter()
@@ -101,7 +101,7 @@ pub fn dither_values(name: &str, values: &[f32]) -> Vec<bf16> {
 }
 
 /// `tensor` (any float dtype) as a bf16 CPU tensor, dithered (see module docs).
-pub fn dither_tensor_bf16(name: &str, tensor: &Tensor) -> Result<Tensor, CheckpointError> {
+fn dither_tensor_bf16(name: &str, tensor: &Tensor) -> Result<Tensor, CheckpointError> {
     let err = |source| CheckpointError::Tensor {
         tensor: name.to_string(),
         source,

@@ -12,7 +12,7 @@ mod raw;
 
 pub use cast::{cast_floats, committed_float_dtype};
 pub use digest::{digest, digest_hex, WeightDigest, WeightHasher, DIGEST_DOMAIN};
-pub use dither::{dither_tensor_bf16, dither_values, Rounding};
+pub use dither::Rounding;
 pub use io::{from_safetensors_bytes, load_safetensors, save_safetensors, to_safetensors_bytes};
 pub use raw::{dtype_code, dtype_from_code, dtype_name, tensor_from_le_bytes, tensor_to_le_bytes};
 pub(crate) use raw::{memory_bounded_batches, visit_le_bytes};
