@@ -245,7 +245,8 @@ impl ClusterNode {
     /// whose link is cut (no TCP reset) is dropped by its peers after two unanswered 2 s
     /// pings instead of the default two minutes, until when requests the cluster routes to it
     /// (direct gets of a stream's replicas) time out (measured on a cut veth link: the clock
-    /// stalled 72 s with the defaults, 10 s with these).
+    /// stalled 72 s with the defaults, 10 s with these). They are top-level settings, so they
+    /// apply to client connections as well as routes.
     pub fn block(&self) -> String {
         let routes: Vec<String> = self
             .routes
