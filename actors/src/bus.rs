@@ -151,6 +151,7 @@ impl Bus {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5))
+            .ping_interval(CLIENT_PING_INTERVAL)
             .subscription_capacity(65_536)
             .event_callback(move |event| {
                 let m = m.clone();
@@ -404,6 +405,12 @@ pub fn server_timestamp_ms(msg: &jetstream::Message) -> Option<u64> {
 
 pub use crate::time::now_ms;
 
+/// How often a client pings its server. async-nats drops a connection after 3 unanswered
+/// pings, so a client whose node went silent (a cut link sends no reset) reconnects to
+/// another node of the cluster in ~10 s; the default 60 s took over 3 minutes, and a miner
+/// connected to the cut node mined nothing meanwhile (runtime/tests/multi_host.rs).
+pub const CLIENT_PING_INTERVAL: Duration = Duration::from_secs(3);
+
 /// Messages of `stream` whose subject matches `filter`, in stream order, from an ephemeral
 /// ordered consumer (nothing to ack: a restarted reader simply replays). The reader survives
 /// reconnects and server restarts: it rebuilds its consumer from the next unread sequence
@@ -547,10 +554,19 @@ impl ReplayState {
                     self.inner = None;
                 }
                 () = tokio::time::sleep(REPLAY_STALL_CHECK) => {
-                    if self.stalled().await {
-                        tracing::warn!(stream = %self.stream, filter = %self.filter, next = ?self.next_sequence,
-                            "ordered reader stalled behind the stream; rebuilding it");
-                        self.inner = None;
+                    // The check's requests may hang on a dead connection: a reconnect
+                    // meanwhile rebuilds at once instead of after their timeout.
+                    let stalled = self.stalled();
+                    tokio::select! {
+                        stalled = stalled => if stalled {
+                            tracing::warn!(stream = %self.stream, filter = %self.filter, next = ?self.next_sequence,
+                                "ordered reader stalled behind the stream; rebuilding it");
+                            self.inner = None;
+                        },
+                        Ok(()) = self.connections.changed() => {
+                            tracing::info!(stream = %self.stream, filter = %self.filter, "reconnected; rebuilding ordered reader");
+                            self.inner = None;
+                        }
                     }
                 }
             }

@@ -1,8 +1,9 @@
 //! The farm of docs/OPERATIONS.md across hosts: four network namespaces joined by veth pairs
 //! on a bridge (its own namespace too: nothing touches the machine's network), three of them
 //! running a NATS node from `grail nats-config` and some roles, all from the same `grail`
-//! binary and one config file. The fourth is the operator's desk: `grail streams`, `grail
-//! manifest`, and this test's own reads. Then one host's link is cut (`ip link set down`: no
+//! binary and one config file (the miner's copy names the node that will be cut, so its
+//! client must find the other nodes by itself). The fourth is the operator's desk: `grail
+//! streams`, `grail manifest`, and this test's own reads. Then one host's link is cut (`ip link set down`: no
 //! TCP reset, the peers only notice by silence) and brought back.
 //!
 //! Needs root (`ip netns`); CI runs as root and scripts/test.sh runs it. Namespaces and
@@ -116,7 +117,11 @@ impl Hosts {
             .arg(program)
             .args(args)
             .current_dir(&self.dir)
-            .env("RUST_LOG", "info,async_nats=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("GRAIL_MULTI_HOST_RUST_LOG")
+                    .unwrap_or_else(|_| "info,async_nats=warn".into()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
@@ -169,6 +174,14 @@ impl Drop for Hosts {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Every process's whole log, for a failure the last lines do not explain.
+        if let Some(keep) = std::env::var_os("GRAIL_MULTI_HOST_LOGS") {
+            let keep = PathBuf::from(keep);
+            let _ = std::fs::create_dir_all(&keep);
+            for (name, _, log) in &self.children {
+                let _ = std::fs::copy(log, keep.join(format!("{name}.log")));
+            }
+        }
         // Anything else still inside our namespaces was started by this test.
         for ns in &self.made {
             if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
@@ -199,7 +212,8 @@ fn on_host<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) 
         .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
-fn farm_toml() -> String {
+/// The farm's config, its `[nats] url` naming host `node`'s NATS node.
+fn farm_toml(node: usize) -> String {
     format!(
         "[cluster]\nname = \"mh\"\nrun_dir = \"run\"\n\
          [nats]\nurl = \"nats://{}:4222\"\nreplicas = 3\ncredentials_dir = \"auth\"\nstorage = \"file\"\n\
@@ -207,7 +221,7 @@ fn farm_toml() -> String {
          [compute]\nkind = \"structural\"\n[metrics]\nlisten = \"\"\n\
          [roles.clock]\ninstances = 2\n[roles.miner]\ninstances = 1\ngroups_per_window = 2\n\
          [roles.verifier]\ninstances = 2\n[roles.scorer]\ninstances = 1\n",
-        addr(0)
+        addr(node)
     )
 }
 
@@ -250,6 +264,22 @@ fn open<T: messages::SignedMessage>(payload: &[u8]) -> T {
         .expect("a signed message")
         .0
         .payload
+}
+
+/// Groups and group verdicts stored per window (what a stalled run's failure names).
+async fn per_window(js: &jetstream::Context) -> String {
+    let count = |all: Vec<(String, Vec<u8>)>| {
+        let mut n: BTreeMap<u64, usize> = BTreeMap::new();
+        for (s, _) in all {
+            if let Some(w) = s.split('.').find_map(|t| t.parse::<u64>().ok()) {
+                *n.entry(w).or_default() += 1;
+            }
+        }
+        n
+    };
+    let groups = count(read(js, subj::STREAM_ROLLOUTS, "grail.rollout.").await);
+    let verdicts = count(read(js, subj::STREAM_VERDICTS, "grail.verdict.group.").await);
+    format!("groups stored per window {groups:?}, group verdicts per window {verdicts:?}")
 }
 
 /// Highest window with weights (0 when none yet).
@@ -310,7 +340,10 @@ fn one_binary_and_config_across_hosts_survive_a_cut_link() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let mut hosts = Hosts::create(&dir);
-    std::fs::write(dir.join("farm.toml"), farm_toml()).unwrap();
+    std::fs::write(dir.join("farm.toml"), farm_toml(0)).unwrap();
+    // The miner's config names only the node that will be cut: its connection goes silent
+    // and it must find the others (learnt from that node) on its own.
+    std::fs::write(dir.join("farm-via-n2.toml"), farm_toml(2)).unwrap();
     std::fs::create_dir_all(dir.join("auth")).unwrap();
     std::fs::create_dir_all(dir.join("run/keys")).unwrap();
 
@@ -372,18 +405,28 @@ fn one_binary_and_config_across_hosts_survive_a_cut_link() {
     assert!(ok, "grail manifest: {out}");
 
     let grail = PathBuf::from(env!("CARGO_BIN_EXE_grail"));
-    let roles: [(usize, &str, &[&str]); 7] = [
-        (0, "gatekeeper", &["gatekeeper"]),
-        (0, "clock-0", &["clock", "--instance", "0"]),
-        (0, "scorer", &["scorer"]),
-        (1, "miner", &["miner"]),
-        (1, "verifier-0", &["verifier", "--instance", "0"]),
-        (2, "clock-1", &["clock", "--instance", "1"]),
-        (2, "verifier-1", &["verifier", "--instance", "1"]),
+    let roles: [(usize, &str, &[&str], &str); 7] = [
+        (0, "gatekeeper", &["gatekeeper"], "farm.toml"),
+        (0, "clock-0", &["clock", "--instance", "0"], "farm.toml"),
+        (0, "scorer", &["scorer"], "farm.toml"),
+        (1, "miner", &["miner"], "farm-via-n2.toml"),
+        (
+            1,
+            "verifier-0",
+            &["verifier", "--instance", "0"],
+            "farm.toml",
+        ),
+        (2, "clock-1", &["clock", "--instance", "1"], "farm.toml"),
+        (
+            2,
+            "verifier-1",
+            &["verifier", "--instance", "1"],
+            "farm.toml",
+        ),
     ];
-    for (host, name, args) in roles {
+    for (host, name, args, config) in roles {
         let mut args = args.to_vec();
-        args.extend(["--config", "farm.toml"]);
+        args.extend(["--config", config]);
         hosts.spawn(host, name, &grail, &args);
     }
 
@@ -425,7 +468,10 @@ fn one_binary_and_config_across_hosts_survive_a_cut_link() {
             })
             .await
             {
-                return Err(format!("windows stopped after the cut in window ~{before}"));
+                return Err(format!(
+                    "windows stopped after the cut in window ~{before}; {}",
+                    per_window(js).await
+                ));
             }
             let during = cut_at.elapsed();
             ip(&["-n", &cut_host, "link", "set", "eth0", "up"]);

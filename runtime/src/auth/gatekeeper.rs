@@ -345,6 +345,7 @@ pub async fn spawn(
     let client = creds
         .connect_options()?
         .name("grail-gatekeeper")
+        .ping_interval(actors::bus::CLIENT_PING_INTERVAL)
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connect(actors::bus::server_addrs(url)?)
