@@ -188,6 +188,13 @@ impl Trust {
             .unwrap_or(messages::manifest::NetworkLimits::default().max_future_windows)
     }
 
+    /// Groups one miner may have judged per window (the manifest's `max_groups_per_window`).
+    pub fn limits_max_groups(&self) -> u32 {
+        self.manifest()
+            .map(|m| m.limits.max_groups_per_window)
+            .unwrap_or(messages::manifest::NetworkLimits::default().max_groups_per_window)
+    }
+
     /// The scheduled window now, when a progress record read back from KV (`recorded`) is
     /// further ahead of it than the manifest allows: such a record was not written by the
     /// role itself and would make it skip every real window until then.

@@ -227,6 +227,8 @@ async fn build_role(
                     reward: v.reward,
                     rescore_every_group: v.rescore_every_group,
                     soft: cfg.scoring.soft,
+                    // The manifest's limit, as the shared bus ledger applies it.
+                    max_groups_per_window: ctx.bus.trust.limits_max_groups(),
                     registry: Arc::new(WindowRegistry::default()),
                     ..Default::default()
                 };

@@ -2,6 +2,8 @@
 //! thread.
 
 use messages::{Hash32, RolloutGroup, WindowClose, WindowOpen};
+use protocol::checks::unique_completions;
+use protocol::randomness::completion_digest;
 
 use crate::checkpoints::ActiveCheckpoint;
 use crate::compute::ComputeError;
@@ -43,4 +45,15 @@ impl Worker for VerifierWorker {
     fn run(&mut self, job: &VerifyJob) -> Result<VerifyOutcome, ComputeError> {
         self.0.verify(job)
     }
+}
+
+/// Distinct completion digests long enough to count for copy detection (§5.5).
+pub fn counted_digests(group: &RolloutGroup, min_tokens: usize) -> Vec<[u8; 32]> {
+    let completions: Vec<&[u32]> = group.rollouts.iter().map(|r| r.completion()).collect();
+    unique_completions(&completions)
+        .into_iter()
+        .map(|i| completions[i])
+        .filter(|c| c.len() >= min_tokens)
+        .map(completion_digest)
+        .collect()
 }

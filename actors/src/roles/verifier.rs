@@ -234,7 +234,12 @@ async fn handle(h: Handling<'_>, msg: jetstream::Message) {
         ctx.bus.refused("verifier", &refusal);
         return settle(&msg, AckKind::Term).await;
     }
-    let server_ts_ms = server_timestamp_ms(&msg).unwrap_or(0);
+    // The server's storage time decides who published a completion first (the ledger's copy
+    // rule): without it the group cannot be judged; 0 would make it everyone's "original".
+    let Some(server_ts_ms) = server_timestamp_ms(&msg) else {
+        tracing::warn!(window, %miner, "no server timestamp on the delivery; handing it back");
+        return settle(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+    };
     // The close randomness is revealed after the deadline; keep the group in progress until then.
     let close = loop {
         let close = book.get(window).close;
@@ -301,10 +306,7 @@ async fn handle(h: Handling<'_>, msg: jetstream::Message) {
     // index, a group over the count or a copy is refused whichever instance saw the first.
     let ledger_step = match &checkpoint {
         Ok(_) => {
-            let max_groups = trust.manifest().map_or(
-                messages::manifest::NetworkLimits::default().max_groups_per_window,
-                |m| m.limits.max_groups_per_window,
-            );
+            let max_groups = trust.limits_max_groups();
             verifier_ledger::admit(ledger, m, &group, &digest, server_ts_ms, max_groups).await
         }
         Err(_) => LedgerStep::Verify,

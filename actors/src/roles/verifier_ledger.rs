@@ -6,11 +6,10 @@
 use std::time::Duration;
 
 use messages::{Hash32, RejectCode, RolloutGroup};
-use protocol::checks::{unique_completions, Admission, GroupClaims, LedgerReject, Limits};
-use protocol::randomness::completion_digest;
+use protocol::checks::{Admission, GroupClaims, LedgerReject, Limits};
 
 use crate::compute::structural::reject;
-use crate::compute::verify::VerifyOutcome;
+use crate::compute::verify::{counted_digests, VerifyOutcome};
 use crate::ledger::BusLedger;
 use crate::metrics::Metrics;
 
@@ -26,17 +25,6 @@ pub enum LedgerStep {
     Refused(VerifyOutcome),
     /// The ledger could not be asked: nak it.
     HandBack(Duration),
-}
-
-/// Distinct completion digests long enough to count for copy detection (§5.5).
-pub fn counted_digests(group: &RolloutGroup, min_tokens: usize) -> Vec<[u8; 32]> {
-    let completions: Vec<&[u32]> = group.rollouts.iter().map(|r| r.completion()).collect();
-    unique_completions(&completions)
-        .into_iter()
-        .map(|i| completions[i])
-        .filter(|c| c.len() >= min_tokens)
-        .map(completion_digest)
-        .collect()
 }
 
 fn code(refused: &LedgerReject) -> RejectCode {

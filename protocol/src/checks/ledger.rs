@@ -155,7 +155,7 @@ pub fn judge_copies<'a>(
 ) -> Result<(), LedgerReject> {
     let mut shared: HashMap<&str, u32> = HashMap::new();
     for (holder, ts) in earliest.into_iter().flatten() {
-        if holder != miner && ts < server_ts_ms {
+        if holder != miner && earlier_holder((miner, server_ts_ms), (holder, ts)) {
             *shared.entry(holder).or_default() += 1;
         }
     }

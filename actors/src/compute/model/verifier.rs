@@ -20,12 +20,12 @@ use protocol::checks::{
     check_termination_shape, check_window, grpo_advantages, unique_completions, Limits,
     RejectReason, RolloutClaim, WindowVerdict, WindowVerdictBuilder,
 };
-use protocol::randomness::{completion_digest, deep_check_draw, Randomness};
+use protocol::randomness::deep_check_draw;
 use protocol::sketch::SketchCoefficients;
 
 use super::deep::{deep_check_group, DeepContext};
 use super::{sampling_params, LoadedCheckpoint, ModelBase, ModelComputeError};
-use crate::compute::verify::{VerifierCompute, VerifyJob, VerifyOutcome};
+use crate::compute::verify::{counted_digests, VerifierCompute, VerifyJob, VerifyOutcome};
 use crate::compute::ComputeError;
 
 pub use super::verifier_options::VerifierOptions;
@@ -217,7 +217,7 @@ impl ModelVerifier {
         if self.opts.rescore_every_group {
             self.rescore(g, problem, verdict)?;
         }
-        let digests = self.counted_digests(g);
+        let digests = counted_digests(g, self.opts.registry.copy.min_tokens);
         verdict.record(self.opts.registry.check_copies(
             g.window,
             &g.miner,
@@ -251,17 +251,6 @@ impl ModelVerifier {
         }
         Ok(())
     }
-
-    /// Distinct completion digests long enough to count for copy detection.
-    fn counted_digests(&self, g: &RolloutGroup) -> Vec<Randomness> {
-        let completions: Vec<&[u32]> = g.rollouts.iter().map(|r| r.completion()).collect();
-        unique_completions(&completions)
-            .into_iter()
-            .map(|i| completions[i])
-            .filter(|c| c.len() >= self.opts.registry.copy.min_tokens)
-            .map(completion_digest)
-            .collect()
-    }
 }
 
 fn mismatch(field: &str, claimed: &str, expected: &str) -> RejectReason {
@@ -281,7 +270,7 @@ impl VerifierCompute for ModelVerifier {
         let (verdict, deep) = self.judge(job)?;
         let outcome = match verdict {
             WindowVerdict::Passed { .. } => {
-                let digests = self.counted_digests(g);
+                let digests = counted_digests(g, self.opts.registry.copy.min_tokens);
                 registry.register_completions(g.window, &g.miner, job.server_ts_ms, &digests);
                 let completions: Vec<&[u32]> = g.rollouts.iter().map(|r| r.completion()).collect();
                 let rewards: Vec<f32> = g.rollouts.iter().map(|r| r.reward).collect();
