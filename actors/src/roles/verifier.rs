@@ -28,6 +28,7 @@ use crate::task::OwnedTask;
 use crate::windows::{follow_clock, WindowBook};
 use crate::worker_pool::WorkerPool;
 
+use crate::compute::verify::counted_digests;
 pub use crate::compute::verify::{VerifierCompute, VerifierWorker, VerifyJob, VerifyOutcome};
 
 #[derive(Clone, Debug)]
@@ -304,10 +305,21 @@ async fn handle(h: Handling<'_>, msg: jetstream::Message) {
     let working = Instant::now();
     // The window ledger, shared over the bus, before any compute: a replayed nonce or group
     // index, a group over the count or a copy is refused whichever instance saw the first.
+    // Hashed once: claimed now, recorded after an accepting verdict.
+    let completions = counted_digests(&group, ledger.rules().min_tokens);
     let ledger_step = match &checkpoint {
         Ok(_) => {
             let max_groups = trust.limits_max_groups();
-            verifier_ledger::admit(ledger, m, &group, &digest, server_ts_ms, max_groups).await
+            verifier_ledger::admit(
+                ledger,
+                m,
+                &group,
+                &digest,
+                server_ts_ms,
+                max_groups,
+                &completions,
+            )
+            .await
         }
         Err(_) => LedgerStep::Verify,
     };
@@ -326,10 +338,12 @@ async fn handle(h: Handling<'_>, msg: jetstream::Message) {
     });
     let run = match job {
         Ok(job) => {
-            let (group, ts) = (job.group.clone(), job.server_ts_ms);
             let run = pool.run(job).await;
             if run.as_ref().is_ok_and(|o| o.accepted) {
-                if let Err(after) = verifier_ledger::record(ledger, m, &group, ts).await {
+                let at = (window, miner.as_str(), group_index);
+                let recorded =
+                    verifier_ledger::record(ledger, m, at, server_ts_ms, &completions).await;
+                if let Err(after) = recorded {
                     return settle(&msg, AckKind::Nak(Some(after))).await;
                 }
             }

@@ -9,7 +9,7 @@ use messages::{Hash32, RejectCode, RolloutGroup};
 use protocol::checks::{Admission, GroupClaims, LedgerReject, Limits};
 
 use crate::compute::structural::reject;
-use crate::compute::verify::{counted_digests, VerifyOutcome};
+use crate::compute::verify::VerifyOutcome;
 use crate::ledger::BusLedger;
 use crate::metrics::Metrics;
 
@@ -38,15 +38,15 @@ pub async fn admit(
     envelope: &Hash32,
     server_ts_ms: u64,
     max_groups_per_window: u32,
+    completions: &[[u8; 32]],
 ) -> LedgerStep {
-    let completions = counted_digests(group, ledger.rules().min_tokens);
     let claims = GroupClaims {
         miner: &group.miner,
         nonce: group.nonce,
         group_index: group.group_index,
         envelope: envelope.0,
         server_ts_ms,
-        completions: &completions,
+        completions,
     };
     let limits = Limits {
         max_groups_per_window,
@@ -75,15 +75,16 @@ pub async fn admit(
 
 /// After an accepted verdict: records the completions. `Err` = hand the group back (its
 /// redelivery is a ledger repeat and gets verified and recorded again).
+/// Records an accepted group's counted completions (`completions`, as given to [`admit`]).
 pub async fn record(
     ledger: &BusLedger,
     metrics: &Metrics,
-    group: &RolloutGroup,
+    (window, miner, group_index): (u64, &str, u32),
     server_ts_ms: u64,
+    completions: &[[u8; 32]],
 ) -> Result<(), Duration> {
-    let completions = counted_digests(group, ledger.rules().min_tokens);
     match ledger
-        .record(group.window, &group.miner, server_ts_ms, &completions)
+        .record(window, miner, server_ts_ms, completions)
         .await
     {
         Ok(late) => {
@@ -92,7 +93,7 @@ pub async fn record(
                     .ledger_events
                     .with_label_values(&["late_copy"])
                     .inc();
-                tracing::warn!(window = group.window, copier = %copy.copier, original = %copy.original, shared = copy.shared, "copy found after it was judged (its original was verified later); its verdict stands");
+                tracing::warn!(window, copier = %copy.copier, original = %copy.original, shared = copy.shared, "copy found after it was judged (its original was verified later); its verdict stands");
             }
             Ok(())
         }
@@ -101,7 +102,7 @@ pub async fn record(
                 .ledger_events
                 .with_label_values(&["bus_error"])
                 .inc();
-            tracing::warn!(window = group.window, miner = %group.miner, group = group.group_index, error = %e, "window ledger unavailable while recording; handing the group back");
+            tracing::warn!(window, miner, group = group_index, error = %e, "window ledger unavailable while recording; handing the group back");
             Err(RETRY_AFTER_LEDGER_ERROR)
         }
     }
