@@ -108,10 +108,10 @@ async fn publish(same_positions: bool) -> Published {
             let body = encode_delta(&weights[seq - 1], w).unwrap();
             (CheckpointKind::Delta { base, anchor }, body)
         };
-        let object = format!("ckpt-{seq}");
+        let object = messages::subjects::checkpoint_object(seq as u64, &hash(w).to_string());
         let stored = put_bytes(store.as_ref(), &object, body).await.unwrap();
         let catch_up = if seq >= 2 {
-            let object = format!("ckpt-{seq}-catchup");
+            let object = messages::subjects::catch_up_object(seq as u64, &hash(w).to_string());
             let body = encode_delta(&weights[0], w).unwrap();
             let stored = put_bytes(store.as_ref(), &object, body).await.unwrap();
             Some(CatchUpDelta {

@@ -532,29 +532,29 @@ fn forged_announcements_and_corrupted_objects_are_refused_and_counted() {
         grail_integration_tests::authorize(messages::Authority::Publisher, publisher.address());
         let w = base_weights(3);
         let bytes = to_safetensors_bytes(&w).unwrap();
-        let announce = |seq: u64, object: &str, object_digest: Hash32, checkpoint: Hash32| {
-            CheckpointAnnounce {
-                version: WIRE_VERSION,
-                checkpoint,
-                seq,
-                valid_from_window: seq,
-                kind: CheckpointKind::Full,
-                object: object.to_string(),
-                bytes: bytes.len() as u64,
-                object_digest,
-                catch_up: None,
-                sampling: SamplingSpec::default(),
-                created_at_ms: 0,
-            }
+        // Each announcement names its own canonical object (validation pins the name).
+        let announce = |seq: u64, object_digest: Hash32, checkpoint: Hash32| CheckpointAnnounce {
+            version: WIRE_VERSION,
+            checkpoint,
+            seq,
+            valid_from_window: seq,
+            kind: CheckpointKind::Full,
+            object: subj::checkpoint_object(seq, &checkpoint.to_string()),
+            bytes: bytes.len() as u64,
+            object_digest,
+            catch_up: None,
+            sampling: SamplingSpec::default(),
+            created_at_ms: 0,
         };
-        let good = put_bytes(store.as_ref(), "ckpt-good", bytes.clone())
-            .await
-            .unwrap();
         let mut flipped = bytes.clone();
         *flipped.last_mut().unwrap() ^= 1;
-        put_bytes(store.as_ref(), "ckpt-flipped", flipped.clone())
-            .await
-            .unwrap();
+        let store_as = |seq: u64, checkpoint: Hash32, body: Vec<u8>| {
+            let store = store.clone();
+            async move {
+                let name = subj::checkpoint_object(seq, &checkpoint.to_string());
+                put_bytes(store.as_ref(), &name, body).await.unwrap().digest
+            }
+        };
         let publish = |a: CheckpointAnnounce, signer: Identity| {
             let bus = bus.clone();
             async move {
@@ -571,27 +571,24 @@ fn forged_announcements_and_corrupted_objects_are_refused_and_counted() {
             }
         };
         let d = weight_digest(&w);
-        publish(announce(0, "ckpt-good", good.digest, d), publisher.clone()).await;
+        let good = store_as(0, d, bytes.clone()).await;
+        publish(announce(0, good, d), publisher.clone()).await;
         // A forger announces seq 1 with its own (valid) object: not trusted.
-        publish(announce(1, "ckpt-good", good.digest, d), forger.clone()).await;
+        store_as(1, d, bytes.clone()).await;
+        publish(announce(1, good, d), forger.clone()).await;
         // The trusted publisher's seq 2 names the original digest but the stored bytes differ.
-        publish(
-            announce(2, "ckpt-flipped", good.digest, d),
-            publisher.clone(),
-        )
-        .await;
+        store_as(2, d, flipped.clone()).await;
+        publish(announce(2, good, d), publisher.clone()).await;
         // Seq 3: the object is what was announced, but the weights are not the named ones.
         let other = weight_digest(&base_weights(4));
+        store_as(3, other, flipped.clone()).await;
         publish(
-            announce(3, "ckpt-flipped", object_digest(&flipped), other),
+            announce(3, object_digest(&flipped), other),
             publisher.clone(),
         )
         .await;
-        publish(
-            announce(4, "ckpt-good", good.digest, other),
-            publisher.clone(),
-        )
-        .await;
+        store_as(4, other, bytes.clone()).await;
+        publish(announce(4, good, other), publisher.clone()).await;
 
         let b = book(&bus, &publisher, 8, "verifier").await;
         assert!(

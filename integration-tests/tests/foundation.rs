@@ -152,7 +152,7 @@ fn every_message_type_round_trips_through_jetstream() {
                 base: Hash32::from([10; 32]),
                 anchor: Hash32::from([11; 32]),
             },
-            object: "ckpt-4".into(),
+            object: subj::checkpoint_object(4, &Hash32::from([9; 32]).to_string()),
             bytes: 1234,
             object_digest: Hash32::from([12; 32]),
             catch_up: None,

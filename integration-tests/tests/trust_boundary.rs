@@ -508,7 +508,7 @@ fn squatted_deduplication_ids_are_detected_on_every_publishing_subject() {
             seq: 1,
             valid_from_window: 2,
             kind: CheckpointKind::Full,
-            object: "ckpt-00000001-04040404".into(),
+            object: subj::checkpoint_object(1, &Hash32::from([4; 32]).to_string()),
             bytes: 1,
             object_digest: Hash32::from([5; 32]),
             catch_up: None,

@@ -248,20 +248,37 @@ impl CheckFields for MinerWindowVerdict {
 }
 
 impl CheckFields for CheckpointAnnounce {
+    /// Object names are pinned to the checkpoint they carry: retention deletes the objects an
+    /// announcement names, so a free name could point it at another checkpoint's bytes.
     fn check_fields(&self, _: &FieldLimits) -> Result<(), FieldError> {
-        token("object", &self.object, 128)?;
+        let hex = self.checkpoint.to_string();
+        let own = crate::subjects::checkpoint_object(self.seq, &hex);
+        if self.object != own {
+            return Err(err(
+                "object",
+                format!(
+                    "{:?} is not {own}, the object of checkpoint #{}",
+                    shown(&self.object),
+                    self.seq
+                ),
+            ));
+        }
         if let Some(c) = &self.catch_up {
-            token("catch_up.object", &c.object, 128)?;
             if matches!(self.kind, CheckpointKind::Full) {
                 return Err(err(
                     "catch_up",
                     "a full checkpoint has no catch-up delta (it is its own anchor)",
                 ));
             }
-            if c.object == self.object {
+            let catch_up = crate::subjects::catch_up_object(self.seq, &hex);
+            if c.object != catch_up {
                 return Err(err(
                     "catch_up.object",
-                    format!("{:?} is the checkpoint's own object", shown(&c.object)),
+                    format!(
+                        "{:?} is not {catch_up}, the catch-up object of checkpoint #{}",
+                        shown(&c.object),
+                        self.seq
+                    ),
                 ));
             }
         }
@@ -537,7 +554,17 @@ mod tests {
             ..catch_up.clone()
         });
         assert_eq!(field(&a), "catch_up.object");
+        // Another checkpoint's objects (retention would delete them with this one).
+        a.catch_up = Some(CatchUpDelta {
+            object: crate::subjects::catch_up_object(3, &digest),
+            ..catch_up.clone()
+        });
+        assert_eq!(field(&a), "catch_up.object");
         a.catch_up = Some(catch_up);
+        let own = a.object.clone();
+        a.object = crate::subjects::checkpoint_object(3, &digest);
+        assert_eq!(field(&a), "object");
+        a.object = own;
         a.kind = CheckpointKind::Full;
         assert_eq!(field(&a), "catch_up");
     }
