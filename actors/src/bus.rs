@@ -405,6 +405,20 @@ pub fn server_timestamp_ms(msg: &jetstream::Message) -> Option<u64> {
 
 pub use crate::time::now_ms;
 
+/// The last message of `stream` on `subject` (wildcards allowed); `Ok(None)` when it holds
+/// none. One request (a direct get where the stream allows it).
+pub async fn last_on_subject(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+) -> Result<Option<jetstream::message::StreamMessage>, jetstream::stream::LastRawMessageError> {
+    use jetstream::stream::LastRawMessageErrorKind;
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// How often a client pings its server. async-nats drops a connection after 3 unanswered
 /// pings, so a client whose node went silent (a cut link sends no reset) reconnects to
 /// another node of the cluster in ~10 s; the default 60 s took over 3 minutes, and a miner
@@ -420,8 +434,18 @@ pub type OrderedMessages = futures::stream::BoxStream<'static, anyhow::Result<je
 /// Failed rebuilds (while connected) before a reader gives up and reports an error.
 const REPLAY_MAX_FAILURES: u32 = 8;
 
-/// A reader handed nothing for this long asks the stream whether it missed something.
+/// A reader handed nothing for this long asks the stream whether it missed something; each
+/// check that finds nothing doubles the wait up to [`REPLAY_STALL_CHECK_MAX`] (thousands of
+/// idle readers, a few per miner, would otherwise keep the JetStream API busy for nothing).
 const REPLAY_STALL_CHECK: Duration = Duration::from_secs(8);
+const REPLAY_STALL_CHECK_MAX: Duration = Duration::from_secs(32);
+
+/// The wait before the next stall check after `quiet` checks in a row found nothing.
+fn stall_check_after(quiet: u32) -> Duration {
+    REPLAY_STALL_CHECK
+        .saturating_mul(1 << quiet.min(8))
+        .min(REPLAY_STALL_CHECK_MAX)
+}
 
 struct ReplayState {
     bus: Bus,
@@ -433,6 +457,10 @@ struct ReplayState {
     inner: Option<jetstream::consumer::pull::Ordered>,
     connections: tokio::sync::watch::Receiver<u64>,
     failures: u32,
+    /// The stream handle stall checks reuse (dropped when a check fails).
+    handle: Option<jetstream::stream::Stream>,
+    /// Stall checks in a row that found nothing (see [`stall_check_after`]).
+    quiet_checks: u32,
 }
 
 impl ReplayState {
@@ -491,27 +519,35 @@ impl ReplayState {
     }
 
     /// Whether the stream holds a message for our filter at or after the next sequence we
-    /// expect, though the reader has handed out nothing for [`REPLAY_STALL_CHECK`]: on a NATS
-    /// cluster the node holding our ephemeral consumer can be cut off (a dead link sends no
-    /// reset) while our own connection stays up, and the consumer then waits silently.
-    fn stalled(&self) -> impl Future<Output = bool> {
+    /// expect, though the reader has handed out nothing for a while ([`stall_check_after`]):
+    /// on a NATS cluster the node holding our ephemeral consumer can be cut off (a dead link
+    /// sends no reset) while our own connection stays up, and the consumer then waits
+    /// silently. Also returns the stream handle to reuse (`None` after a failed request).
+    fn stalled(&self) -> impl Future<Output = (bool, Option<jetstream::stream::Stream>)> {
         // Owned copies: `self` holds the (non-Sync) reader, so the future must not borrow it.
-        let (js, stream, filter) = (
+        let (js, stream, filter, handle) = (
             self.bus.js.clone(),
             self.stream.clone(),
             self.filter.clone(),
+            self.handle.clone(),
         );
         let next = self.next_sequence;
         async move {
             // Nothing read yet: the first message may simply not exist.
-            let Some(next) = next else { return false };
-            let Ok(stream) = js.get_stream(&stream).await else {
-                return false;
+            let Some(next) = next else {
+                return (false, handle);
             };
-            stream
-                .get_last_raw_message_by_subject(&filter)
-                .await
-                .is_ok_and(|m| m.sequence >= next)
+            let handle = match handle {
+                Some(h) => h,
+                None => match js.get_stream(&stream).await {
+                    Ok(h) => h,
+                    Err(_) => return (false, None),
+                },
+            };
+            match last_on_subject(&handle, &filter).await {
+                Ok(last) => (last.is_some_and(|m| m.sequence >= next), Some(handle)),
+                Err(_) => (false, None),
+            }
         }
     }
 
@@ -532,6 +568,7 @@ impl ReplayState {
                             self.next_sequence = Some(info.stream_sequence + 1);
                         }
                         self.failures = 0;
+                        self.quiet_checks = 0;
                         return Some(Ok(msg));
                     }
                     Some(Err(e)) => {
@@ -553,15 +590,20 @@ impl ReplayState {
                     tracing::info!(stream = %self.stream, filter = %self.filter, "reconnected; rebuilding ordered reader");
                     self.inner = None;
                 }
-                () = tokio::time::sleep(REPLAY_STALL_CHECK) => {
+                () = tokio::time::sleep(stall_check_after(self.quiet_checks)) => {
                     // The check's requests may hang on a dead connection: a reconnect
                     // meanwhile rebuilds at once instead of after their timeout.
                     let stalled = self.stalled();
                     tokio::select! {
-                        stalled = stalled => if stalled {
-                            tracing::warn!(stream = %self.stream, filter = %self.filter, next = ?self.next_sequence,
-                                "ordered reader stalled behind the stream; rebuilding it");
-                            self.inner = None;
+                        (stalled, handle) = stalled => {
+                            self.handle = handle;
+                            self.quiet_checks += 1;
+                            if stalled {
+                                tracing::warn!(stream = %self.stream, filter = %self.filter, next = ?self.next_sequence,
+                                    "ordered reader stalled behind the stream; rebuilding it");
+                                self.inner = None;
+                                self.quiet_checks = 0;
+                            }
                         },
                         Ok(()) = self.connections.changed() => {
                             tracing::info!(stream = %self.stream, filter = %self.filter, "reconnected; rebuilding ordered reader");
@@ -595,6 +637,8 @@ impl Bus {
             inner: None,
             connections,
             failures: 0,
+            handle: None,
+            quiet_checks: 0,
         };
         state.inner = Some(state.open().await?);
         let messages = futures::stream::unfold(state, |mut state| async move {
@@ -631,4 +675,16 @@ pub async fn subject_counts(
         out.push(item.map_err(|e| anyhow::anyhow!("stream {name} subjects ({filter}): {e}"))?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod stall_check_tests {
+    use super::*;
+
+    #[test]
+    fn idle_readers_check_less_often_but_never_less_than_every_32_s() {
+        let waits: Vec<u64> = (0..6).map(|q| stall_check_after(q).as_secs()).collect();
+        assert_eq!(waits, [8, 16, 32, 32, 32, 32]);
+        assert_eq!(stall_check_after(u32::MAX), REPLAY_STALL_CHECK_MAX);
+    }
 }

@@ -83,15 +83,10 @@ impl Clock {
 /// skip every window up to a huge number. A message that fails gives 0, so the leader
 /// re-publishes the last [`MAX_CATCH_UP`] windows (their ids collapse with the stored ones).
 async fn last_published(ctx: &RoleCtx, phase: &str, info: &ChainInfo) -> anyhow::Result<u64> {
-    use async_nats::jetstream::stream::LastRawMessageErrorKind;
     let stream = ctx.bus.js.get_stream(subj::STREAM_CLOCK).await?;
-    let msg = match stream
-        .get_last_raw_message_by_subject(&format!("{}.clock.*.{phase}", subj::ROOT))
-        .await
-    {
-        Ok(msg) => msg,
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(0),
-        Err(e) => return Err(e.into()),
+    let subject = format!("{}.clock.*.{phase}", subj::ROOT);
+    let Some(msg) = crate::bus::last_on_subject(&stream, &subject).await? else {
+        return Ok(0);
     };
     let window = match subj::parse(&msg.subject) {
         Ok(subj::Subject::WindowOpen { .. }) => ctx

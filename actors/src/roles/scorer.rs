@@ -372,7 +372,6 @@ const MINER_VERDICTS_IN_FLIGHT: usize = 64;
 /// elsewhere) while closes keep coming, and finalising then would leave stored verdicts out
 /// of their window for good. Unknown (the stream unreachable for now): not yet.
 async fn verdicts_read(js: &async_nats::jetstream::Context, window: u64, read_upto: u64) -> bool {
-    use async_nats::jetstream::stream::LastRawMessageErrorKind;
     let Ok(stream) = js.get_stream(subj::STREAM_VERDICTS).await else {
         return false;
     };
@@ -380,9 +379,9 @@ async fn verdicts_read(js: &async_nats::jetstream::Context, window: u64, read_up
         "{}{window}.>",
         subj::VERDICT_GROUP_ALL.trim_end_matches('>')
     );
-    match stream.get_last_raw_message_by_subject(&subject).await {
-        Ok(last) => last.sequence <= read_upto,
-        Err(e) => e.kind() == LastRawMessageErrorKind::NoMessageFound,
+    match crate::bus::last_on_subject(&stream, &subject).await {
+        Ok(last) => last.is_none_or(|m| m.sequence <= read_upto),
+        Err(_) => false,
     }
 }
 

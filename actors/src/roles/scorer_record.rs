@@ -11,11 +11,10 @@
 
 use std::collections::HashSet;
 
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use messages::subjects as subj;
 use messages::{MinerWindowVerdict, SignedMessage, Weights};
 
-use crate::bus::{subject_counts, Bus};
+use crate::bus::{last_on_subject, subject_counts, Bus};
 
 /// Window W's messages already in the streams.
 #[derive(Debug, Default)]
@@ -59,13 +58,10 @@ pub async fn stored(bus: &Bus, window: u64) -> Option<Stored> {
 /// or not a valid one), `None` if the stream could not be read.
 async fn last_valid<T: SignedMessage>(bus: &Bus, stream: &str, subject: &str) -> Option<Option<T>> {
     let s = bus.js.get_stream(stream).await.ok()?;
-    match s.get_last_raw_message_by_subject(subject).await {
-        Ok(raw) => Some(
-            bus.open::<T>("scorer", &raw.payload)
-                .ok()
-                .map(|(env, _)| env.payload),
-        ),
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Some(None),
-        Err(_) => None,
-    }
+    let raw = last_on_subject(&s, subject).await.ok()?;
+    Some(raw.and_then(|raw| {
+        bus.open::<T>("scorer", &raw.payload)
+            .ok()
+            .map(|(env, _)| env.payload)
+    }))
 }
