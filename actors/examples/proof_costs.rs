@@ -44,16 +44,20 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(out, messages::encode(&mined))?;
         return Ok(());
     }
-    costs(&w, groups, "tiny model")?;
+    costs(&w, groups, "tiny model", MAX_NEW)?;
     calibration(&w, groups)?;
     // Optional: costs on a real model (HF directory or .gguf), e.g. SmolLM2-135M.
     if let Ok(path) = std::env::var("GRAIL_PROOF_COSTS_MODEL") {
-        let real = World::from_model(std::path::Path::new(&path), sampling(MAX_NEW));
+        let max_new = std::env::var("GRAIL_PROOF_COSTS_MAX_NEW")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(MAX_NEW);
+        let real = World::from_model(std::path::Path::new(&path), sampling(max_new));
         let name = format!(
             "{path}, vocab {}, hidden {}",
             real.base.config.vocab_size, real.base.config.hidden_size
         );
-        costs(&real, 2, &name)?;
+        costs(&real, 2, &name, max_new)?;
     }
     Ok(())
 }
@@ -64,7 +68,7 @@ fn secs(f: impl FnOnce()) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-fn costs(w: &World, groups: u32, name: &str) -> anyhow::Result<()> {
+fn costs(w: &World, groups: u32, name: &str, max_new: u32) -> anyhow::Result<()> {
     let me = identity(1);
     let mut miner = w.miner();
     let _ = w.mine_with(&mut miner, &me, 1, 99, &w.checkpoint); // load weights once
@@ -90,7 +94,7 @@ fn costs(w: &World, groups: u32, name: &str) -> anyhow::Result<()> {
         .flat_map(|g| &g.rollouts)
         .map(|r| r.completion().len())
         .sum();
-    println!("## Costs per group ({name}, G = 16, max_new_tokens = {MAX_NEW}, {groups} groups, {:.1} completion tokens/rollout)\n", tokens as f64 / (16.0 * f64::from(groups)));
+    println!("## Costs per group ({name}, G = 16, max_new_tokens = {}, {groups} groups, {:.1} completion tokens/rollout)\n", max_new, tokens as f64 / (16.0 * f64::from(groups)));
     println!("| step | time per group | ÷ generation |");
     println!("|---|---|---|");
     println!(
@@ -107,6 +111,20 @@ fn costs(w: &World, groups: u32, name: &str) -> anyhow::Result<()> {
         deep_s * 1e3,
         mine_s / deep_s
     );
+    // A close-drawn subset of each group's rollouts (PROTOCOL.md §2.7), and what a group
+    // with one forged rollout then escapes with.
+    for k in [8u32, 4] {
+        let subset_s = time_verify(VerifierOptions {
+            rollouts_checked: k,
+            ..deep_all()
+        });
+        println!(
+            "| verify, deep on {k} of 16 rollouts (one forged rollout escapes {:.0} %) | {:.2} ms | 1/{:.1} |",
+            100.0 * protocol::randomness::subset_escape_probability(16, k, 1),
+            subset_s * 1e3,
+            mine_s / subset_s
+        );
+    }
     for rate in [0.05, 0.10, 0.25] {
         let amortised = cheap_s + rate * (deep_s - cheap_s);
         println!(

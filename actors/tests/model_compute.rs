@@ -11,7 +11,7 @@ use grail_actors::roles::verifier::VerifierCompute;
 use messages::{PackedU32, RolloutGroup, SamplingSpec};
 use model_support::*;
 use policy::generate::{generate_group, GroupRequest, RandomSampler, SamplingParams};
-use protocol::randomness::challenged_positions;
+use protocol::randomness::{challenged_positions, checked_rollouts};
 use protocol::sketch::SKETCH_PRIME;
 
 const MAX_NEW: u32 = 48;
@@ -250,6 +250,53 @@ fn forged_sketches_are_rejected() {
         }
     }
     rejected_with(&w, &mut w.verifier(deep_all()), &random, "sketch_mismatch");
+}
+
+/// With `rollouts_checked = 4` only the close-drawn 4 of 16 rollouts get the forward pass:
+/// one forged rollout is caught exactly when it is drawn (the attacker's best case: it cannot
+/// know the draw before the close), and with the default every rollout is checked.
+#[test]
+fn a_forged_rollout_is_caught_exactly_when_the_close_draws_it() {
+    let w = world();
+    let group = w.mine(&identity(1), 2, 0);
+    let miner = messages::Ss58Address::parse(&group.miner).unwrap().public;
+    let drawn = checked_rollouts(
+        &w.close(group.window).randomness.0,
+        &miner,
+        group.group_index,
+        16,
+        4,
+    );
+    assert_eq!(drawn.len(), 4);
+    // Fresh options per verifier: each has its own window registry (replays are refused).
+    let subset = || VerifierOptions {
+        rollouts_checked: 4,
+        ..deep_all()
+    };
+    let (mut caught, mut missed) = (0, 0);
+    for forged in 0..16u32 {
+        let mut bad = group.clone();
+        bad.rollouts[forged as usize]
+            .sketches
+            .0
+            .iter_mut()
+            .for_each(|s| *s = 0);
+        if drawn.contains(&forged) {
+            rejected_with(&w, &mut w.verifier(subset()), &bad, "sketch_mismatch");
+            caught += 1;
+        } else {
+            let outcome = w.verify(&mut w.verifier(subset()), &bad);
+            assert!(
+                outcome.accepted,
+                "rollout {forged} is not drawn: {outcome:?}"
+            );
+            missed += 1;
+        }
+        rejected_with(&w, &mut w.verifier(deep_all()), &bad, "sketch_mismatch");
+    }
+    assert_eq!((caught, missed), (4, 12));
+    // The honest group passes the subset check too.
+    assert!(w.verify(&mut w.verifier(subset()), &group).accepted);
 }
 
 #[test]

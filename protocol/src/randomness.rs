@@ -21,6 +21,7 @@ pub mod domain {
     pub const CHALLENGE: &str = "grail/v1/challenge";
     pub const STREAM: &str = "grail/v1/stream";
     pub const DEEP_CHECK: &str = "grail/v1/deep-check";
+    pub const CHECKED_ROLLOUTS: &str = "grail/v1/checked-rollouts";
     pub const SKETCH_COEFFICIENTS: &str = "grail/v1/sketch-coefficients";
     pub const COMPLETION_DIGEST: &str = "grail/v1/completion-digest";
 }
@@ -272,6 +273,48 @@ pub fn deep_check_draw(close: &Randomness, miner_pubkey: &[u8; 32], group_index:
     (le_u64(&digest[..8]) % PPM) as u32
 }
 
+/// The rollouts of a deep-checked group whose forward pass the verifier recomputes: a
+/// uniformly random `k`-subset of `0..n` drawn from the close randomness (unknown until every
+/// group of the window is in), sorted. `k == 0` or `k ≥ n`: all of them. A group with `m`
+/// forged rollouts escapes with probability `C(n−m, k) / C(n, k)` (PROTOCOL.md §2.7).
+pub fn checked_rollouts(
+    close: &Randomness,
+    miner_pubkey: &[u8; 32],
+    group_index: u32,
+    n: u32,
+    k: u32,
+) -> Vec<u32> {
+    if k == 0 || k >= n {
+        return (0..n).collect();
+    }
+    let seed = prf(
+        domain::CHECKED_ROLLOUTS,
+        &[close, miner_pubkey, &group_index.to_le_bytes()],
+    );
+    let mut stream = PrfStream::new(seed);
+    // The first k steps of a Fisher–Yates shuffle: every k-subset equally likely.
+    let mut order: Vec<u32> = (0..n).collect();
+    for i in 0..k as usize {
+        let j = i + stream.below((order.len() - i) as u64) as usize;
+        order.swap(i, j);
+    }
+    order.truncate(k as usize);
+    order.sort_unstable();
+    order
+}
+
+/// The probability that a group with `forged` of its `n` rollouts forged passes a deep check
+/// that recomputes `k` of them: `C(n−forged, k) / C(n, k)`.
+pub fn subset_escape_probability(n: u32, k: u32, forged: u32) -> f64 {
+    let k = if k == 0 { n } else { k.min(n) };
+    let forged = forged.min(n);
+    // Π_{i<k} (n − forged − i) / (n − i): draw the k checked rollouts one at a time.
+    (0..k).fold(1.0, |p, i| {
+        let honest_left = f64::from(n - forged) - f64::from(i);
+        p * (honest_left.max(0.0) / (f64::from(n) - f64::from(i)))
+    })
+}
+
 /// Groups that get the expensive forward-pass checks: every group whose draw is `< rate_ppm`, topped up
 /// to `min_groups` (when the miner has that many) with the smallest `(draw, group_index)`. Sorted.
 pub fn select_deep_checks(
@@ -351,6 +394,55 @@ mod tests {
         let x3 = chain.value(3).unwrap();
         assert_ne!(open_randomness(2, &x2), close_randomness(2, &x2));
         assert_ne!(close_randomness(2, &x3), open_randomness(3, &x3));
+    }
+
+    #[test]
+    fn checked_rollouts_are_a_fair_distinct_sorted_subset() {
+        let (close, miner) = ([3; 32], [4; 32]);
+        assert_eq!(
+            checked_rollouts(&close, &miner, 0, 16, 0),
+            (0..16).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            checked_rollouts(&close, &miner, 0, 16, 16),
+            (0..16).collect::<Vec<_>>()
+        );
+        assert_eq!(checked_rollouts(&close, &miner, 0, 4, 9), vec![0, 1, 2, 3]);
+        let mut hits = [0u32; 16];
+        for group in 0..4000 {
+            let subset = checked_rollouts(&close, &miner, group, 16, 4);
+            assert_eq!(subset.len(), 4);
+            assert!(subset.windows(2).all(|w| w[0] < w[1]) && subset[3] < 16);
+            for r in subset {
+                hits[r as usize] += 1;
+            }
+        }
+        // 4000 groups × 4/16 = 1000 expected per rollout; a biased draw misses by far more.
+        assert!(hits.iter().all(|&h| (900..1100).contains(&h)), "{hits:?}");
+        // Bound to the close randomness and the miner: another close or key, another subset.
+        let a = checked_rollouts(&close, &miner, 7, 16, 4);
+        assert_ne!(a, checked_rollouts(&[9; 32], &miner, 7, 16, 4));
+        assert_ne!(a, checked_rollouts(&close, &[8; 32], 7, 16, 4));
+    }
+
+    #[test]
+    fn the_escape_probability_is_the_hypergeometric_tail() {
+        assert_eq!(subset_escape_probability(16, 16, 1), 0.0);
+        assert_eq!(
+            subset_escape_probability(16, 0, 1),
+            0.0,
+            "0 = every rollout"
+        );
+        assert_eq!(subset_escape_probability(16, 8, 0), 1.0);
+        assert!((subset_escape_probability(16, 8, 1) - 0.5).abs() < 1e-12);
+        assert!((subset_escape_probability(16, 4, 1) - 0.75).abs() < 1e-12);
+        // C(12,4)/C(16,4) = 495/1820.
+        assert!((subset_escape_probability(16, 4, 4) - 495.0 / 1820.0).abs() < 1e-12);
+        assert_eq!(
+            subset_escape_probability(16, 8, 9),
+            0.0,
+            "more forged than unchecked"
+        );
     }
 
     #[test]

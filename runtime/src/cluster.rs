@@ -220,6 +220,7 @@ async fn build_role(
                 let opts = VerifierOptions {
                     deep_check_rate_ppm: (cfg.compute.deep_check_rate * 1e6).round() as u32,
                     challenge_k: v.challenge_k,
+                    rollouts_checked: v.rollouts_checked,
                     logit_drift: v.logit_drift,
                     logprob_epsilon: v.logprob_epsilon,
                     min_eos_probability: v.min_eos_probability,

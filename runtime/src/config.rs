@@ -689,11 +689,12 @@ mod tests {
     #[test]
     fn verifier_and_scoring_sections_reach_the_roles_settings() {
         let c = parse(
-            "[verifier]\nlogprob_epsilon = 0.2\nsketch = { base = 500 }\n\
+            "[verifier]\nlogprob_epsilon = 0.2\nsketch = { base = 500 }\nrollouts_checked = 4\n\
              [scoring]\nexponent = 2.0\nsoft = { reward_mismatch = 0.25 }\n",
         )
         .unwrap();
         assert_eq!(c.verifier.logprob_epsilon, 0.2);
+        assert_eq!(c.verifier.rollouts_checked, 4);
         assert_eq!(c.verifier.sketch.base, 500);
         assert_eq!(c.verifier.challenge_k, 32, "defaults kept");
         assert_eq!(c.scoring.params().exponent, 2.0);

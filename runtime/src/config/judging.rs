@@ -13,6 +13,9 @@ use serde::Deserialize;
 pub struct VerifierSection {
     /// Challenged completion positions per rollout (K).
     pub challenge_k: u32,
+    /// Rollouts of a deep-checked group whose forward pass is recomputed, drawn from the close
+    /// randomness; 0 (default) = all. PROTOCOL.md §2.7 gives the detection probability.
+    pub rollouts_checked: u32,
     /// Bound on |miner raw logit − verifier raw logit| (D).
     pub logit_drift: f64,
     /// Median `exp|Δlogp| − 1` bound (ε).
@@ -32,6 +35,7 @@ impl Default for VerifierSection {
         let d = actors::compute::model::VerifierOptions::default();
         Self {
             challenge_k: d.challenge_k,
+            rollouts_checked: d.rollouts_checked,
             logit_drift: d.logit_drift,
             logprob_epsilon: d.logprob_epsilon,
             min_eos_probability: d.min_eos_probability,

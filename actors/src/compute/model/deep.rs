@@ -101,26 +101,38 @@ pub struct DeepContext<'a> {
 
 /// The challenged positions of every rollout of `group` (PROTOCOL.md §2.6).
 pub fn group_positions(ctx: &DeepContext<'_>, group: &RolloutGroup) -> Vec<Vec<u32>> {
-    group
-        .rollouts
-        .iter()
-        .enumerate()
-        .map(|(r, rollout)| {
-            challenged_positions(
-                ctx.close,
-                ctx.miner_pubkey,
-                group.group_index,
-                r as u32,
-                rollout.completion().len() as u32,
-                ctx.opts.challenge_k,
-            )
-        })
+    (0..group.rollouts.len() as u32)
+        .map(|r| rollout_positions(ctx, group, r))
         .collect()
 }
 
-/// Deep-checks every rollout of a group that passed the cheap checks (shapes, prompts) and
-/// records findings in `verdict`. Stops at the first hard finding. Returns the number of
-/// challenged positions checked.
+/// The challenged positions of rollout `r` of `group`.
+fn rollout_positions(ctx: &DeepContext<'_>, group: &RolloutGroup, r: u32) -> Vec<u32> {
+    challenged_positions(
+        ctx.close,
+        ctx.miner_pubkey,
+        group.group_index,
+        r,
+        group.rollouts[r as usize].completion().len() as u32,
+        ctx.opts.challenge_k,
+    )
+}
+
+/// The rollouts of `group` whose forward pass is recomputed: all of them, or the
+/// close-drawn subset of `opts.rollouts_checked` (PROTOCOL.md §2.7).
+pub fn checked_rollout_indices(ctx: &DeepContext<'_>, group: &RolloutGroup) -> Vec<u32> {
+    protocol::randomness::checked_rollouts(
+        ctx.close,
+        ctx.miner_pubkey,
+        group.group_index,
+        group.rollouts.len() as u32,
+        ctx.opts.rollouts_checked,
+    )
+}
+
+/// Deep-checks the checked rollouts of a group that passed the cheap checks (shapes,
+/// prompts) and records findings in `verdict`. Stops at the first hard finding. Returns the
+/// number of challenged positions checked.
 pub fn deep_check_group(
     model: &Model,
     ctx: &DeepContext<'_>,
@@ -128,18 +140,25 @@ pub fn deep_check_group(
     pad_id: u32,
     verdict: &mut WindowVerdictBuilder,
 ) -> Result<usize, ModelComputeError> {
-    let positions = group_positions(ctx, group);
-    let rollouts: Vec<&Rollout> = group.rollouts.iter().collect();
+    let checked = checked_rollout_indices(ctx, group);
+    let rollouts: Vec<&Rollout> = checked
+        .iter()
+        .map(|&r| &group.rollouts[r as usize])
+        .collect();
+    let positions: Vec<Vec<u32>> = checked
+        .iter()
+        .map(|&r| rollout_positions(ctx, group, r))
+        .collect();
     let rows = recompute(model, &rollouts, &positions, ctx.opts.batch_rows, pad_id)?;
-    let mut checked = 0;
-    for (r, (rollout, rows)) in rollouts.iter().zip(&rows).enumerate() {
-        judge_rollout(r as u32, group.group_index, rollout, rows, ctx, verdict)?;
-        checked += rows.positions.len();
+    let mut challenged = 0;
+    for ((&r, rollout), rows) in checked.iter().zip(&rollouts).zip(&rows) {
+        judge_rollout(r, group.group_index, rollout, rows, ctx, verdict)?;
+        challenged += rows.positions.len();
         if verdict.has_failed() {
             break;
         }
     }
-    Ok(checked)
+    Ok(challenged)
 }
 
 /// Checks 7–10 on one rollout from the verifier's recomputed rows.

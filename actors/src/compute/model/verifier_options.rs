@@ -21,6 +21,10 @@ pub struct VerifierOptions {
     pub deep_check_rate_ppm: u32,
     /// Challenged positions per rollout (K).
     pub challenge_k: u32,
+    /// Rollouts of a deep-checked group whose forward pass is recomputed, drawn from the close
+    /// randomness (PROTOCOL.md §2.7); 0 = all. Fewer cost proportionally less and let a group
+    /// with `m` forged rollouts pass with probability `C(16−m, k)/C(16, k)`.
+    pub rollouts_checked: u32,
     pub sketch: SketchParams,
     pub tolerance: SketchTolerance,
     /// Bound on |miner raw logit − verifier raw logit| (D, §4.4).
@@ -51,6 +55,7 @@ impl Default for VerifierOptions {
             max_groups_per_window: Limits::default().max_groups_per_window,
             deep_check_rate_ppm: 50_000,
             challenge_k: 32,
+            rollouts_checked: 0,
             sketch: SketchParams::default(),
             tolerance: SketchTolerance::default(),
             logit_drift: 1e-3,
