@@ -163,9 +163,11 @@ async fn mine_and_publish(
             .generation_tokens_per_second
             .set(tokens as f64 / secs);
     }
+    // A batch's groups share its time: each is charged its share (the histogram is per group).
+    let per_group = secs / groups.len().max(1) as f64;
     let mut failed = None;
     for group in groups {
-        if let Err(e) = publish_group(ctx, window, deadline, group, secs).await {
+        if let Err(e) = publish_group(ctx, window, deadline, group, per_group).await {
             failed = Some(e);
         }
     }
@@ -209,7 +211,6 @@ async fn publish_group(
     let m = ctx.metrics();
     m.groups_published.with_label_values(&[&me]).inc();
     m.tokens_generated.inc_by(tokens as u64);
-    // A batch's groups all took the batch's time.
     m.handle_seconds
         .with_label_values(&["miner", "mine_group"])
         .observe(secs);
