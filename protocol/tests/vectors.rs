@@ -4,8 +4,8 @@
 
 use grail_protocol::checks::grpo_advantages;
 use grail_protocol::randomness::{
-    challenged_positions, close_randomness, completion_digest, deep_check_draw, open_randomness,
-    prf, problem_seed, sampling_key, select_deep_checks, HashChain,
+    challenged_positions, checked_rollouts, close_randomness, completion_digest, deep_check_draw,
+    open_randomness, prf, problem_seed, sampling_key, select_deep_checks, HashChain,
 };
 use grail_protocol::sampling::{choose, gumbel_noise, noise_bits, process_logits, SamplingParams};
 use grail_protocol::scoring::{weights, weights_to_u16_sum};
@@ -90,6 +90,10 @@ fn compute() -> Vec<(&'static str, String)> {
             )),
         ),
         (
+            "checked_rollouts(close, miner, 3, 16, 4)",
+            list(checked_rollouts(&close, &miner, 3, 16, 4)),
+        ),
+        (
             "coefficients(open, 16)",
             list(coefficients(&open, 16).values().iter()),
         ),
@@ -159,6 +163,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("challenged_positions(close, miner, 3, 5, 40, 8)", "0,5,12,15,24,28,37,39"),
     ("deep_check_draw(close, miner, 0..4)", "112847,376524,809036,249371"),
     ("select_deep_checks(close, miner, 0..10, 250000, 1)", "0,3"),
+    ("checked_rollouts(close, miner, 3, 16, 4)", "0,2,11,13"),
     ("coefficients(open, 16)", "121,121,56,-28,36,-32,-24,-111,-10,49,-63,-51,-57,2,-41,71"),
     ("coefficients(open, 896)[888..896]", "-73,-75,-102,24,-8,106,57,120"),
     ("bucket([0, 0.99, 1, -3, 7, 1e9, -inf, nan])", "1,1,2,-3,4,15,-15,0"),
