@@ -247,22 +247,29 @@ impl CheckFields for MinerWindowVerdict {
     }
 }
 
+/// An object name that must be exactly `want` (`what` names it in the error): the publisher
+/// and retention delete the objects messages name.
+fn pinned(field: &'static str, got: &str, want: &str, what: &str) -> Result<(), FieldError> {
+    if got == want {
+        return Ok(());
+    }
+    Err(err(
+        field,
+        format!("{:?} is not {want}, {what}", shown(got)),
+    ))
+}
+
 impl CheckFields for CheckpointAnnounce {
     /// Object names are pinned to the checkpoint they carry: retention deletes the objects an
     /// announcement names, so a free name could point it at another checkpoint's bytes.
     fn check_fields(&self, _: &FieldLimits) -> Result<(), FieldError> {
         let hex = self.checkpoint.to_string();
-        let own = crate::subjects::checkpoint_object(self.seq, &hex);
-        if self.object != own {
-            return Err(err(
-                "object",
-                format!(
-                    "{:?} is not {own}, the object of checkpoint #{}",
-                    shown(&self.object),
-                    self.seq
-                ),
-            ));
-        }
+        pinned(
+            "object",
+            &self.object,
+            &crate::subjects::checkpoint_object(self.seq, &hex),
+            &format!("the object of checkpoint #{}", self.seq),
+        )?;
         if let Some(c) = &self.catch_up {
             if matches!(self.kind, CheckpointKind::Full) {
                 return Err(err(
@@ -270,17 +277,12 @@ impl CheckFields for CheckpointAnnounce {
                     "a full checkpoint has no catch-up delta (it is its own anchor)",
                 ));
             }
-            let catch_up = crate::subjects::catch_up_object(self.seq, &hex);
-            if c.object != catch_up {
-                return Err(err(
-                    "catch_up.object",
-                    format!(
-                        "{:?} is not {catch_up}, the catch-up object of checkpoint #{}",
-                        shown(&c.object),
-                        self.seq
-                    ),
-                ));
-            }
+            pinned(
+                "catch_up.object",
+                &c.object,
+                &crate::subjects::catch_up_object(self.seq, &hex),
+                &format!("the catch-up object of checkpoint #{}", self.seq),
+            )?;
         }
         Ok(())
     }
@@ -291,17 +293,12 @@ impl CheckFields for CheckpointCandidate {
         address("trainer", &self.trainer)?;
         // The publisher deletes a candidate's object when it is done with it: it must be the
         // staging object of these weights, never a published checkpoint's.
-        let staging = crate::subjects::staging_object(&self.checkpoint.to_string());
-        if self.object != staging {
-            return Err(err(
-                "object",
-                format!(
-                    "{:?} is not {staging}, the staging object of its checkpoint",
-                    shown(&self.object)
-                ),
-            ));
-        }
-        Ok(())
+        pinned(
+            "object",
+            &self.object,
+            &crate::subjects::staging_object(&self.checkpoint.to_string()),
+            "the staging object of its checkpoint",
+        )
     }
 }
 
