@@ -551,6 +551,32 @@ impl ReplayState {
         }
     }
 
+    /// The client reconnected: if the server restarted, our ephemeral consumer is gone and
+    /// the client would only notice after two missed heartbeats, so rebuild it now.
+    fn reconnected(&mut self) {
+        tracing::info!(stream = %self.stream, filter = %self.filter, "reconnected; rebuilding ordered reader");
+        self.inner = None;
+    }
+
+    /// One stall check ([`Self::stalled`]), rebuilding the reader when it is behind. Its
+    /// requests may hang on a dead connection: a reconnect meanwhile rebuilds at once instead
+    /// of after their timeout.
+    async fn check_stall(&mut self) {
+        tokio::select! {
+            (stalled, handle) = self.stalled() => {
+                self.handle = handle;
+                self.quiet_checks = self.quiet_checks.saturating_add(1);
+                if stalled {
+                    tracing::warn!(stream = %self.stream, filter = %self.filter, next = ?self.next_sequence,
+                        "ordered reader stalled behind the stream; rebuilding it");
+                    self.inner = None;
+                    self.quiet_checks = 0;
+                }
+            },
+            Ok(()) = self.connections.changed() => self.reconnected(),
+        }
+    }
+
     async fn next(&mut self) -> Option<anyhow::Result<jetstream::Message>> {
         loop {
             let inner = match self.inner.as_mut() {
@@ -584,32 +610,9 @@ impl ReplayState {
                         }
                     }
                 },
-                // The client reconnected: if the server restarted, our ephemeral consumer is
-                // gone and the client would only notice after two missed 15 s heartbeats.
-                Ok(()) = self.connections.changed() => {
-                    tracing::info!(stream = %self.stream, filter = %self.filter, "reconnected; rebuilding ordered reader");
-                    self.inner = None;
-                }
+                Ok(()) = self.connections.changed() => self.reconnected(),
                 () = tokio::time::sleep(stall_check_after(self.quiet_checks)) => {
-                    // The check's requests may hang on a dead connection: a reconnect
-                    // meanwhile rebuilds at once instead of after their timeout.
-                    let stalled = self.stalled();
-                    tokio::select! {
-                        (stalled, handle) = stalled => {
-                            self.handle = handle;
-                            self.quiet_checks += 1;
-                            if stalled {
-                                tracing::warn!(stream = %self.stream, filter = %self.filter, next = ?self.next_sequence,
-                                    "ordered reader stalled behind the stream; rebuilding it");
-                                self.inner = None;
-                                self.quiet_checks = 0;
-                            }
-                        },
-                        Ok(()) = self.connections.changed() => {
-                            tracing::info!(stream = %self.stream, filter = %self.filter, "reconnected; rebuilding ordered reader");
-                            self.inner = None;
-                        }
-                    }
+                    self.check_stall().await;
                 }
             }
         }

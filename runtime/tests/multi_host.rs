@@ -3,8 +3,8 @@
 //! running a NATS node from `grail nats-config` and some roles, all from the same `grail`
 //! binary and one config file (the miner's copy names the node that will be cut, so its
 //! client must find the other nodes by itself). The fourth is the operator's desk: `grail
-//! streams`, `grail manifest`, and this test's own reads. Then one host's link is cut (`ip link set down`: no
-//! TCP reset, the peers only notice by silence) and brought back.
+//! streams`, `grail manifest`, and this test's own reads. Then one host's link is cut (`ip
+//! link set down`: no TCP reset, the peers only notice by silence) and brought back.
 //!
 //! Needs root (`ip netns`); CI runs as root and scripts/test.sh runs it. Namespaces and
 //! processes are removed on drop, a panic included.

@@ -73,9 +73,9 @@ pub async fn admit(
     }
 }
 
-/// After an accepted verdict: records the completions. `Err` = hand the group back (its
-/// redelivery is a ledger repeat and gets verified and recorded again).
-/// Records an accepted group's counted completions (`completions`, as given to [`admit`]).
+/// After an accepted verdict: records the group's counted completions (`completions`, as
+/// given to [`admit`]). `Err` = hand the group back (its redelivery is a ledger repeat and
+/// gets verified and recorded again).
 pub async fn record(
     ledger: &BusLedger,
     metrics: &Metrics,
